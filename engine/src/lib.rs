@@ -1,0 +1,8 @@
+//! Sluice: gated hybrid language models (Gated DeltaNet + gated attention) that run and
+//! train on any GPU WebGPU reaches, through hand-written WGSL kernels bound into Burn.
+//!
+//! The crate is platform-neutral: no filesystem or threads in core paths, no blocking
+//! readbacks on wasm.
+
+pub mod device;
+pub mod ops;

@@ -1,0 +1,322 @@
+//! Launches of the delta-rule WGSL kernels (`shaders/delta_rule_*.wgsl`) on `CubeTensor`s.
+
+use burn::backend::Cube;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::TensorMetadata;
+use burn::tensor::{Shape, Slice};
+
+use super::backend::KernelConfig;
+use crate::ops::wgsl::{WgslKernel, contiguous, empty_f32};
+
+const DECODE_WGSL: &str = include_str!("../../../../shaders/delta_rule_decode.wgsl");
+const PREP_WGSL: &str = include_str!("../../../../shaders/delta_rule_chunk_prep.wgsl");
+const SCAN_WGSL: &str = include_str!("../../../../shaders/delta_rule_chunk_scan.wgsl");
+const BACKWARD_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward.wgsl");
+const FINISH_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_finish.wgsl");
+
+/// Invocations per workgroup of the chunked kernels (WebGPU's default maximum).
+const WG: u32 = 256;
+/// Head-dim tile of the prep kernel's dot products.
+const TD: u32 = 8;
+
+/// The op's inputs as contiguous f32 buffers; `h0` is the initial (or carried) state.
+#[derive(Debug, Clone)]
+pub(crate) struct Inputs {
+    pub q: CubeTensor,
+    pub k: CubeTensor,
+    pub v: CubeTensor,
+    pub g: CubeTensor,
+    pub beta: CubeTensor,
+    pub h0: CubeTensor,
+}
+
+/// Sizes read off the input shapes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub b: usize,
+    pub t: usize,
+    pub hk: usize,
+    pub hv: usize,
+    pub dk: usize,
+    pub dv: usize,
+}
+
+impl Inputs {
+    pub(crate) fn new(
+        q: CubeTensor,
+        k: CubeTensor,
+        v: CubeTensor,
+        g: CubeTensor,
+        beta: CubeTensor,
+        h0: CubeTensor,
+    ) -> Self {
+        Self {
+            q: contiguous(q),
+            k: contiguous(k),
+            v: contiguous(v),
+            g: contiguous(g),
+            beta: contiguous(beta),
+            h0: contiguous(h0),
+        }
+    }
+
+    pub(crate) fn sizes(&self) -> Sizes {
+        let qs = self.q.shape();
+        let vs = self.v.shape();
+        Sizes {
+            b: qs[0],
+            t: qs[1],
+            hk: qs[2],
+            dk: qs[3],
+            hv: vs[2],
+            dv: vs[3],
+        }
+    }
+
+    fn kernel(&self, name: &'static str, src: &'static str, c: KernelConfig) -> WgslKernel {
+        let s = self.sizes();
+        WgslKernel::new(name, src)
+            .with("b", s.b)
+            .with("t", s.t)
+            .with("hk", s.hk)
+            .with("hv", s.hv)
+            .with("dk", s.dk)
+            .with("dv", s.dv)
+            .with("l2norm", u32::from(c.l2norm))
+            .with_f32("scale", c.scale)
+    }
+}
+
+/// Packed `[o | state]` buffer for sizes `s` with `t` tokens.
+fn packed_out(like: &CubeTensor, s: Sizes) -> CubeTensor {
+    empty_f32(like, [s.b * s.t * s.hv * s.dv + s.b * s.hv * s.dk * s.dv])
+}
+
+/// One-token step: `shaders/delta_rule_decode.wgsl`, one invocation per value column.
+pub(crate) fn decode(x: &Inputs, c: KernelConfig) -> CubeTensor {
+    let s = x.sizes();
+    let wg = 64u32;
+    let out = packed_out(&x.q, s);
+    x.kernel("delta_rule_decode", DECODE_WGSL, c)
+        .with("wg", wg)
+        .launch(
+            wg,
+            [(s.dv as u32).div_ceil(wg), s.hv as u32, s.b as u32],
+            &[&x.q, &x.k, &x.v, &x.g, &x.beta, &x.h0, &out],
+        );
+    out
+}
+
+/// Result of the chunked forward.
+pub(crate) struct Forward {
+    /// `[o | final state]`.
+    pub packed: CubeTensor,
+    /// State at the start of every chunk, `[B, Hv, N, dk, dv]` (N = ceil(T / C)).
+    pub boundaries: CubeTensor,
+}
+
+/// Layout of the prep kernel's scratch buffer (element offsets of each region).
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    n: usize,
+    nt: usize,
+    off_qe: usize,
+    off_kd: usize,
+    off_w: usize,
+    off_u: usize,
+    off_m: usize,
+    off_decay: usize,
+    len: usize,
+}
+
+impl Work {
+    fn new(s: Sizes, chunk: usize) -> Self {
+        let n = s.t.div_ceil(chunk);
+        let nt = n * chunk;
+        let rows = s.b * s.hv * nt;
+        let off_qe = 0;
+        let off_kd = off_qe + rows * s.dk;
+        let off_w = off_kd + rows * s.dk;
+        let off_u = off_w + rows * s.dk;
+        let off_m = off_u + rows * s.dv;
+        let off_decay = off_m + s.b * s.hv * n * chunk * chunk;
+        let len = off_decay + s.b * s.hv * n;
+        Self {
+            n,
+            nt,
+            off_qe,
+            off_kd,
+            off_w,
+            off_u,
+            off_m,
+            off_decay,
+            len,
+        }
+    }
+
+    fn consts(&self, k: WgslKernel, chunk: usize) -> WgslKernel {
+        k.with("c", chunk)
+            .with("n", self.n)
+            .with("nt", self.nt)
+            .with("wg", WG)
+            .with("off_qe", self.off_qe)
+            .with("off_kd", self.off_kd)
+            .with("off_w", self.off_w)
+            .with("off_u", self.off_u)
+            .with("off_m", self.off_m)
+            .with("off_decay", self.off_decay)
+    }
+}
+
+/// Value columns per workgroup of the scan: the state tile [dk, BV] and the chunk's new
+/// values [C, BV] must fit in 16 KiB of workgroup memory.
+fn scan_block(dk: usize) -> usize {
+    if dk <= 128 { 16 } else { 8 }
+}
+
+/// Chunked forward (UT/WY form): `delta_rule_chunk_prep.wgsl` over all chunks in parallel,
+/// then `delta_rule_chunk_scan.wgsl` carrying the state across chunks.
+pub(crate) fn forward(x: &Inputs, c: KernelConfig) -> Forward {
+    let s = x.sizes();
+    let w = Work::new(s, c.chunk);
+    let work = empty_f32(&x.q, [w.len]);
+    w.consts(x.kernel("delta_rule_chunk_prep", PREP_WGSL, c), c.chunk)
+        .with("td", TD)
+        .launch(
+            WG,
+            [w.n as u32, s.hv as u32, s.b as u32],
+            &[&x.q, &x.k, &x.v, &x.g, &x.beta, &work],
+        );
+    let packed = packed_out(&x.q, s);
+    let boundaries = empty_f32(&x.q, [s.b, s.hv, w.n, s.dk, s.dv]);
+    let bv = scan_block(s.dk);
+    w.consts(x.kernel("delta_rule_chunk_scan", SCAN_WGSL, c), c.chunk)
+        .with("bv", bv)
+        .launch(
+            WG,
+            [s.dv.div_ceil(bv) as u32, s.hv as u32, s.b as u32],
+            &[&work, &x.h0, &packed, &boundaries],
+        );
+    Forward { packed, boundaries }
+}
+
+/// Gradients w.r.t. every input.
+pub(crate) struct Grads {
+    pub dq: CubeTensor,
+    pub dk: CubeTensor,
+    pub dv: CubeTensor,
+    pub dg: CubeTensor,
+    pub dbeta: CubeTensor,
+    pub dh0: CubeTensor,
+}
+
+/// Element offsets of the backward kernel's workspace regions.
+#[derive(Debug, Clone, Copy)]
+struct BackwardWork {
+    nvb: usize,
+    off_hist: usize,
+    off_kv: usize,
+    off_dl: usize,
+    off_dv: usize,
+    off_dh0: usize,
+    off_pdq: usize,
+    off_pdk: usize,
+    off_pdg: usize,
+    off_pdb: usize,
+    len: usize,
+}
+
+impl BackwardWork {
+    fn new(s: Sizes, chunk: usize, bv: usize) -> Self {
+        let nvb = s.dv.div_ceil(bv);
+        let blocks = s.b * s.hv * nvb;
+        let tokens = s.b * s.t * s.hv;
+        let off_hist = 0;
+        let off_kv = off_hist + blocks * chunk * s.dk * bv;
+        let off_dl = off_kv + blocks * chunk * bv;
+        let off_dv = off_dl + blocks * chunk * bv;
+        let off_dh0 = off_dv + tokens * s.dv;
+        let off_pdq = off_dh0 + s.b * s.hv * s.dk * s.dv;
+        let off_pdk = off_pdq + nvb * tokens * s.dk;
+        let off_pdg = off_pdk + nvb * tokens * s.dk;
+        let off_pdb = off_pdg + nvb * tokens;
+        let len = off_pdb + nvb * tokens;
+        Self {
+            nvb,
+            off_hist,
+            off_kv,
+            off_dl,
+            off_dv,
+            off_dh0,
+            off_pdq,
+            off_pdk,
+            off_pdg,
+            off_pdb,
+            len,
+        }
+    }
+
+    fn consts(&self, k: WgslKernel) -> WgslKernel {
+        k.with("nvb", self.nvb)
+            .with("off_hist", self.off_hist)
+            .with("off_kv", self.off_kv)
+            .with("off_dl", self.off_dl)
+            .with("off_dv", self.off_dv)
+            .with("off_dh0", self.off_dh0)
+            .with("off_pdq", self.off_pdq)
+            .with("off_pdk", self.off_pdk)
+            .with("off_pdg", self.off_pdg)
+            .with("off_pdb", self.off_pdb)
+    }
+}
+
+/// `len` elements of the flat buffer `t` from `offset`, reshaped to `shape` (a view).
+fn region(t: &CubeTensor, offset: usize, shape: &[usize]) -> CubeTensor {
+    let len: usize = shape.iter().product();
+    let flat = Cube::float_slice(t.clone(), &[Slice::from(offset..offset + len)]);
+    Cube::float_reshape(flat, Shape::from(shape.to_vec()))
+}
+
+/// Backward from the packed cotangent `[do | d final state]`:
+/// `delta_rule_backward.wgsl` (reverse over chunks, recomputing inside each chunk from the
+/// saved boundary states), then `delta_rule_backward_finish.wgsl` (reductions, l2norm).
+pub(crate) fn backward(x: &Inputs, boundaries: &CubeTensor, grad: CubeTensor, c: KernelConfig) -> Grads {
+    let s = x.sizes();
+    let n = s.t.div_ceil(c.chunk);
+    let bv = scan_block(s.dk);
+    let w = BackwardWork::new(s, c.chunk, bv);
+    let grad = contiguous(grad);
+    let ws = empty_f32(&x.q, [w.len]);
+    w.consts(x.kernel("delta_rule_backward", BACKWARD_WGSL, c))
+        .with("c", c.chunk)
+        .with("n", n)
+        .with("wg", WG)
+        .with("bv", bv)
+        .launch(
+            WG,
+            [w.nvb as u32, s.hv as u32, s.b as u32],
+            &[&x.q, &x.k, &x.v, &x.g, &x.beta, boundaries, &grad, &ws],
+        );
+    let qk_len = s.b * s.t * s.hk * s.dk;
+    let gate_len = s.b * s.t * s.hv;
+    let fin = empty_f32(&x.q, [2 * qk_len + 2 * gate_len]);
+    let wg_fin = 64u32;
+    w.consts(x.kernel("delta_rule_backward_finish", FINISH_WGSL, c))
+        .with("wg", wg_fin)
+        .launch(
+            wg_fin,
+            [s.t as u32, s.hk as u32, s.b as u32],
+            &[&x.q, &x.k, &ws, &fin],
+        );
+    let qk = [s.b, s.t, s.hk, s.dk];
+    let gates = [s.b, s.t, s.hv];
+    Grads {
+        dq: region(&fin, 0, &qk),
+        dk: region(&fin, qk_len, &qk),
+        dg: region(&fin, 2 * qk_len, &gates),
+        dbeta: region(&fin, 2 * qk_len + gate_len, &gates),
+        dv: region(&ws, w.off_dv, &[s.b, s.t, s.hv, s.dv]),
+        dh0: region(&ws, w.off_dh0, &[s.b, s.hv, s.dk, s.dv]),
+    }
+}

@@ -1,0 +1,5 @@
+//! Custom ops: one folder per op, each with its WGSL launches, autodiff backward and a
+//! plain-tensor reference used as oracle and as the fallback on backends without WGSL.
+
+pub mod delta_rule;
+pub(crate) mod wgsl;

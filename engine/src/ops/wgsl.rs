@@ -1,0 +1,91 @@
+//! Launching the hand-written WGSL kernels in `shaders/` on Burn's wgpu runtime.
+//!
+//! A kernel is its source text plus template constants (`{{ name }}` placeholders); every
+//! distinct set of constants compiles once and is cached by the runtime under its id.
+
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::cubecl::prelude::{CubeCount, CubeDim, KernelId};
+use burn::cubecl::server::KernelArguments;
+use burn::tensor::{DType, Shape};
+
+/// A WGSL source with its template constants.
+pub(crate) struct WgslKernel {
+    name: &'static str,
+    source: &'static str,
+    consts: Vec<(&'static str, String)>,
+}
+
+impl WgslKernel {
+    pub(crate) fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            source,
+            consts: Vec::new(),
+        }
+    }
+
+    /// Sets the template constant `{{ key }}`.
+    pub(crate) fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.consts.push((key, value.to_string()));
+        self
+    }
+
+    /// Sets a float template constant, written as a WGSL f32 literal that round-trips.
+    pub(crate) fn with_f32(self, key: &'static str, value: f32) -> Self {
+        self.with(key, format!("{value:?}f"))
+    }
+
+    /// Launches on `grid` workgroups of `workgroup` invocations with `buffers` bound in
+    /// `@binding` order.
+    pub(crate) fn launch(self, workgroup: u32, grid: [u32; 3], buffers: &[&CubeTensor]) {
+        let client = buffers[0].client.clone();
+        let args = KernelArguments::new().with_buffers(
+            buffers
+                .iter()
+                .map(|t| t.handle.clone().binding())
+                .collect(),
+        );
+        client.launch(
+            Box::new(SourceKernel::new(self, CubeDim::new_1d(workgroup))),
+            CubeCount::Static(grid[0], grid[1], grid[2]),
+            args,
+        );
+    }
+}
+
+impl KernelSource for WgslKernel {
+    fn source(&self) -> SourceTemplate {
+        self.consts
+            .iter()
+            .fold(SourceTemplate::new(self.source), |t, (k, v)| {
+                t.register(*k, v.clone())
+            })
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((self.name, self.consts.clone()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// A new contiguous f32 tensor with uninitialised contents, on `like`'s device.
+pub(crate) fn empty_f32(like: &CubeTensor, shape: impl Into<Shape>) -> CubeTensor {
+    let shape: Shape = shape.into();
+    let bytes = shape.num_elements().max(1) * core::mem::size_of::<f32>();
+    let handle = like.client.empty(bytes);
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+/// `t` as a contiguous f32 tensor (kernels index raw buffers).
+pub(crate) fn contiguous(t: CubeTensor) -> CubeTensor {
+    burn::backend::wgpu::into_contiguous(t)
+}

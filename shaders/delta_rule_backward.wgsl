@@ -1,0 +1,302 @@
+// Gated delta rule, backward. One workgroup per (value-column block vb of BV columns, head h,
+// batch b); chunks in reverse order. Memory: only the chunk-boundary states saved by the
+// forward (`bounds` [B,HV,N,DK,DV]) are read; inside a chunk the per-token states are
+// recomputed from the boundary into the workgroup's slice of `ws` (C·DK·BV floats), then
+// the per-token recurrence is differentiated backwards through the chunk.
+//
+// Forward step (per value head, q̂ k̂ normalised, q̂ scaled):
+//   S' = a S_prev (a = exp(g)) ; kv = S'^T k̂ ; δ = β (v - kv) ; S = S' + k̂ δ^T ; o = S^T q̂
+// Backward step, carrying dS (gradient w.r.t. S after the token):
+//   dS += q̂ do^T ; dq̂ = S do ; dδ = dS^T k̂ ; dk̂ = dS δ ; dv = β dδ ; dβ = dδ·(v - kv)
+//   dkv = -β dδ ; dS' = dS + k̂ dkv^T ; dk̂ += S' dkv ; dg = a Σ(dS' ⊙ S_prev) ; dS = a dS'
+// dq̂, dk̂, dβ, dg sum over all DV columns, so each block writes partial sums (reduced by
+// delta_rule_backward_finish.wgsl); dv and dh0 (= dS after the first token) are exact.
+//
+// Inputs: q, k [B,T,HK,DK]; v [B,T,HV,DV]; g, beta [B,T,HV]; bounds; grad = packed
+// [do (B,T,HV,DV) | d final state (B,HV,DK,DV)]. `ws` regions (element offsets OFF_*):
+//   HIST [B,HV,NVB,C,DK,BV] recomputed states, KV and DL [B,HV,NVB,C,BV] (kv and δ),
+//   DV [B,T,HV,DV], DH0 [B,HV,DK,DV], PDQ and PDK [NVB,B,T,HV,DK], PDG and PDB [NVB,B,T,HV].
+// Thread p owns state entries (d, c) = (p / BV + m·RG, p % BV), m < MPT (RG = WG / BV).
+// Workgroup memory: DK·BV + RG·BV + 4·DK + 6·BV floats (DK = 128, BV = 16: 10.6 KiB).
+// Template constants: B, T, HK, HV, DK, DV, C, N, WG, BV, NVB, L2NORM, SCALE, OFF_*.
+
+@group(0) @binding(0) var<storage, read_write> q: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> beta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> bounds: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ws: array<f32>;
+
+const B: u32 = {{ b }}u;
+const T: u32 = {{ t }}u;
+const HK: u32 = {{ hk }}u;
+const HV: u32 = {{ hv }}u;
+const DK: u32 = {{ dk }}u;
+const DV: u32 = {{ dv }}u;
+const C: u32 = {{ c }}u;
+const N: u32 = {{ n }}u;
+const WG: u32 = {{ wg }}u;
+const BV: u32 = {{ bv }}u;
+const NVB: u32 = {{ nvb }}u;
+const RG: u32 = WG / BV;
+const MPT: u32 = (DK + RG - 1u) / RG;
+const L2NORM: u32 = {{ l2norm }}u;
+const SCALE: f32 = {{ scale }};
+const EPS: f32 = 1e-6;
+const OFF_HIST: u32 = {{ off_hist }}u;
+const OFF_KV: u32 = {{ off_kv }}u;
+const OFF_DL: u32 = {{ off_dl }}u;
+const OFF_DV: u32 = {{ off_dv }}u;
+const OFF_DH0: u32 = {{ off_dh0 }}u;
+const OFF_PDQ: u32 = {{ off_pdq }}u;
+const OFF_PDK: u32 = {{ off_pdk }}u;
+const OFF_PDG: u32 = {{ off_pdg }}u;
+const OFF_PDB: u32 = {{ off_pdb }}u;
+
+var<workgroup> rowred: array<f32, DK * BV>;  // reductions over columns, indexed d·BV + c
+var<workgroup> colred: array<f32, WG>;       // reductions over rows, indexed rg·BV + c
+var<workgroup> qs: array<f32, DK>;
+var<workgroup> ks: array<f32, DK>;
+var<workgroup> vs: array<f32, BV>;
+var<workgroup> dos: array<f32, BV>;
+var<workgroup> kvs: array<f32, BV>;
+var<workgroup> dls: array<f32, BV>;
+var<workgroup> dds: array<f32, BV>;
+var<workgroup> scal: array<f32, 4>;          // a, β, |q|^-1, |k|^-1 of the current token
+
+// Loads token `tok`'s q̂ (when with_q), k̂, v and gates into workgroup memory.
+fn load_token(tid: u32, b: u32, h: u32, hk: u32, c0: u32, tok: u32, with_q: bool) {
+    let base = ((b * T + tok) * HK + hk) * DK;
+    for (var d = tid; d < DK; d += WG) {
+        ks[d] = k[base + d];
+        if (with_q) {
+            qs[d] = q[base + d];
+        }
+    }
+    if (tid < BV) {
+        let col = c0 + tid;
+        var x = 0.0;
+        if (col < DV) {
+            x = v[((b * T + tok) * HV + h) * DV + col];
+        }
+        vs[tid] = x;
+    }
+    workgroupBarrier();
+    if (tid == 0u) {
+        let gi = (b * T + tok) * HV + h;
+        scal[0] = exp(g[gi]);
+        scal[1] = beta[gi];
+        var qm = SCALE;
+        var km = 1.0;
+        if (L2NORM == 1u) {
+            var qq = 0.0;
+            var kk = 0.0;
+            for (var d = 0u; d < DK; d++) {
+                kk += ks[d] * ks[d];
+                if (with_q) {
+                    qq += qs[d] * qs[d];
+                }
+            }
+            qm = SCALE * inverseSqrt(qq + EPS);
+            km = inverseSqrt(kk + EPS);
+        }
+        scal[2] = qm;
+        scal[3] = km;
+    }
+    workgroupBarrier();
+    for (var d = tid; d < DK; d += WG) {
+        ks[d] *= scal[3];
+        if (with_q) {
+            qs[d] *= scal[2];
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size({{ wg }}, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let vb = wid.x;
+    let h = wid.y;
+    let b = wid.z;
+    let hk = h / (HV / HK);
+    let tid = lid.x;
+    let bh = b * HV + h;
+    let c = tid % BV;
+    let rg = tid / BV;
+    let c0 = vb * BV;
+    let col = c0 + c;
+    let col_ok = col < DV;
+    let hist0 = OFF_HIST + (bh * NVB + vb) * C * DK * BV;
+    let kv0 = (bh * NVB + vb) * C * BV;
+
+    // dS starts as the gradient of the final state.
+    var ds: array<f32, MPT>;
+    var st: array<f32, MPT>;
+    var sp: array<f32, MPT>;
+    let dstate0 = B * T * HV * DV;
+    for (var m = 0u; m < MPT; m++) {
+        let d = rg + m * RG;
+        if (d < DK && col_ok) {
+            ds[m] = grad[dstate0 + (bh * DK + d) * DV + col];
+        }
+    }
+
+    for (var nn = 0u; nn < N; nn++) {
+        let n = N - 1u - nn;
+        let t0 = n * C;
+        let len = min(C, T - t0);
+
+        // Recompute the chunk's per-token states from its boundary state.
+        for (var m = 0u; m < MPT; m++) {
+            let d = rg + m * RG;
+            var x = 0.0;
+            if (d < DK && col_ok) {
+                x = bounds[((bh * N + n) * DK + d) * DV + col];
+            }
+            st[m] = x;
+        }
+        for (var i = 0u; i < len; i++) {
+            load_token(tid, b, h, hk, c0, t0 + i, false);
+            let a = scal[0];
+            var part = 0.0;
+            for (var m = 0u; m < MPT; m++) {
+                let d = rg + m * RG;
+                if (d < DK) {
+                    st[m] *= a;
+                    part += st[m] * ks[d];
+                }
+            }
+            colred[tid] = part;
+            workgroupBarrier();
+            if (tid < BV) {
+                var kv = 0.0;
+                for (var r = 0u; r < RG; r++) {
+                    kv += colred[r * BV + tid];
+                }
+                let dl = scal[1] * (vs[tid] - kv);
+                kvs[tid] = kv;
+                dls[tid] = dl;
+                ws[OFF_KV + kv0 + i * BV + tid] = kv;
+                ws[OFF_DL + kv0 + i * BV + tid] = dl;
+            }
+            workgroupBarrier();
+            for (var m = 0u; m < MPT; m++) {
+                let d = rg + m * RG;
+                if (d < DK) {
+                    st[m] += ks[d] * dls[c];
+                    ws[hist0 + (i * DK + d) * BV + c] = st[m];
+                }
+            }
+            workgroupBarrier();
+        }
+
+        // Backward through the chunk's tokens, last to first.
+        for (var ii = 0u; ii < len; ii++) {
+            let i = len - 1u - ii;
+            let tok = t0 + i;
+            load_token(tid, b, h, hk, c0, tok, true);
+            let a = scal[0];
+            let bt = scal[1];
+            if (tid < BV) {
+                var x = 0.0;
+                if (col_ok) {
+                    x = grad[((b * T + tok) * HV + h) * DV + col];
+                }
+                dos[tid] = x;
+                kvs[tid] = ws[OFF_KV + kv0 + i * BV + tid];
+                dls[tid] = ws[OFF_DL + kv0 + i * BV + tid];
+            }
+            workgroupBarrier();
+            // S_t and S_{t-1} (the boundary state before the chunk's first token).
+            for (var m = 0u; m < MPT; m++) {
+                let d = rg + m * RG;
+                if (d < DK) {
+                    st[m] = ws[hist0 + (i * DK + d) * BV + c];
+                    if (i > 0u) {
+                        sp[m] = ws[hist0 + ((i - 1u) * DK + d) * BV + c];
+                    } else if (col_ok) {
+                        sp[m] = bounds[((bh * N + n) * DK + d) * DV + col];
+                    } else {
+                        sp[m] = 0.0;
+                    }
+                    ds[m] += qs[d] * dos[c];
+                    rowred[d * BV + c] = st[m] * dos[c];
+                }
+            }
+            // dδ = dS^T k̂ (over rows).
+            var part = 0.0;
+            for (var m = 0u; m < MPT; m++) {
+                let d = rg + m * RG;
+                if (d < DK) {
+                    part += ds[m] * ks[d];
+                }
+            }
+            colred[tid] = part;
+            workgroupBarrier();
+            let pq = ((vb * B + b) * T + tok) * HV + h;
+            for (var d = tid; d < DK; d += WG) {
+                var x = 0.0;
+                for (var cc = 0u; cc < BV; cc++) {
+                    x += rowred[d * BV + cc];
+                }
+                ws[OFF_PDQ + pq * DK + d] = x;
+            }
+            if (tid < BV) {
+                var x = 0.0;
+                for (var r = 0u; r < RG; r++) {
+                    x += colred[r * BV + tid];
+                }
+                dds[tid] = x;
+            }
+            workgroupBarrier();
+            // dk̂ = dS δ + S' dkv ; dS' = dS + k̂ dkv^T ; da = Σ dS' ⊙ S_prev.
+            let dkv = -bt * dds[c];
+            var da = 0.0;
+            for (var m = 0u; m < MPT; m++) {
+                let d = rg + m * RG;
+                if (d < DK) {
+                    rowred[d * BV + c] = ds[m] * dls[c] + a * sp[m] * dkv;
+                    ds[m] += ks[d] * dkv;
+                    da += ds[m] * sp[m];
+                }
+            }
+            colred[tid] = da;
+            workgroupBarrier();
+            for (var d = tid; d < DK; d += WG) {
+                var x = 0.0;
+                for (var cc = 0u; cc < BV; cc++) {
+                    x += rowred[d * BV + cc];
+                }
+                ws[OFF_PDK + pq * DK + d] = x;
+            }
+            if (tid < BV && col_ok) {
+                ws[OFF_DV + ((b * T + tok) * HV + h) * DV + col] = bt * dds[tid];
+            }
+            if (tid == 0u) {
+                var x = 0.0;
+                for (var r = 0u; r < WG; r++) {
+                    x += colred[r];
+                }
+                var y = 0.0;
+                for (var cc = 0u; cc < BV; cc++) {
+                    y += dds[cc] * (vs[cc] - kvs[cc]);
+                }
+                ws[OFF_PDG + pq] = a * x;
+                ws[OFF_PDB + pq] = y;
+            }
+            for (var m = 0u; m < MPT; m++) {
+                ds[m] *= a;
+            }
+            workgroupBarrier();
+        }
+    }
+
+    for (var m = 0u; m < MPT; m++) {
+        let d = rg + m * RG;
+        if (d < DK && col_ok) {
+            ws[OFF_DH0 + (bh * DK + d) * DV + col] = ds[m];
+        }
+    }
+}
