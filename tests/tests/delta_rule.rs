@@ -110,7 +110,7 @@ fn grads(c: &Case, co: &Tensor<4>, cs: &Tensor<4>, wgsl: bool, opts: &DeltaRuleO
     let gr = loss.backward();
     let g4 = |x: &Tensor<4>| Tensor::<4>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu());
     let g3 = |x: &Tensor<3>| {
-        Tensor::<4>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu()).unsqueeze_dim::<4>(3)
+        Tensor::<3>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu()).unsqueeze_dim::<4>(3)
     };
     vec![g4(&q), g4(&k), g4(&v), g3(&g), g3(&beta), g4(&h0)]
 }
