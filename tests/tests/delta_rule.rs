@@ -197,3 +197,160 @@ fn gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn prefill_then_decode_steps_equal_one_forward() {
+    let dev = wgpu();
+    let (b, t, hk, hv, dk, dv) = (2, 75, 1, 2, 32, 16);
+    let c = case(&dev, b, t, hk, hv, dk, dv, false);
+    let opts = DeltaRuleOptions::default();
+    let full = delta_rule::delta_rule(
+        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), None, &opts,
+    )
+    .unwrap();
+    let prefill = 67;
+    let head = delta_rule::delta_rule(
+        c.q.clone().narrow(1, 0, prefill),
+        c.k.clone().narrow(1, 0, prefill),
+        c.v.clone().narrow(1, 0, prefill),
+        c.g.clone().narrow(1, 0, prefill),
+        c.beta.clone().narrow(1, 0, prefill),
+        None,
+        &opts,
+    )
+    .unwrap();
+    let mut state = head.final_state;
+    let mut outs = vec![head.output];
+    for ti in prefill..t {
+        let step = delta_rule::delta_rule_decode(
+            c.q.clone().narrow(1, ti, 1),
+            c.k.clone().narrow(1, ti, 1),
+            c.v.clone().narrow(1, ti, 1),
+            c.g.clone().narrow(1, ti, 1),
+            c.beta.clone().narrow(1, ti, 1),
+            state,
+            &opts,
+        )
+        .unwrap();
+        state = step.final_state;
+        outs.push(step.output);
+    }
+    assert_close(Tensor::cat(outs, 1), full.output, 1e-4, 1e-5, "prefill + decode output");
+    assert_close(state, full.final_state, 1e-4, 1e-5, "prefill + decode state");
+}
+
+#[test]
+fn chunked_prefill_continuation_equals_one_forward() {
+    let dev = wgpu();
+    let (b, t, hk, hv, dk, dv) = (1, 200, 2, 2, 16, 16);
+    let c = case(&dev, b, t, hk, hv, dk, dv, true);
+    let opts = DeltaRuleOptions::default();
+    let full = delta_rule::delta_rule(
+        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone(), &opts,
+    )
+    .unwrap();
+    let split = 90; // not a chunk boundary
+    let part = |from: usize, len: usize, h0: Option<Tensor<4>>| {
+        delta_rule::delta_rule(
+            c.q.clone().narrow(1, from, len),
+            c.k.clone().narrow(1, from, len),
+            c.v.clone().narrow(1, from, len),
+            c.g.clone().narrow(1, from, len),
+            c.beta.clone().narrow(1, from, len),
+            h0,
+            &opts,
+        )
+        .unwrap()
+    };
+    let first = part(0, split, c.h0.clone());
+    let second = part(split, t - split, Some(first.final_state));
+    assert_close(
+        Tensor::cat(vec![first.output, second.output], 1),
+        full.output,
+        1e-4,
+        1e-5,
+        "continuation output",
+    );
+    assert_close(second.final_state, full.final_state, 1e-4, 1e-5, "continuation state");
+}
+
+#[test]
+fn options_without_l2norm_and_custom_scale() {
+    let dev = wgpu();
+    let c = case(&dev, 1, 40, 1, 1, 16, 16, true);
+    // Pre-normalised keys keep the recurrence stable without the in-kernel norm.
+    let k = sluice::ops::delta_rule::reference::l2norm(c.k.clone());
+    let opts = DeltaRuleOptions { use_qk_l2norm: false, scale: Some(0.5), chunk_size: 32 };
+    let got = delta_rule::delta_rule(
+        c.q.clone(), k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone(), &opts,
+    )
+    .unwrap();
+    let want = reference::forward(c.q, k, c.v, c.g, c.beta, c.h0, &opts);
+    assert_close(got.output, want.output, 1e-4, 2e-5, "no-l2norm output");
+    assert_close(got.final_state, want.final_state, 1e-4, 2e-5, "no-l2norm state");
+}
+
+#[test]
+fn cpu_backend_runs_the_reference() {
+    // Burn's CPU backend has no WGSL: the op selects the composed reference by itself, and
+    // its result equals the WGSL kernels' on the same inputs.
+    let gpu = wgpu();
+    let cpu = Device::flex();
+    let c = case(&gpu, 1, 70, 1, 2, 16, 8, true);
+    let to_cpu4 = |x: &Tensor<4>| Tensor::<4>::from_data(x.to_data(), &cpu);
+    let to_cpu3 = |x: &Tensor<3>| Tensor::<3>::from_data(x.to_data(), &cpu);
+    assert!(!sluice::device::supports_wgsl(&cpu));
+    assert!(sluice::device::supports_wgsl(&gpu));
+    let opts = DeltaRuleOptions::default();
+    let on_cpu = delta_rule::delta_rule(
+        to_cpu4(&c.q), to_cpu4(&c.k), to_cpu4(&c.v), to_cpu3(&c.g), to_cpu3(&c.beta),
+        c.h0.as_ref().map(to_cpu4), &opts,
+    )
+    .unwrap();
+    let on_gpu = delta_rule::delta_rule(c.q, c.k, c.v, c.g, c.beta, c.h0, &opts).unwrap();
+    assert_close(
+        Tensor::<4>::from_data(on_cpu.output.to_data(), &gpu),
+        on_gpu.output,
+        1e-4,
+        1e-5,
+        "cpu vs wgpu output",
+    );
+}
+
+#[test]
+fn bad_shapes_give_clear_errors() {
+    let dev = wgpu();
+    let c = case(&dev, 2, 10, 2, 4, 8, 8, true);
+    let opts = DeltaRuleOptions::default();
+    let run = |q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, beta: Tensor<3>, h0: Option<Tensor<4>>| {
+        delta_rule::delta_rule(q, k, v, g, beta, h0, &opts).unwrap_err().to_string()
+    };
+    let e = run(c.q.clone(), randn([2, 10, 2, 4], 1.0, &dev), c.v.clone(), c.g.clone(), c.beta.clone(), None);
+    assert!(e.contains("k has shape"), "{e}");
+    let e = run(c.q.clone(), c.k.clone(), randn([2, 10, 3, 8], 1.0, &dev), c.g.clone(), c.beta.clone(), None);
+    assert!(e.contains("multiple of key heads"), "{e}");
+    let e = run(c.q.clone(), c.k.clone(), randn([2, 9, 4, 8], 1.0, &dev), c.g.clone(), c.beta.clone(), None);
+    assert!(e.contains("batch and time"), "{e}");
+    let e = run(c.q.clone(), c.k.clone(), c.v.clone(), randn([2, 10, 2], 1.0, &dev), c.beta.clone(), None);
+    assert!(e.contains("g has shape"), "{e}");
+    let e = run(c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), randn([2, 10], 1.0, &dev).unsqueeze_dim(2), None);
+    assert!(e.contains("beta has shape"), "{e}");
+    let e = run(
+        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), Some(randn([2, 4, 8, 7], 1.0, &dev)),
+    );
+    assert!(e.contains("state has shape"), "{e}");
+    let e = run(
+        randn([1, 1, 1, 300], 1.0, &dev), randn([1, 1, 1, 300], 1.0, &dev), randn([1, 1, 1, 4], 1.0, &dev),
+        randn([1, 1, 1], 1.0, &dev), randn([1, 1, 1], 1.0, &dev), None,
+    );
+    assert!(e.contains("exceeds the supported maximum"), "{e}");
+    let bad_chunk = DeltaRuleOptions { chunk_size: 48, ..Default::default() };
+    let e = delta_rule::delta_rule(c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), None, &bad_chunk)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("chunk_size 48"), "{e}");
+    let e = delta_rule::delta_rule_decode(c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone().unwrap(), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("one token"), "{e}");
+}
