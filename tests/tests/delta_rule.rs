@@ -14,7 +14,11 @@ struct Case {
     h0: Option<Tensor<4>>,
 }
 
-fn case(dev: &Device, b: usize, t: usize, hk: usize, hv: usize, dk: usize, dv: usize, init: bool) -> Case {
+/// Sizes (B, T, Hk, Hv, dk, dv).
+type Sizes = (usize, usize, usize, usize, usize, usize);
+
+/// Random inputs of the given sizes; g in [-3, 0], beta in [0, 1].
+fn case(dev: &Device, (b, t, hk, hv, dk, dv): Sizes, init: bool) -> Case {
     Case {
         q: randn([b, t, hk, dk], 1.0, dev),
         k: randn([b, t, hk, dk], 1.0, dev),
@@ -34,32 +38,73 @@ fn decode_matches_reference() {
         (1, 1, 2, 64, 128, false),
         (2, 3, 3, 8, 100, true),
     ] {
-        let c = case(&dev, b, 1, hk, hv, dk, dv, init);
-        let h0 = c.h0.clone().unwrap_or_else(|| Tensor::zeros([b, hv, dk, dv], &dev));
+        let c = case(&dev, (b, 1, hk, hv, dk, dv), init);
+        let h0 =
+            c.h0.clone()
+                .unwrap_or_else(|| Tensor::zeros([b, hv, dk, dv], &dev));
         let opts = DeltaRuleOptions::default();
         let got = delta_rule::delta_rule_decode(
-            c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), h0.clone(), &opts,
+            c.q.clone(),
+            c.k.clone(),
+            c.v.clone(),
+            c.g.clone(),
+            c.beta.clone(),
+            h0.clone(),
+            &opts,
         )
         .unwrap();
         let want = reference::forward(c.q, c.k, c.v, c.g, c.beta, Some(h0), &opts);
         let what = format!("decode b{b} hk{hk} hv{hv} dk{dk} dv{dv}");
-        assert_close(got.output, want.output, 1e-4, 1e-5, &format!("{what} output"));
-        assert_close(got.final_state, want.final_state, 1e-4, 1e-5, &format!("{what} state"));
+        assert_close(
+            got.output,
+            want.output,
+            1e-4,
+            1e-5,
+            &format!("{what} output"),
+        );
+        assert_close(
+            got.final_state,
+            want.final_state,
+            1e-4,
+            1e-5,
+            &format!("{what} state"),
+        );
     }
 }
 
-fn check_forward(dev: &Device, dims: (usize, usize, usize, usize, usize, usize), init: bool, chunk: usize) {
+fn check_forward(dev: &Device, dims: Sizes, init: bool, chunk: usize) {
     let (b, t, hk, hv, dk, dv) = dims;
-    let c = case(dev, b, t, hk, hv, dk, dv, init);
-    let opts = DeltaRuleOptions { chunk_size: chunk, ..Default::default() };
+    let c = case(dev, (b, t, hk, hv, dk, dv), init);
+    let opts = DeltaRuleOptions {
+        chunk_size: chunk,
+        ..Default::default()
+    };
     let got = delta_rule::delta_rule(
-        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone(), &opts,
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        c.h0.clone(),
+        &opts,
     )
     .unwrap();
     let want = reference::forward(c.q, c.k, c.v, c.g, c.beta, c.h0, &opts);
     let what = format!("forward {dims:?} init={init} chunk={chunk}");
-    assert_close(got.output, want.output, 1e-4, 2e-5, &format!("{what} output"));
-    assert_close(got.final_state, want.final_state, 1e-4, 2e-5, &format!("{what} state"));
+    assert_close(
+        got.output,
+        want.output,
+        1e-4,
+        2e-5,
+        &format!("{what} output"),
+    );
+    assert_close(
+        got.final_state,
+        want.final_state,
+        1e-4,
+        2e-5,
+        &format!("{what} state"),
+    );
 }
 
 #[test]
@@ -84,7 +129,12 @@ fn forward_long_sequence_matches_reference() {
 /// Leaves with gradients on `dev`, copied from `c`.
 fn leaves(c: &Case, dev: &Device) -> [Tensor<4>; 4] {
     let leaf = |x: &Tensor<4>| Tensor::<4>::from_data(x.to_data(), dev).require_grad();
-    [leaf(&c.q), leaf(&c.k), leaf(&c.v), leaf(c.h0.as_ref().expect("initial state"))]
+    [
+        leaf(&c.q),
+        leaf(&c.k),
+        leaf(&c.v),
+        leaf(c.h0.as_ref().expect("initial state")),
+    ]
 }
 
 fn leaves3(c: &Case, dev: &Device) -> [Tensor<3>; 2] {
@@ -94,23 +144,47 @@ fn leaves3(c: &Case, dev: &Device) -> [Tensor<3>; 2] {
 
 /// Gradients of `sum(o ⊙ co) + sum(S ⊙ cs)` w.r.t. q, k, v, g, beta, h0, by the WGSL op or
 /// the reference.
-fn grads(c: &Case, co: &Tensor<4>, cs: &Tensor<4>, wgsl: bool, opts: &DeltaRuleOptions) -> Vec<Tensor<4>> {
+fn grads(
+    c: &Case,
+    co: &Tensor<4>,
+    cs: &Tensor<4>,
+    wgsl: bool,
+    opts: &DeltaRuleOptions,
+) -> Vec<Tensor<4>> {
     let dev = wgpu().autodiff();
     let [q, k, v, h0] = leaves(c, &dev);
     let [g, beta] = leaves3(c, &dev);
     let out = if wgsl {
-        delta_rule::delta_rule(q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), Some(h0.clone()), opts)
-            .unwrap()
+        delta_rule::delta_rule(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            g.clone(),
+            beta.clone(),
+            Some(h0.clone()),
+            opts,
+        )
+        .unwrap()
     } else {
-        reference::forward(q.clone(), k.clone(), v.clone(), g.clone(), beta.clone(), Some(h0.clone()), opts)
+        reference::forward(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            g.clone(),
+            beta.clone(),
+            Some(h0.clone()),
+            opts,
+        )
     };
     let co = Tensor::<4>::from_data(co.to_data(), &dev);
     let cs = Tensor::<4>::from_data(cs.to_data(), &dev);
     let loss = (out.output * co).sum() + (out.final_state * cs).sum();
     let gr = loss.backward();
-    let g4 = |x: &Tensor<4>| Tensor::<4>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu());
+    let g4 =
+        |x: &Tensor<4>| Tensor::<4>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu());
     let g3 = |x: &Tensor<3>| {
-        Tensor::<3>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu()).unsqueeze_dim::<4>(3)
+        Tensor::<3>::from_data(x.grad(&gr).expect("gradient").to_data(), &wgpu())
+            .unsqueeze_dim::<4>(3)
     };
     vec![g4(&q), g4(&k), g4(&v), g3(&g), g3(&beta), g4(&h0)]
 }
@@ -126,10 +200,13 @@ fn gradients_match_reference_autodiff() {
         ((1, 130, 2, 2, 16, 20), 64),
     ] {
         let (b, t, hk, hv, dk, dv) = dims;
-        let c = case(&dev, b, t, hk, hv, dk, dv, true);
+        let c = case(&dev, (b, t, hk, hv, dk, dv), true);
         let co = randn([b, t, hv, dv], 1.0, &dev);
         let cs = randn([b, hv, dk, dv], 1.0, &dev);
-        let opts = DeltaRuleOptions { chunk_size: chunk, ..Default::default() };
+        let opts = DeltaRuleOptions {
+            chunk_size: chunk,
+            ..Default::default()
+        };
         let got = grads(&c, &co, &cs, true, &opts);
         let want = grads(&c, &co, &cs, false, &opts);
         for ((x, y), name) in got.into_iter().zip(want).zip(names) {
@@ -142,17 +219,26 @@ fn gradients_match_reference_autodiff() {
 fn gradients_match_finite_differences() {
     let dev = wgpu();
     let (b, t, hk, hv, dk, dv) = (1, 6, 1, 2, 4, 3);
-    let c = case(&dev, b, t, hk, hv, dk, dv, true);
+    let c = case(&dev, (b, t, hk, hv, dk, dv), true);
     let co = randn([b, t, hv, dv], 1.0, &dev);
     let cs = randn([b, hv, dk, dv], 1.0, &dev);
-    let opts = DeltaRuleOptions { chunk_size: 16, ..Default::default() };
+    let opts = DeltaRuleOptions {
+        chunk_size: 16,
+        ..Default::default()
+    };
     let analytic: Vec<Vec<f32>> = grads(&c, &co, &cs, true, &opts)
         .into_iter()
         .map(sluice_tests::to_vec)
         .collect();
     let loss = |c: &Case| -> f64 {
         let out = delta_rule::delta_rule(
-            c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone(), &opts,
+            c.q.clone(),
+            c.k.clone(),
+            c.v.clone(),
+            c.g.clone(),
+            c.beta.clone(),
+            c.h0.clone(),
+            &opts,
         )
         .unwrap();
         let l = (out.output * co.clone()).sum() + (out.final_state * cs.clone()).sum();
@@ -176,15 +262,42 @@ fn gradients_match_finite_differences() {
             hi[i] += eps;
             let with = |vals: Vec<f32>| -> Case {
                 let mut cc = Case {
-                    q: c.q.clone(), k: c.k.clone(), v: c.v.clone(), g: c.g.clone(), beta: c.beta.clone(), h0: c.h0.clone(),
+                    q: c.q.clone(),
+                    k: c.k.clone(),
+                    v: c.v.clone(),
+                    g: c.g.clone(),
+                    beta: c.beta.clone(),
+                    h0: c.h0.clone(),
                 };
                 match which {
-                    0 => cc.q = Tensor::from_data(burn::tensor::TensorData::new(vals, c.q.dims()), &dev),
-                    1 => cc.k = Tensor::from_data(burn::tensor::TensorData::new(vals, c.k.dims()), &dev),
-                    2 => cc.v = Tensor::from_data(burn::tensor::TensorData::new(vals, c.v.dims()), &dev),
-                    3 => cc.g = Tensor::from_data(burn::tensor::TensorData::new(vals, c.g.dims()), &dev),
-                    4 => cc.beta = Tensor::from_data(burn::tensor::TensorData::new(vals, c.beta.dims()), &dev),
-                    _ => cc.h0 = Some(Tensor::from_data(burn::tensor::TensorData::new(vals, [b, hv, dk, dv]), &dev)),
+                    0 => {
+                        cc.q =
+                            Tensor::from_data(burn::tensor::TensorData::new(vals, c.q.dims()), &dev)
+                    }
+                    1 => {
+                        cc.k =
+                            Tensor::from_data(burn::tensor::TensorData::new(vals, c.k.dims()), &dev)
+                    }
+                    2 => {
+                        cc.v =
+                            Tensor::from_data(burn::tensor::TensorData::new(vals, c.v.dims()), &dev)
+                    }
+                    3 => {
+                        cc.g =
+                            Tensor::from_data(burn::tensor::TensorData::new(vals, c.g.dims()), &dev)
+                    }
+                    4 => {
+                        cc.beta = Tensor::from_data(
+                            burn::tensor::TensorData::new(vals, c.beta.dims()),
+                            &dev,
+                        )
+                    }
+                    _ => {
+                        cc.h0 = Some(Tensor::from_data(
+                            burn::tensor::TensorData::new(vals, [b, hv, dk, dv]),
+                            &dev,
+                        ))
+                    }
                 }
                 cc
             };
@@ -202,10 +315,16 @@ fn gradients_match_finite_differences() {
 fn prefill_then_decode_steps_equal_one_forward() {
     let dev = wgpu();
     let (b, t, hk, hv, dk, dv) = (2, 75, 1, 2, 32, 16);
-    let c = case(&dev, b, t, hk, hv, dk, dv, false);
+    let c = case(&dev, (b, t, hk, hv, dk, dv), false);
     let opts = DeltaRuleOptions::default();
     let full = delta_rule::delta_rule(
-        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), None, &opts,
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        None,
+        &opts,
     )
     .unwrap();
     let prefill = 67;
@@ -235,18 +354,36 @@ fn prefill_then_decode_steps_equal_one_forward() {
         state = step.final_state;
         outs.push(step.output);
     }
-    assert_close(Tensor::cat(outs, 1), full.output, 1e-4, 1e-5, "prefill + decode output");
-    assert_close(state, full.final_state, 1e-4, 1e-5, "prefill + decode state");
+    assert_close(
+        Tensor::cat(outs, 1),
+        full.output,
+        1e-4,
+        1e-5,
+        "prefill + decode output",
+    );
+    assert_close(
+        state,
+        full.final_state,
+        1e-4,
+        1e-5,
+        "prefill + decode state",
+    );
 }
 
 #[test]
 fn chunked_prefill_continuation_equals_one_forward() {
     let dev = wgpu();
     let (b, t, hk, hv, dk, dv) = (1, 200, 2, 2, 16, 16);
-    let c = case(&dev, b, t, hk, hv, dk, dv, true);
+    let c = case(&dev, (b, t, hk, hv, dk, dv), true);
     let opts = DeltaRuleOptions::default();
     let full = delta_rule::delta_rule(
-        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone(), &opts,
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        c.h0.clone(),
+        &opts,
     )
     .unwrap();
     let split = 90; // not a chunk boundary
@@ -271,23 +408,45 @@ fn chunked_prefill_continuation_equals_one_forward() {
         1e-5,
         "continuation output",
     );
-    assert_close(second.final_state, full.final_state, 1e-4, 1e-5, "continuation state");
+    assert_close(
+        second.final_state,
+        full.final_state,
+        1e-4,
+        1e-5,
+        "continuation state",
+    );
 }
 
 #[test]
 fn options_without_l2norm_and_custom_scale() {
     let dev = wgpu();
-    let c = case(&dev, 1, 40, 1, 1, 16, 16, true);
+    let c = case(&dev, (1, 40, 1, 1, 16, 16), true);
     // Pre-normalised keys keep the recurrence stable without the in-kernel norm.
     let k = sluice::ops::delta_rule::reference::l2norm(c.k.clone());
-    let opts = DeltaRuleOptions { use_qk_l2norm: false, scale: Some(0.5), chunk_size: 32 };
+    let opts = DeltaRuleOptions {
+        use_qk_l2norm: false,
+        scale: Some(0.5),
+        chunk_size: 32,
+    };
     let got = delta_rule::delta_rule(
-        c.q.clone(), k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone(), &opts,
+        c.q.clone(),
+        k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        c.h0.clone(),
+        &opts,
     )
     .unwrap();
     let want = reference::forward(c.q, k, c.v, c.g, c.beta, c.h0, &opts);
     assert_close(got.output, want.output, 1e-4, 2e-5, "no-l2norm output");
-    assert_close(got.final_state, want.final_state, 1e-4, 2e-5, "no-l2norm state");
+    assert_close(
+        got.final_state,
+        want.final_state,
+        1e-4,
+        2e-5,
+        "no-l2norm state",
+    );
 }
 
 #[test]
@@ -296,15 +455,20 @@ fn cpu_backend_runs_the_reference() {
     // its result equals the WGSL kernels' on the same inputs.
     let gpu = wgpu();
     let cpu = Device::flex();
-    let c = case(&gpu, 1, 70, 1, 2, 16, 8, true);
+    let c = case(&gpu, (1, 70, 1, 2, 16, 8), true);
     let to_cpu4 = |x: &Tensor<4>| Tensor::<4>::from_data(x.to_data(), &cpu);
     let to_cpu3 = |x: &Tensor<3>| Tensor::<3>::from_data(x.to_data(), &cpu);
     assert!(!sluice::device::supports_wgsl(&cpu));
     assert!(sluice::device::supports_wgsl(&gpu));
     let opts = DeltaRuleOptions::default();
     let on_cpu = delta_rule::delta_rule(
-        to_cpu4(&c.q), to_cpu4(&c.k), to_cpu4(&c.v), to_cpu3(&c.g), to_cpu3(&c.beta),
-        c.h0.as_ref().map(to_cpu4), &opts,
+        to_cpu4(&c.q),
+        to_cpu4(&c.k),
+        to_cpu4(&c.v),
+        to_cpu3(&c.g),
+        to_cpu3(&c.beta),
+        c.h0.as_ref().map(to_cpu4),
+        &opts,
     )
     .unwrap();
     let on_gpu = delta_rule::delta_rule(c.q, c.k, c.v, c.g, c.beta, c.h0, &opts).unwrap();
@@ -320,37 +484,107 @@ fn cpu_backend_runs_the_reference() {
 #[test]
 fn bad_shapes_give_clear_errors() {
     let dev = wgpu();
-    let c = case(&dev, 2, 10, 2, 4, 8, 8, true);
+    let c = case(&dev, (2, 10, 2, 4, 8, 8), true);
     let opts = DeltaRuleOptions::default();
-    let run = |q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, g: Tensor<3>, beta: Tensor<3>, h0: Option<Tensor<4>>| {
-        delta_rule::delta_rule(q, k, v, g, beta, h0, &opts).unwrap_err().to_string()
+    let run = |q: Tensor<4>,
+               k: Tensor<4>,
+               v: Tensor<4>,
+               g: Tensor<3>,
+               beta: Tensor<3>,
+               h0: Option<Tensor<4>>| {
+        delta_rule::delta_rule(q, k, v, g, beta, h0, &opts)
+            .unwrap_err()
+            .to_string()
     };
-    let e = run(c.q.clone(), randn([2, 10, 2, 4], 1.0, &dev), c.v.clone(), c.g.clone(), c.beta.clone(), None);
+    let e = run(
+        c.q.clone(),
+        randn([2, 10, 2, 4], 1.0, &dev),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        None,
+    );
     assert!(e.contains("k has shape"), "{e}");
-    let e = run(c.q.clone(), c.k.clone(), randn([2, 10, 3, 8], 1.0, &dev), c.g.clone(), c.beta.clone(), None);
+    let e = run(
+        c.q.clone(),
+        c.k.clone(),
+        randn([2, 10, 3, 8], 1.0, &dev),
+        c.g.clone(),
+        c.beta.clone(),
+        None,
+    );
     assert!(e.contains("multiple of key heads"), "{e}");
-    let e = run(c.q.clone(), c.k.clone(), randn([2, 9, 4, 8], 1.0, &dev), c.g.clone(), c.beta.clone(), None);
+    let e = run(
+        c.q.clone(),
+        c.k.clone(),
+        randn([2, 9, 4, 8], 1.0, &dev),
+        c.g.clone(),
+        c.beta.clone(),
+        None,
+    );
     assert!(e.contains("batch and time"), "{e}");
-    let e = run(c.q.clone(), c.k.clone(), c.v.clone(), randn([2, 10, 2], 1.0, &dev), c.beta.clone(), None);
+    let e = run(
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        randn([2, 10, 2], 1.0, &dev),
+        c.beta.clone(),
+        None,
+    );
     assert!(e.contains("g has shape"), "{e}");
-    let e = run(c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), randn([2, 10], 1.0, &dev).unsqueeze_dim(2), None);
+    let e = run(
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        randn([2, 10], 1.0, &dev).unsqueeze_dim(2),
+        None,
+    );
     assert!(e.contains("beta has shape"), "{e}");
     let e = run(
-        c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), Some(randn([2, 4, 8, 7], 1.0, &dev)),
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        Some(randn([2, 4, 8, 7], 1.0, &dev)),
     );
     assert!(e.contains("state has shape"), "{e}");
     let e = run(
-        randn([1, 1, 1, 300], 1.0, &dev), randn([1, 1, 1, 300], 1.0, &dev), randn([1, 1, 1, 4], 1.0, &dev),
-        randn([1, 1, 1], 1.0, &dev), randn([1, 1, 1], 1.0, &dev), None,
+        randn([1, 1, 1, 300], 1.0, &dev),
+        randn([1, 1, 1, 300], 1.0, &dev),
+        randn([1, 1, 1, 4], 1.0, &dev),
+        randn([1, 1, 1], 1.0, &dev),
+        randn([1, 1, 1], 1.0, &dev),
+        None,
     );
     assert!(e.contains("exceeds the supported maximum"), "{e}");
-    let bad_chunk = DeltaRuleOptions { chunk_size: 48, ..Default::default() };
-    let e = delta_rule::delta_rule(c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), None, &bad_chunk)
-        .unwrap_err()
-        .to_string();
+    let bad_chunk = DeltaRuleOptions {
+        chunk_size: 48,
+        ..Default::default()
+    };
+    let e = delta_rule::delta_rule(
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        None,
+        &bad_chunk,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("chunk_size 48"), "{e}");
-    let e = delta_rule::delta_rule_decode(c.q.clone(), c.k.clone(), c.v.clone(), c.g.clone(), c.beta.clone(), c.h0.clone().unwrap(), &opts)
-        .unwrap_err()
-        .to_string();
+    let e = delta_rule::delta_rule_decode(
+        c.q.clone(),
+        c.k.clone(),
+        c.v.clone(),
+        c.g.clone(),
+        c.beta.clone(),
+        c.h0.clone().unwrap(),
+        &opts,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("one token"), "{e}");
 }

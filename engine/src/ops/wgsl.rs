@@ -39,12 +39,8 @@ impl WgslKernel {
     /// `@binding` order.
     pub(crate) fn launch(self, workgroup: u32, grid: [u32; 3], buffers: &[&CubeTensor]) {
         let client = buffers[0].client.clone();
-        let args = KernelArguments::new().with_buffers(
-            buffers
-                .iter()
-                .map(|t| t.handle.clone().binding())
-                .collect(),
-        );
+        let args = KernelArguments::new()
+            .with_buffers(buffers.iter().map(|t| t.handle.clone().binding()).collect());
         client.launch(
             Box::new(SourceKernel::new(self, CubeDim::new_1d(workgroup))),
             CubeCount::Static(grid[0], grid[1], grid[2]),

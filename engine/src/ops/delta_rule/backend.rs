@@ -113,7 +113,14 @@ impl<C: CheckpointStrategy> DeltaRuleBackend for Autodiff<Cube, C> {
         h0: FloatTensor<Self>,
         config: KernelConfig,
     ) -> FloatTensor<Self> {
-        let nodes = [q.node(), k.node(), v.node(), g.node(), beta.node(), h0.node()];
+        let nodes = [
+            q.node(),
+            k.node(),
+            v.node(),
+            g.node(),
+            beta.node(),
+            h0.node(),
+        ];
         match DeltaRuleBackward
             .prepare::<C>(nodes)
             .compute_bound()

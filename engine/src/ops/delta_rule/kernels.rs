@@ -1,9 +1,9 @@
 //! Launches of the delta-rule WGSL kernels (`shaders/delta_rule_*.wgsl`) on `CubeTensor`s.
 
 use burn::backend::Cube;
+use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::wgpu::CubeTensor;
-use burn::backend::TensorMetadata;
 use burn::tensor::{Shape, Slice};
 
 use super::backend::KernelConfig;
@@ -281,7 +281,12 @@ fn region(t: &CubeTensor, offset: usize, shape: &[usize]) -> CubeTensor {
 /// Backward from the packed cotangent `[do | d final state]`:
 /// `delta_rule_backward.wgsl` (reverse over chunks, recomputing inside each chunk from the
 /// saved boundary states), then `delta_rule_backward_finish.wgsl` (reductions, l2norm).
-pub(crate) fn backward(x: &Inputs, boundaries: &CubeTensor, grad: CubeTensor, c: KernelConfig) -> Grads {
+pub(crate) fn backward(
+    x: &Inputs,
+    boundaries: &CubeTensor,
+    grad: CubeTensor,
+    c: KernelConfig,
+) -> Grads {
     let s = x.sizes();
     let n = s.t.div_ceil(c.chunk);
     let bv = scan_block(s.dk);

@@ -209,7 +209,10 @@ fn unpack(packed: Tensor<1>, d: Dims) -> DeltaRuleOutput {
     let n_o = d.b * d.t * d.hv * d.dv;
     let n_s = d.b * d.hv * d.dk * d.dv;
     DeltaRuleOutput {
-        output: packed.clone().narrow(0, 0, n_o).reshape([d.b, d.t, d.hv, d.dv]),
+        output: packed
+            .clone()
+            .narrow(0, 0, n_o)
+            .reshape([d.b, d.t, d.hv, d.dv]),
         final_state: packed.narrow(0, n_o, n_s).reshape([d.b, d.hv, d.dk, d.dv]),
     }
 }
