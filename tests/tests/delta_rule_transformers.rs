@@ -8,7 +8,11 @@ use sluice_tests::{assert_close, fixture_tensor, fixtures_dir, read_fixture, wgp
 
 fn check(name: &str) {
     let dev = wgpu();
-    let f = read_fixture(&fixtures_dir().join("delta_rule").join(format!("{name}.safetensors")));
+    let f = read_fixture(
+        &fixtures_dir()
+            .join("delta_rule")
+            .join(format!("{name}.safetensors")),
+    );
     let h0 = f
         .contains_key("initial_state")
         .then(|| fixture_tensor::<4>(&f, "initial_state", &dev));
@@ -25,8 +29,20 @@ fn check(name: &str) {
     for which in ["chunk", "recurrent"] {
         let o: Tensor<4> = fixture_tensor(&f, &format!("out_{which}"), &dev);
         let s: Tensor<4> = fixture_tensor(&f, &format!("state_{which}"), &dev);
-        assert_close(out.output.clone(), o, 1e-4, 1e-5, &format!("{name} output vs {which}"));
-        assert_close(out.final_state.clone(), s, 1e-4, 1e-5, &format!("{name} state vs {which}"));
+        assert_close(
+            out.output.clone(),
+            o,
+            1e-4,
+            1e-5,
+            &format!("{name} output vs {which}"),
+        );
+        assert_close(
+            out.final_state.clone(),
+            s,
+            1e-4,
+            1e-5,
+            &format!("{name} state vs {which}"),
+        );
     }
 }
 
