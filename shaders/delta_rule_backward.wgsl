@@ -12,31 +12,33 @@
 // dq̂, dk̂, dβ, dg sum over all DV columns, so each block writes partial sums (reduced by
 // delta_rule_backward_finish.wgsl); dv and dh0 (= dS after the first token) are exact.
 //
-// Inputs: q, k [B,T,HK,DK]; v [B,T,HV,DV]; g, beta [B,T,HV]; bounds; grad = packed
+// Inputs: q, k [B,T,HK,DK]; v [B,T,HV,DV]; gates = g, beta [B,T,HV] back to back; bounds;
+// grad = packed
 // [do (B,T,HV,DV) | d final state (B,HV,DK,DV)]. `ws` regions (element offsets OFF_*):
 //   HIST [B,HV,NVB,C,DK,BV] recomputed states, KV and DL [B,HV,NVB,C,BV] (kv and δ),
 //   DV [B,T,HV,DV], DH0 [B,HV,DK,DV], PDQ and PDK [NVB,B,T,HV,DK], PDG and PDB [NVB,B,T,HV].
 // Thread p owns state entries (d, c) = (p / BV + m·RG, p % BV), m < MPT (RG = WG / BV).
 // Workgroup memory: DK·BV + RG·BV + 4·DK + 6·BV floats (DK = 128, BV = 16: 10.6 KiB).
-// Template constants: B, T, HK, HV, DK, DV, C, N, WG, BV, NVB, L2NORM, SCALE, OFF_*.
+// Template constants: HK, HV, DK, DV, C, WG, BV, NVB, L2NORM, SCALE.
+// Run-time `params`: B, T, N (chunks), NT, OFF_* (see load_params).
 
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> g: array<f32>;
-@group(0) @binding(4) var<storage, read_write> beta: array<f32>;
-@group(0) @binding(5) var<storage, read_write> bounds: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(7) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(3) var<storage, read_write> gates: array<f32>;  // g [B,T,HV] then beta [B,T,HV]
+@group(0) @binding(4) var<storage, read_write> bounds: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ws: array<f32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
-const B: u32 = {{ b }}u;
-const T: u32 = {{ t }}u;
+var<private> B: u32;
+var<private> T: u32;
 const HK: u32 = {{ hk }}u;
 const HV: u32 = {{ hv }}u;
 const DK: u32 = {{ dk }}u;
 const DV: u32 = {{ dv }}u;
 const C: u32 = {{ c }}u;
-const N: u32 = {{ n }}u;
+var<private> N: u32;
 const WG: u32 = {{ wg }}u;
 const BV: u32 = {{ bv }}u;
 const NVB: u32 = {{ nvb }}u;
@@ -45,15 +47,15 @@ const MPT: u32 = (DK + RG - 1u) / RG;
 const L2NORM: u32 = {{ l2norm }}u;
 const SCALE: f32 = {{ scale }};
 const EPS: f32 = 1e-6;
-const OFF_HIST: u32 = {{ off_hist }}u;
-const OFF_KV: u32 = {{ off_kv }}u;
-const OFF_DL: u32 = {{ off_dl }}u;
-const OFF_DV: u32 = {{ off_dv }}u;
-const OFF_DH0: u32 = {{ off_dh0 }}u;
-const OFF_PDQ: u32 = {{ off_pdq }}u;
-const OFF_PDK: u32 = {{ off_pdk }}u;
-const OFF_PDG: u32 = {{ off_pdg }}u;
-const OFF_PDB: u32 = {{ off_pdb }}u;
+var<private> OFF_HIST: u32;
+var<private> OFF_KV: u32;
+var<private> OFF_DL: u32;
+var<private> OFF_DV: u32;
+var<private> OFF_DH0: u32;
+var<private> OFF_PDQ: u32;
+var<private> OFF_PDK: u32;
+var<private> OFF_PDG: u32;
+var<private> OFF_PDB: u32;
 
 var<workgroup> rowred: array<f32, DK * BV>;  // reductions over columns, indexed d·BV + c
 var<workgroup> colred: array<f32, WG>;       // reductions over rows, indexed rg·BV + c
@@ -86,8 +88,8 @@ fn load_token(tid: u32, b: u32, h: u32, hk: u32, c0: u32, tok: u32, with_q: bool
     workgroupBarrier();
     if (tid == 0u) {
         let gi = (b * T + tok) * HV + h;
-        scal[0] = exp(g[gi]);
-        scal[1] = beta[gi];
+        scal[0] = exp(gates[gi]);
+        scal[1] = gates[B * T * HV + gi];
         var qm = SCALE;
         var km = 1.0;
         if (L2NORM == 1u) {
@@ -115,8 +117,25 @@ fn load_token(tid: u32, b: u32, h: u32, hk: u32, c0: u32, tok: u32, with_q: bool
     workgroupBarrier();
 }
 
+// Run-time sizes (slots of `params`), so one compiled pipeline serves every B and T.
+fn load_params() {
+    B = params[0u];
+    T = params[1u];
+    N = params[2u];
+    OFF_HIST = params[4u];
+    OFF_KV = params[5u];
+    OFF_DL = params[6u];
+    OFF_DV = params[7u];
+    OFF_DH0 = params[8u];
+    OFF_PDQ = params[9u];
+    OFF_PDK = params[10u];
+    OFF_PDG = params[11u];
+    OFF_PDB = params[12u];
+}
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    load_params();
     let vb = wid.x;
     let h = wid.y;
     let b = wid.z;

@@ -5,15 +5,16 @@
 //
 // Inputs: q, k [B,T,HK,DK]; ws with PDQ, PDK [NVB,B,T,HV,DK] and PDG, PDB [NVB,B,T,HV].
 // Output: out packed as dq [B,T,HK,DK] | dk [B,T,HK,DK] | dg [B,T,HV] | dbeta [B,T,HV].
-// Template constants: B, T, HK, HV, DK, NVB, WG, L2NORM, SCALE, OFF_PDQ/PDK/PDG/PDB.
+// Template constants: HK, HV, DK, NVB, WG, L2NORM, SCALE. Run-time `params`: B, T, OFF_*.
 
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ws: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> params: array<u32>;
 
-const B: u32 = {{ b }}u;
-const T: u32 = {{ t }}u;
+var<private> B: u32;
+var<private> T: u32;
 const HK: u32 = {{ hk }}u;
 const HV: u32 = {{ hv }}u;
 const DK: u32 = {{ dk }}u;
@@ -23,17 +24,28 @@ const R: u32 = HV / HK;
 const L2NORM: u32 = {{ l2norm }}u;
 const SCALE: f32 = {{ scale }};
 const EPS: f32 = 1e-6;
-const OFF_PDQ: u32 = {{ off_pdq }}u;
-const OFF_PDK: u32 = {{ off_pdk }}u;
-const OFF_PDG: u32 = {{ off_pdg }}u;
-const OFF_PDB: u32 = {{ off_pdb }}u;
+var<private> OFF_PDQ: u32;
+var<private> OFF_PDK: u32;
+var<private> OFF_PDG: u32;
+var<private> OFF_PDB: u32;
 
 var<workgroup> yq: array<f32, DK>;
 var<workgroup> yk: array<f32, DK>;
 var<workgroup> dots: array<f32, 4>;
 
+// Run-time sizes (slots of `params`), so one compiled pipeline serves every B and T.
+fn load_params() {
+    B = params[0u];
+    T = params[1u];
+    OFF_PDQ = params[9u];
+    OFF_PDK = params[10u];
+    OFF_PDG = params[11u];
+    OFF_PDB = params[12u];
+}
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    load_params();
     let t = wid.x;
     let hk = wid.y;
     let b = wid.z;

@@ -17,7 +17,8 @@
 //
 // Workgroup memory (C = 64, TD = 8): A/T packed strictly-lower C(C-1)/2 + q/k tiles 2·C·TD
 // + 4·C scalars = 3296 f32 = 13 KiB (WebGPU's default limit is 16 KiB).
-// Template constants: T, HK, HV, DK, DV, C, N, NT, WG, TD, L2NORM, SCALE, OFF_*.
+// Template constants: HK, HV, DK, DV, C, WG, TD, L2NORM, SCALE.
+// Run-time `params`: B, T, N (chunks), NT, OFF_* (see load_params).
 
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
@@ -25,15 +26,16 @@
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> work: array<f32>;
+@group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
-const T: u32 = {{ t }}u;
+var<private> T: u32;
 const HK: u32 = {{ hk }}u;
 const HV: u32 = {{ hv }}u;
 const DK: u32 = {{ dk }}u;
 const DV: u32 = {{ dv }}u;
 const C: u32 = {{ c }}u;
-const N: u32 = {{ n }}u;
-const NT: u32 = {{ nt }}u;
+var<private> N: u32;
+var<private> NT: u32;
 const WG: u32 = {{ wg }}u;
 const TD: u32 = {{ td }}u;
 const JG: u32 = WG / C;      // threads per row when forming A and M
@@ -41,12 +43,12 @@ const JPT: u32 = C / JG;     // columns per thread
 const L2NORM: u32 = {{ l2norm }}u;
 const SCALE: f32 = {{ scale }};
 const EPS: f32 = 1e-6;
-const OFF_QE: u32 = {{ off_qe }}u;
-const OFF_KD: u32 = {{ off_kd }}u;
-const OFF_W: u32 = {{ off_w }}u;
-const OFF_U: u32 = {{ off_u }}u;
-const OFF_M: u32 = {{ off_m }}u;
-const OFF_DECAY: u32 = {{ off_decay }}u;
+var<private> OFF_QE: u32;
+var<private> OFF_KD: u32;
+var<private> OFF_W: u32;
+var<private> OFF_U: u32;
+var<private> OFF_M: u32;
+var<private> OFF_DECAY: u32;
 
 var<workgroup> cum: array<f32, C>;
 var<workgroup> bet: array<f32, C>;
@@ -60,8 +62,22 @@ fn tri_idx(i: u32, j: u32) -> u32 {
     return i * (i - 1u) / 2u + j;
 }
 
+// Run-time sizes (slots of `params`), so one compiled pipeline serves every B and T.
+fn load_params() {
+    T = params[1u];
+    N = params[2u];
+    NT = params[3u];
+    OFF_QE = params[4u];
+    OFF_KD = params[5u];
+    OFF_W = params[6u];
+    OFF_U = params[7u];
+    OFF_M = params[8u];
+    OFF_DECAY = params[9u];
+}
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    load_params();
     let n = wid.x;
     let h = wid.y;
     let b = wid.z;

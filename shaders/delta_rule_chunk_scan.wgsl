@@ -11,35 +11,51 @@
 //          `bounds` [B,HV,N,DK,DV], the state at the start of every chunk (for backward).
 //
 // Workgroup memory: S [DK,BV] + Vn [C,BV] (DK = 128, C = 64, BV = 16: 12 KiB).
-// Template constants: B, T, HV, DK, DV, C, N, NT, WG, BV, OFF_*.
+// Template constants: HV, DK, DV, C, WG, BV. Run-time `params`: B, T, N, NT, OFF_*.
 
 @group(0) @binding(0) var<storage, read_write> work: array<f32>;
 @group(0) @binding(1) var<storage, read_write> h0: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bounds: array<f32>;
+@group(0) @binding(4) var<storage, read_write> params: array<u32>;
 
-const B: u32 = {{ b }}u;
-const T: u32 = {{ t }}u;
+var<private> B: u32;
+var<private> T: u32;
 const HV: u32 = {{ hv }}u;
 const DK: u32 = {{ dk }}u;
 const DV: u32 = {{ dv }}u;
 const C: u32 = {{ c }}u;
-const N: u32 = {{ n }}u;
-const NT: u32 = {{ nt }}u;
+var<private> N: u32;
+var<private> NT: u32;
 const WG: u32 = {{ wg }}u;
 const BV: u32 = {{ bv }}u;
-const OFF_QE: u32 = {{ off_qe }}u;
-const OFF_KD: u32 = {{ off_kd }}u;
-const OFF_W: u32 = {{ off_w }}u;
-const OFF_U: u32 = {{ off_u }}u;
-const OFF_M: u32 = {{ off_m }}u;
-const OFF_DECAY: u32 = {{ off_decay }}u;
+var<private> OFF_QE: u32;
+var<private> OFF_KD: u32;
+var<private> OFF_W: u32;
+var<private> OFF_U: u32;
+var<private> OFF_M: u32;
+var<private> OFF_DECAY: u32;
 
 var<workgroup> s: array<f32, DK * BV>;
 var<workgroup> vn: array<f32, C * BV>;
 
+// Run-time sizes (slots of `params`), so one compiled pipeline serves every B and T.
+fn load_params() {
+    B = params[0u];
+    T = params[1u];
+    N = params[2u];
+    NT = params[3u];
+    OFF_QE = params[4u];
+    OFF_KD = params[5u];
+    OFF_W = params[6u];
+    OFF_U = params[7u];
+    OFF_M = params[8u];
+    OFF_DECAY = params[9u];
+}
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    load_params();
     let vb = wid.x;
     let h = wid.y;
     let b = wid.z;

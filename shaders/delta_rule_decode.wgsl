@@ -15,7 +15,8 @@
 // Grid: (ceil(DV / WG), HV, B). One invocation per value column: every column of S is
 // independent given q and k, and neighbouring invocations read neighbouring columns (coalesced).
 //
-// Template constants: B, HK, HV, DK, DV, WG (workgroup size), L2NORM (0/1), SCALE (f32 literal).
+// Template constants: HK, HV, DK, DV, WG (workgroup size), L2NORM (0/1), SCALE (f32 literal).
+// Run-time `params`: B.
 
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
@@ -24,8 +25,9 @@
 @group(0) @binding(4) var<storage, read_write> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> s_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
-const B: u32 = {{ b }}u;
+var<private> B: u32;
 const HK: u32 = {{ hk }}u;
 const HV: u32 = {{ hv }}u;
 const DK: u32 = {{ dk }}u;
@@ -38,8 +40,14 @@ const EPS: f32 = 1e-6;
 var<workgroup> qs: array<f32, DK>;
 var<workgroup> ks: array<f32, DK>;
 
+// Run-time sizes (slots of `params`), so one compiled pipeline serves every B and T.
+fn load_params() {
+    B = params[0u];
+}
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    load_params();
     let h = wid.y;
     let b = wid.z;
     let hk = h / (HV / HK);

@@ -36,11 +36,25 @@ impl WgslKernel {
     }
 
     /// Launches on `grid` workgroups of `workgroup` invocations with `buffers` bound in
-    /// `@binding` order.
-    pub(crate) fn launch(self, workgroup: u32, grid: [u32; 3], buffers: &[&CubeTensor]) {
+    /// `@binding` order, followed by one storage buffer holding `params` (run-time sizes,
+    /// so that one compiled pipeline serves every batch size and sequence length).
+    pub(crate) fn launch(
+        self,
+        workgroup: u32,
+        grid: [u32; 3],
+        buffers: &[&CubeTensor],
+        params: &[u32],
+    ) {
         let client = buffers[0].client.clone();
-        let args = KernelArguments::new()
-            .with_buffers(buffers.iter().map(|t| t.handle.clone().binding()).collect());
+        let bytes: Vec<u8> = params.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let params = client.create_from_slice(&bytes);
+        let args = KernelArguments::new().with_buffers(
+            buffers
+                .iter()
+                .map(|t| t.handle.clone().binding())
+                .chain([params.binding()])
+                .collect(),
+        );
         client.launch(
             Box::new(SourceKernel::new(self, CubeDim::new_1d(workgroup))),
             CubeCount::Static(grid[0], grid[1], grid[2]),

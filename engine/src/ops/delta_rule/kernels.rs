@@ -77,8 +77,6 @@ impl Inputs {
     fn kernel(&self, name: &'static str, src: &'static str, c: KernelConfig) -> WgslKernel {
         let s = self.sizes();
         WgslKernel::new(name, src)
-            .with("b", s.b)
-            .with("t", s.t)
             .with("hk", s.hk)
             .with("hv", s.hv)
             .with("dk", s.dk)
@@ -86,6 +84,11 @@ impl Inputs {
             .with("l2norm", u32::from(c.l2norm))
             .with_f32("scale", c.scale)
     }
+}
+
+/// A size or offset as a kernel parameter; WGSL indexes with u32.
+fn u32_param(x: usize) -> u32 {
+    u32::try_from(x).expect("delta rule: buffer index exceeds u32 (input too large for WGSL)")
 }
 
 /// Packed `[o | state]` buffer for sizes `s` with `t` tokens.
@@ -104,6 +107,7 @@ pub(crate) fn decode(x: &Inputs, c: KernelConfig) -> CubeTensor {
             wg,
             [(s.dv as u32).div_ceil(wg), s.hv as u32, s.b as u32],
             &[&x.q, &x.k, &x.v, &x.g, &x.beta, &x.h0, &out],
+            &[s.b as u32],
         );
     out
 }
@@ -155,17 +159,23 @@ impl Work {
         }
     }
 
-    fn consts(&self, k: WgslKernel, chunk: usize) -> WgslKernel {
-        k.with("c", chunk)
-            .with("n", self.n)
-            .with("nt", self.nt)
-            .with("wg", WG)
-            .with("off_qe", self.off_qe)
-            .with("off_kd", self.off_kd)
-            .with("off_w", self.off_w)
-            .with("off_u", self.off_u)
-            .with("off_m", self.off_m)
-            .with("off_decay", self.off_decay)
+    /// Run-time `params` of the prep and scan kernels: B, T, N, NT, OFF_*.
+    fn params(&self, s: Sizes) -> Vec<u32> {
+        [
+            s.b,
+            s.t,
+            self.n,
+            self.nt,
+            self.off_qe,
+            self.off_kd,
+            self.off_w,
+            self.off_u,
+            self.off_m,
+            self.off_decay,
+        ]
+        .iter()
+        .map(|&x| u32_param(x))
+        .collect()
     }
 }
 
@@ -181,22 +191,29 @@ pub(crate) fn forward(x: &Inputs, c: KernelConfig) -> Forward {
     let s = x.sizes();
     let w = Work::new(s, c.chunk);
     let work = empty_f32(&x.q, [w.len]);
-    w.consts(x.kernel("delta_rule_chunk_prep", PREP_WGSL, c), c.chunk)
+    let params = w.params(s);
+    x.kernel("delta_rule_chunk_prep", PREP_WGSL, c)
+        .with("c", c.chunk)
+        .with("wg", WG)
         .with("td", TD)
         .launch(
             WG,
             [w.n as u32, s.hv as u32, s.b as u32],
             &[&x.q, &x.k, &x.v, &x.g, &x.beta, &work],
+            &params,
         );
     let packed = packed_out(&x.q, s);
     let boundaries = empty_f32(&x.q, [s.b, s.hv, w.n, s.dk, s.dv]);
     let bv = scan_block(s.dk);
-    w.consts(x.kernel("delta_rule_chunk_scan", SCAN_WGSL, c), c.chunk)
+    x.kernel("delta_rule_chunk_scan", SCAN_WGSL, c)
+        .with("c", c.chunk)
+        .with("wg", WG)
         .with("bv", bv)
         .launch(
             WG,
             [s.dv.div_ceil(bv) as u32, s.hv as u32, s.b as u32],
             &[&work, &x.h0, &packed, &boundaries],
+            &params,
         );
     Forward { packed, boundaries }
 }
@@ -257,17 +274,26 @@ impl BackwardWork {
         }
     }
 
-    fn consts(&self, k: WgslKernel) -> WgslKernel {
-        k.with("nvb", self.nvb)
-            .with("off_hist", self.off_hist)
-            .with("off_kv", self.off_kv)
-            .with("off_dl", self.off_dl)
-            .with("off_dv", self.off_dv)
-            .with("off_dh0", self.off_dh0)
-            .with("off_pdq", self.off_pdq)
-            .with("off_pdk", self.off_pdk)
-            .with("off_pdg", self.off_pdg)
-            .with("off_pdb", self.off_pdb)
+    /// Run-time `params` of the backward kernels: B, T, N, NT, OFF_*.
+    fn params(&self, s: Sizes, n: usize, chunk: usize) -> Vec<u32> {
+        [
+            s.b,
+            s.t,
+            n,
+            n * chunk,
+            self.off_hist,
+            self.off_kv,
+            self.off_dl,
+            self.off_dv,
+            self.off_dh0,
+            self.off_pdq,
+            self.off_pdk,
+            self.off_pdg,
+            self.off_pdb,
+        ]
+        .iter()
+        .map(|&x| u32_param(x))
+        .collect()
     }
 }
 
@@ -293,26 +319,38 @@ pub(crate) fn backward(
     let w = BackwardWork::new(s, c.chunk, bv);
     let grad = contiguous(grad);
     let ws = empty_f32(&x.q, [w.len]);
-    w.consts(x.kernel("delta_rule_backward", BACKWARD_WGSL, c))
+    let params = w.params(s, n, c.chunk);
+    // g and beta share one binding (WebGPU's default limit is 8 storage buffers).
+    let gates = Cube::float_cat(
+        vec![
+            Cube::float_reshape(x.g.clone(), Shape::from([s.b * s.t * s.hv])),
+            Cube::float_reshape(x.beta.clone(), Shape::from([s.b * s.t * s.hv])),
+        ],
+        0,
+    );
+    x.kernel("delta_rule_backward", BACKWARD_WGSL, c)
+        .with("nvb", w.nvb)
         .with("c", c.chunk)
-        .with("n", n)
         .with("wg", WG)
         .with("bv", bv)
         .launch(
             WG,
             [w.nvb as u32, s.hv as u32, s.b as u32],
-            &[&x.q, &x.k, &x.v, &x.g, &x.beta, boundaries, &grad, &ws],
+            &[&x.q, &x.k, &x.v, &gates, boundaries, &grad, &ws],
+            &params,
         );
     let qk_len = s.b * s.t * s.hk * s.dk;
     let gate_len = s.b * s.t * s.hv;
     let fin = empty_f32(&x.q, [2 * qk_len + 2 * gate_len]);
     let wg_fin = 64u32;
-    w.consts(x.kernel("delta_rule_backward_finish", FINISH_WGSL, c))
+    x.kernel("delta_rule_backward_finish", FINISH_WGSL, c)
+        .with("nvb", w.nvb)
         .with("wg", wg_fin)
         .launch(
             wg_fin,
             [s.t as u32, s.hk as u32, s.b as u32],
             &[&x.q, &x.k, &ws, &fin],
+            &params,
         );
     let qk = [s.b, s.t, s.hk, s.dk];
     let gates = [s.b, s.t, s.hv];
