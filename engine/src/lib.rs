@@ -5,4 +5,6 @@
 //! readbacks on wasm.
 
 pub mod device;
+pub mod model;
+pub mod nn;
 pub mod ops;

@@ -56,6 +56,7 @@ pub fn read_fixture(
         .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
     st.tensors()
         .into_iter()
+        .filter(|(_, view)| view.dtype() != safetensors::Dtype::I64)
         .map(|(name, view)| {
             assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name} must be F32");
             let values = view
@@ -86,4 +87,21 @@ pub fn fixture_tensor<const D: usize>(
         burn::tensor::TensorData::new(values.clone(), shape.clone()),
         device,
     )
+}
+
+/// Reads an I64 tensor (token ids) of a safetensors fixture as `(shape, values)`.
+pub fn read_fixture_ids(path: &std::path::Path, name: &str) -> (Vec<usize>, Vec<i64>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+    let view = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+    assert_eq!(view.dtype(), safetensors::Dtype::I64, "{name} must be I64");
+    let values = view
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect();
+    (view.shape().to_vec(), values)
 }

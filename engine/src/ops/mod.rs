@@ -2,4 +2,5 @@
 //! plain-tensor reference used as oracle and as the fallback on backends without WGSL.
 
 pub mod delta_rule;
+pub mod gated_attention;
 pub(crate) mod wgsl;

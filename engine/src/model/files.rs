@@ -1,0 +1,119 @@
+//! Opening a Hugging Face checkpoint folder (native only): `config.json`,
+//! `generation_config.json` (EOS ids), and `model.safetensors` or the shards listed in
+//! `model.safetensors.index.json`, memory-mapped.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use super::config::{Config, ConfigError};
+use super::hybrid::HybridModel;
+use super::weights::{WeightError, Weights};
+
+/// Errors opening a checkpoint folder.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("{0}")]
+    Weights(#[from] WeightError),
+    #[error("{path}: {msg}")]
+    Index { path: PathBuf, msg: String },
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads `config.json` (and EOS ids from `generation_config.json` when present).
+pub fn read_config(dir: &Path) -> Result<Config, LoadError> {
+    let path = dir.join("config.json");
+    let mut cfg = Config::from_json(&read(&path)?).map_err(|source| LoadError::Config {
+        path: path.clone(),
+        source,
+    })?;
+    let gen_path = dir.join("generation_config.json");
+    if gen_path.exists() {
+        let v: serde_json::Value =
+            serde_json::from_str(&read(&gen_path)?).map_err(|e| LoadError::Config {
+                path: gen_path.clone(),
+                source: ConfigError::Json(e.to_string()),
+            })?;
+        let ids: Vec<u32> = match v.get("eos_token_id") {
+            Some(serde_json::Value::Array(xs)) => {
+                xs.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()
+            }
+            Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            None => vec![],
+        };
+        if !ids.is_empty() {
+            cfg.eos_token_ids = ids;
+        }
+    }
+    Ok(cfg)
+}
+
+/// The safetensors files of the checkpoint, in index order.
+fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let index = dir.join("model.safetensors.index.json");
+    if !index.exists() {
+        return Ok(vec![dir.join("model.safetensors")]);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&read(&index)?).map_err(|e| LoadError::Index {
+            path: index.clone(),
+            msg: e.to_string(),
+        })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| LoadError::Index {
+            path: index.clone(),
+            msg: "no `weight_map` object".into(),
+        })?;
+    let mut files: Vec<String> = Vec::new();
+    for (name, f) in map {
+        let f = f.as_str().ok_or_else(|| LoadError::Index {
+            path: index.clone(),
+            msg: format!("`{name}` maps to {f}, not a file name"),
+        })?;
+        if !files.iter().any(|x| x == f) {
+            files.push(f.to_string());
+        }
+    }
+    files.sort();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Memory-maps every safetensors file of the checkpoint in `dir`.
+pub fn open_weights(dir: &Path) -> Result<Weights, LoadError> {
+    let mut files: Vec<(String, Box<dyn AsRef<[u8]> + Send + Sync>)> = Vec::new();
+    for path in shard_paths(dir)? {
+        let io = |source| LoadError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::File::open(&path).map_err(io)?;
+        // SAFETY: the map is read-only; the checkpoint is not expected to change while loaded
+        // (as every safetensors loader assumes).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        files.push((path.display().to_string(), Box::new(map)));
+    }
+    Ok(Weights::new(files)?)
+}
+
+/// Loads the model in `dir` onto `device`.
+pub fn load_model(dir: &Path, device: &Device) -> Result<(Config, HybridModel), LoadError> {
+    let cfg = read_config(dir)?;
+    let weights = open_weights(dir)?;
+    let model = super::load::build(&cfg, &weights, device)?;
+    Ok((cfg, model))
+}

@@ -1,0 +1,257 @@
+//! Text generation: prefill, then one-token decode steps on the dedicated decode kernels.
+//!
+//! Prompts of different lengths are left-padded into one batch (padding is masked in the
+//! attention layers and zeroed before the linear-attention layers, where with a zero initial
+//! state it leaves the recurrent state untouched). Logits are read back once per step with
+//! an async readback, so the same loop runs in browsers ([`generate_async`]); natively
+//! [`generate`] blocks on it.
+//!
+//! Sampling follows transformers' processors, in order: repetition penalty over prompt and
+//! generated tokens, temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax).
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::cache::Cache;
+use super::hybrid::HybridModel;
+use crate::nn::attention::AttentionContext;
+use crate::ops::gated_attention::KeyPadding;
+
+/// Sampling settings (defaults: greedy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set with cumulative probability ≥ p (1 = off).
+    pub top_p: f32,
+    /// Drop tokens with probability < min_p · max probability (0 = off).
+    pub min_p: f32,
+    /// > 1 discourages tokens already present (1 = off).
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Generation stops for a row once it produced one of these.
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Bad generation requests.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    #[error("generate: {0}")]
+    Input(String),
+    #[error("generate: reading logits from the device failed: {0}")]
+    Device(String),
+}
+
+/// Checks prompts against the vocabulary.
+fn check_prompts(prompts: &[Vec<u32>], vocab: usize) -> Result<(), GenerateError> {
+    if prompts.is_empty() {
+        return Err(GenerateError::Input("no prompts".into()));
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        if p.is_empty() {
+            return Err(GenerateError::Input(format!("prompt {i} is empty")));
+        }
+        if let Some(&t) = p.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GenerateError::Input(format!(
+                "prompt {i} has token id {t}, outside the vocabulary of {vocab}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The model's input for left-padded `prompts`: ids `[B, T]` and the attention context.
+pub fn left_padded(
+    prompts: &[Vec<u32>],
+    device: &Device,
+) -> (Tensor<2, Int>, AttentionContext, Vec<usize>) {
+    let b = prompts.len();
+    let t = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| t - p.len()).collect();
+    let mut ids = vec![0i64; b * t];
+    let mut pos = vec![0f32; b * t];
+    let mut mask = vec![0f32; b * t];
+    for (r, p) in prompts.iter().enumerate() {
+        for (i, &tok) in p.iter().enumerate() {
+            let at = r * t + pads[r] + i;
+            ids[at] = i64::from(tok);
+            pos[at] = i as f32;
+            mask[at] = 1.0;
+        }
+    }
+    let padded = pads.iter().any(|&p| p > 0);
+    let ctx = AttentionContext {
+        positions: Tensor::from_data(TensorData::new(pos, [b, t]), device),
+        token_mask: padded.then(|| Tensor::from_data(TensorData::new(mask, [b, t]), device)),
+        padding: padded.then(|| KeyPadding::left(&pads)),
+    };
+    (
+        Tensor::from_data(TensorData::new(ids, [b, t]), device),
+        ctx,
+        pads,
+    )
+}
+
+/// Picks the next token from one row of logits.
+pub fn sample(logits: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut StdRng) -> u32 {
+    if s.repetition_penalty != 1.0 {
+        for &t in seen {
+            let l = &mut logits[t as usize];
+            *l = if *l > 0.0 {
+                *l / s.repetition_penalty
+            } else {
+                *l * s.repetition_penalty
+            };
+        }
+    }
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .fold((0usize, f32::NEG_INFINITY), |best, (i, &x)| {
+                if x > best.1 { (i, x) } else { best }
+            })
+            .0 as u32
+    };
+    if s.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    // Candidates sorted by logit, descending.
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    if s.top_k > 0 {
+        idx.truncate(s.top_k);
+    }
+    let max = logits[idx[0]] / s.temperature;
+    let mut probs: Vec<f32> = idx
+        .iter()
+        .map(|&i| (logits[i] / s.temperature - max).exp())
+        .collect();
+    let total: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if s.top_p < 1.0 {
+        let mut acc = 0.0;
+        let keep = probs
+            .iter()
+            .position(|&p| {
+                acc += p;
+                acc >= s.top_p
+            })
+            .map_or(probs.len(), |i| i + 1);
+        probs.truncate(keep);
+        idx.truncate(keep);
+    }
+    if s.min_p > 0.0 {
+        let floor = s.min_p * probs[0];
+        let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
+        probs.truncate(keep);
+        idx.truncate(keep);
+    }
+    let total: f32 = probs.iter().sum();
+    let mut u = rng.random::<f32>() * total;
+    for (p, &i) in probs.iter().zip(&idx) {
+        if u < *p {
+            return i as u32;
+        }
+        u -= p;
+    }
+    idx[idx.len() - 1] as u32
+}
+
+/// Reads the last position's logits `[B, V]` of `hidden` `[B, T, H]`.
+async fn last_logits(model: &HybridModel, hidden: Tensor<3>) -> Result<Vec<f32>, GenerateError> {
+    let [b, t, _] = hidden.dims();
+    let logits = model.logits(hidden.narrow(1, t - 1, 1)).reshape([b, model.vocab_size()]);
+    logits
+        .into_data_async()
+        .await
+        .map_err(|e| GenerateError::Device(format!("{e:?}")))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| GenerateError::Device(format!("{e:?}")))
+}
+
+/// Generates continuations of `prompts` (token ids); returns the new tokens of every row
+/// (up to and including an EOS token). `on_token(row, token)` sees each token as it is
+/// chosen.
+pub async fn generate_async(
+    model: &HybridModel,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    device: &Device,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    check_prompts(prompts, model.vocab_size())?;
+    let b = prompts.len();
+    let mut rng = StdRng::seed_from_u64(opts.sampling.seed);
+    let (ids, ctx, pads) = left_padded(prompts, device);
+    let mut cache: Cache = model.new_cache();
+    let hidden = model.hidden(ids, &mut cache, &ctx);
+    let mut logits = last_logits(model, hidden).await?;
+    let vocab = model.vocab_size();
+    let mut seen: Vec<Vec<u32>> = prompts.to_vec();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    let padding = pads.iter().any(|&p| p > 0).then(|| KeyPadding::left(&pads));
+    for step in 0..opts.max_new_tokens {
+        let mut next = vec![0i64; b];
+        for r in 0..b {
+            let row = &mut logits[r * vocab..(r + 1) * vocab];
+            let tok = sample(row, &seen[r], &opts.sampling, &mut rng);
+            next[r] = i64::from(tok);
+            if !done[r] {
+                out[r].push(tok);
+                seen[r].push(tok);
+                on_token(r, tok);
+                done[r] = opts.eos_token_ids.contains(&tok);
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+            break;
+        }
+        let pos: Vec<f32> = (0..b).map(|r| (prompts[r].len() + step) as f32).collect();
+        let ctx = AttentionContext {
+            positions: Tensor::from_data(TensorData::new(pos, [b, 1]), device),
+            token_mask: None,
+            padding: padding.clone(),
+        };
+        let ids = Tensor::from_data(TensorData::new(next, [b, 1]), device);
+        let hidden = model.hidden(ids, &mut cache, &ctx);
+        logits = last_logits(model, hidden).await?;
+    }
+    Ok(out)
+}
+
+/// Blocking [`generate_async`] (native only).
+#[cfg(not(target_family = "wasm"))]
+pub fn generate(
+    model: &HybridModel,
+    prompts: &[Vec<u32>],
+    opts: &GenerateOptions,
+    device: &Device,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    pollster::block_on(generate_async(model, prompts, opts, device, on_token))
+}

@@ -1,0 +1,114 @@
+//! The hybrid decoder: embeddings, a stack of (Gated DeltaNet | gated attention) + (MLP | MoE)
+//! pre-norm residual layers, the final norm and the LM head.
+//!
+//! ```text
+//! h = x + mixer(rms_norm(x));   y = h + ffn(rms_norm(h))      per layer
+//! logits = lm_head(rms_norm(y))                                (lm_head = embed when tied)
+//! ```
+
+use burn::module::{Module, Param};
+use burn::tensor::{Int, Tensor};
+
+use super::cache::{Cache, LayerCache};
+use crate::nn::attention::{Attention, AttentionContext};
+use crate::nn::gated_deltanet::GatedDeltaNet;
+use crate::nn::mlp::Mlp;
+use crate::nn::moe::Moe;
+use crate::nn::norm::rms_norm;
+
+#[derive(Module, Debug)]
+pub enum Mixer {
+    Linear(GatedDeltaNet),
+    Full(Attention),
+}
+
+#[derive(Module, Debug)]
+pub enum Ffn {
+    Dense(Mlp),
+    Moe(Moe),
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: Param<Tensor<1>>,
+    pub post_attention_layernorm: Param<Tensor<1>>,
+    pub mixer: Mixer,
+    pub ffn: Ffn,
+}
+
+#[derive(Module, Debug)]
+pub struct HybridModel {
+    /// `[V, H]`.
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: Param<Tensor<1>>,
+    /// `[V, H]`; `None` when tied to the embeddings.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    pub eps: f64,
+}
+
+impl HybridModel {
+    /// Hidden states `[B, T, H]` after the final norm, for tokens `ids` `[B, T]` continuing
+    /// `cache` (which is updated in place). `ctx` carries positions and the padding mask.
+    pub fn hidden(&self, ids: Tensor<2, Int>, cache: &mut Cache, ctx: &AttentionContext) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let h = self.embed_tokens.val().dims()[1];
+        let mut x = self
+            .embed_tokens
+            .val()
+            .select(0, ids.reshape([b * t]))
+            .reshape([b, t, h]);
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let normed = rms_norm(x.clone(), &layer.input_layernorm, self.eps);
+            let mixed = match (&layer.mixer, lc) {
+                (Mixer::Linear(m), LayerCache::Linear(state)) => {
+                    // Padded positions are zeroed as transformers does; with left padding and
+                    // a zero initial state they leave the state untouched.
+                    let normed = match &ctx.token_mask {
+                        Some(m) => normed * m.clone().unsqueeze_dim::<3>(2),
+                        None => normed,
+                    };
+                    let (y, s) = m.forward(normed, state.take());
+                    *state = Some(s);
+                    y
+                }
+                (Mixer::Full(a), LayerCache::Full(kv)) => a.forward(normed, kv, ctx),
+                _ => unreachable!("the cache is built from the same layer list"),
+            };
+            x = x + mixed;
+            let normed = rms_norm(x.clone(), &layer.post_attention_layernorm, self.eps);
+            x = x + match &layer.ffn {
+                Ffn::Dense(m) => m.forward(normed),
+                Ffn::Moe(m) => m.forward(normed),
+            };
+        }
+        cache.seq_len += t;
+        rms_norm(x, &self.norm, self.eps)
+    }
+
+    /// Logits `[B, T, V]` of `hidden` `[B, T, H]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        crate::nn::linear(hidden, w)
+    }
+
+    /// A fresh cache for this model's layers.
+    pub fn new_cache(&self) -> Cache {
+        Cache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| match l.mixer {
+                    Mixer::Linear(_) => LayerCache::Linear(None),
+                    Mixer::Full(_) => LayerCache::Full(None),
+                })
+                .collect(),
+            seq_len: 0,
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.val().dims()[0]
+    }
+}

@@ -1,0 +1,15 @@
+//! The hybrid model: configuration, weights, layers assembled, cache and generation.
+
+pub mod cache;
+pub mod config;
+#[cfg(not(target_family = "wasm"))]
+pub mod files;
+pub mod generate;
+pub mod hybrid;
+pub mod load;
+pub mod weights;
+
+pub use cache::Cache;
+pub use config::{Config, ConfigError};
+pub use hybrid::HybridModel;
+pub use weights::{WeightError, Weights};

@@ -1,0 +1,213 @@
+//! Reading checkpoint tensors by their Hugging Face names from safetensors buffers.
+//!
+//! The buffers are plain bytes (memory-mapped files natively, fetched bytes in a browser), so
+//! this module has no filesystem access. F32, BF16 and F16 tensors are converted to f32.
+//! Names are normalised: the `model.language_model.` prefix of composite Qwen3.5
+//! checkpoints becomes `model.`; vision-tower (`model.visual.*`) and multi-token-prediction
+//! (`mtp.*`) tensors are skipped with a log line.
+
+use std::collections::HashMap;
+
+use safetensors::Dtype;
+use safetensors::tensor::Metadata;
+
+/// Errors reading weights; each names the tensor and/or the file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WeightError {
+    #[error("{file}: not a valid safetensors file (truncated or corrupt?): {msg}")]
+    Corrupt { file: String, msg: String },
+    #[error("tensor `{name}` is missing from the checkpoint ({files})")]
+    Missing { name: String, files: String },
+    #[error("tensor `{name}` in {file} has shape {got:?}, expected {want:?}")]
+    Shape {
+        name: String,
+        file: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+    #[error("tensor `{name}` in {file} has dtype {dtype}; supported: F32, BF16, F16")]
+    Dtype {
+        name: String,
+        file: String,
+        dtype: String,
+    },
+    #[error("tensor `{name}` is stored in both {first} and {second}")]
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// One safetensors buffer with its parsed header.
+struct File {
+    name: String,
+    bytes: Box<dyn AsRef<[u8]> + Send + Sync>,
+    header_len: usize,
+    meta: Metadata,
+}
+
+/// A host copy of one tensor, converted to f32.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Tensors of a checkpoint spread over one or more safetensors buffers.
+pub struct Weights {
+    files: Vec<File>,
+    /// Normalised name -> (file index, name in the file).
+    index: HashMap<String, (usize, String)>,
+}
+
+/// The name the text model uses for a checkpoint name, or `None` to skip the tensor.
+fn normalise(name: &str) -> Option<String> {
+    if name.starts_with("mtp.") || name.starts_with("model.visual.") || name.starts_with("visual.")
+    {
+        return None;
+    }
+    Some(match name.strip_prefix("model.language_model.") {
+        Some(rest) => format!("model.{rest}"),
+        None => name.to_string(),
+    })
+}
+
+impl Weights {
+    /// Parses the headers of `files` (`(file name, bytes)`); the name is used in errors.
+    pub fn new(
+        files: Vec<(String, Box<dyn AsRef<[u8]> + Send + Sync>)>,
+    ) -> Result<Self, WeightError> {
+        let mut parsed = Vec::with_capacity(files.len());
+        let mut index = HashMap::new();
+        let mut skipped = 0usize;
+        for (fi, (name, bytes)) in files.into_iter().enumerate() {
+            let (header_len, meta) =
+                safetensors::SafeTensors::read_metadata(bytes.as_ref().as_ref()).map_err(|e| {
+                    WeightError::Corrupt {
+                        file: name.clone(),
+                        msg: e.to_string(),
+                    }
+                })?;
+            let data_len = bytes.as_ref().as_ref().len() - 8 - header_len;
+            for (tname, info) in meta.tensors() {
+                if info.data_offsets.1 > data_len {
+                    return Err(WeightError::Corrupt {
+                        file: name.clone(),
+                        msg: format!("tensor `{tname}` extends past the end of the file"),
+                    });
+                }
+                let Some(norm) = normalise(&tname) else {
+                    skipped += 1;
+                    continue;
+                };
+                if let Some((prev, _)) = index.insert(norm.clone(), (fi, tname.clone())) {
+                    let first = if prev == fi {
+                        name.clone()
+                    } else {
+                        parsed
+                            .get(prev)
+                            .map(|f: &File| f.name.clone())
+                            .unwrap_or_default()
+                    };
+                    return Err(WeightError::Duplicate {
+                        name: norm,
+                        first,
+                        second: name.clone(),
+                    });
+                }
+            }
+            parsed.push(File {
+                name,
+                bytes,
+                header_len,
+                meta,
+            });
+        }
+        if skipped > 0 {
+            tracing::info!(
+                "skipped {skipped} vision-tower / multi-token-prediction tensors (text model only)"
+            );
+        }
+        Ok(Self {
+            files: parsed,
+            index,
+        })
+    }
+
+    /// Whether the checkpoint holds `name` (normalised).
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// All tensor names (normalised), sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.index.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn files_list(&self) -> String {
+        let names: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+        names.join(", ")
+    }
+
+    /// The tensor `name` as f32, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor, WeightError> {
+        let (fi, file_name) = self.index.get(name).ok_or_else(|| WeightError::Missing {
+            name: name.to_string(),
+            files: self.files_list(),
+        })?;
+        let file = &self.files[*fi];
+        let info = file
+            .meta
+            .info(file_name)
+            .expect("indexed tensors exist in their file's header");
+        if info.shape != shape {
+            return Err(WeightError::Shape {
+                name: name.to_string(),
+                file: file.name.clone(),
+                got: info.shape.clone(),
+                want: shape.to_vec(),
+            });
+        }
+        let start = 8 + file.header_len + info.data_offsets.0;
+        let end = 8 + file.header_len + info.data_offsets.1;
+        let raw = &file.bytes.as_ref().as_ref()[start..end];
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = match info.dtype {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(WeightError::Dtype {
+                    name: name.to_string(),
+                    file: file.name.clone(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        if data.len() != n {
+            return Err(WeightError::Corrupt {
+                file: file.name.clone(),
+                msg: format!(
+                    "tensor `{name}` holds {} values for shape {shape:?}",
+                    data.len()
+                ),
+            });
+        }
+        Ok(HostTensor {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! Layers of the hybrid model. Activations are `[batch, time, features]` (HF order); weights
+//! keep Hugging Face's `[out, in]` layout so checkpoints load and save without transposes.
+
+pub mod attention;
+pub mod conv;
+pub mod gated_deltanet;
+pub mod mlp;
+pub mod moe;
+pub mod norm;
+pub mod rope;
+
+use burn::module::Param;
+use burn::tensor::Tensor;
+
+/// `x @ w^T` for `x` `[B, T, in]` and `w` `[out, in]`.
+pub fn linear(x: Tensor<3>, w: &Param<Tensor<2>>) -> Tensor<3> {
+    x.matmul(w.val().transpose().unsqueeze::<3>())
+}

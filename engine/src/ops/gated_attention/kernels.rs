@@ -1,0 +1,343 @@
+//! Launches of the gated-attention WGSL kernels (`shaders/gated_attention_*.wgsl`) on
+//! `CubeTensor`s.
+//!
+//! Only the head dim and the tile sizes derived from it are template constants; every other
+//! size (batch, lengths, heads, offset, scale, key ranges) travels in the run-time `params`
+//! buffer, so one compiled pipeline per head dim serves every call, every decode step included.
+
+use burn::backend::Cube;
+use burn::backend::TensorMetadata;
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::wgpu::CubeTensor;
+use burn::tensor::{Shape, Slice};
+
+use super::backend::KernelParams;
+use crate::ops::wgsl::{WgslKernel, contiguous, empty_f32};
+
+const FORWARD_WGSL: &str = include_str!("../../../../shaders/gated_attention_forward.wgsl");
+const DECODE_WGSL: &str = include_str!("../../../../shaders/gated_attention_decode.wgsl");
+const PREP_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_prep.wgsl");
+const DKV_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_dkv.wgsl");
+const DQ_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_dq.wgsl");
+
+/// Invocations per workgroup of every kernel (WebGPU's default maximum).
+const WG: usize = 256;
+/// Invocations per row of the backward preprocessing kernel.
+const PREP_TPR: usize = 64;
+/// WebGPU's default `maxComputeWorkgroupStorageSize`.
+pub(crate) const WORKGROUP_BYTES: usize = 16 * 1024;
+/// WebGPU's default `maxComputeWorkgroupsPerDimension`.
+const MAX_GROUPS: usize = 65_535;
+
+/// The op's inputs as contiguous f32 buffers.
+#[derive(Debug, Clone)]
+pub(crate) struct Inputs {
+    pub q: CubeTensor,
+    pub k: CubeTensor,
+    pub v: CubeTensor,
+    pub gate: CubeTensor,
+}
+
+/// Sizes read off the input shapes (`tks` is the time extent of the k/v buffers).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub b: usize,
+    pub tq: usize,
+    pub hq: usize,
+    pub tks: usize,
+    pub hkv: usize,
+    pub d: usize,
+}
+
+impl Inputs {
+    pub(crate) fn new(q: CubeTensor, k: CubeTensor, v: CubeTensor, gate: CubeTensor) -> Self {
+        Self {
+            q: contiguous(q),
+            k: contiguous(k),
+            v: contiguous(v),
+            gate: contiguous(gate),
+        }
+    }
+
+    pub(crate) fn sizes(&self) -> Sizes {
+        let qs = self.q.shape();
+        let ks = self.k.shape();
+        Sizes {
+            b: qs[0],
+            tq: qs[1],
+            hq: qs[2],
+            d: qs[3],
+            tks: ks[1],
+            hkv: ks[2],
+        }
+    }
+}
+
+/// The run-time `params` buffer shared by all kernels (layout documented in each shader).
+fn params(s: Sizes, p: &KernelParams) -> Vec<u32> {
+    let n_rows = s.b * s.tq * s.hq;
+    let mut out = vec![
+        s.tq as u32,
+        p.tk as u32,
+        s.tks as u32,
+        p.past_len as u32,
+        s.hq as u32,
+        s.hkv as u32,
+        n_rows as u32,
+        p.scale.to_bits(),
+    ];
+    out.extend(p.ranges.iter().flatten().copied());
+    out
+}
+
+/// Tile sizes of one kernel for one head dim: `r` rows owned by the workgroup (accumulators
+/// in registers), `c` rows per streamed tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tiles {
+    pub d: usize,
+    pub r: usize,
+    pub c: usize,
+}
+
+impl Tiles {
+    /// Forward: `r` queries per workgroup, tiles of `c` keys.
+    pub(crate) fn forward(d: usize) -> Self {
+        let (r, c) = match d {
+            0..=16 => (64, 16),
+            17..=32 => (32, 16),
+            33..=64 => (16, 16),
+            65..=128 => (8, 8),
+            _ => (4, 4),
+        };
+        Self { d, r, c }
+    }
+
+    /// Backward (dk/dv: `r` keys, tiles of `c` queries; dq: `r` queries, tiles of `c` keys).
+    pub(crate) fn backward(d: usize) -> Self {
+        let (r, c) = match d {
+            0..=16 => (32, 16),
+            17..=32 => (16, 16),
+            33..=64 => (16, 8),
+            65..=128 => (8, 4),
+            _ => (4, 2),
+        };
+        Self { d, r, c }
+    }
+
+    fn tpr(&self) -> usize {
+        WG / self.r
+    }
+    fn dpt(&self) -> usize {
+        self.d.div_ceil(self.tpr())
+    }
+    fn entries(&self) -> usize {
+        self.r * self.c
+    }
+    /// Pieces each dot product is split in so that all invocations work on the score tile.
+    fn parts(&self) -> usize {
+        (WG / self.entries()).max(1)
+    }
+    /// Length of a partial-dot buffer (1 when unused: WGSL arrays cannot be empty).
+    fn red_len(&self) -> usize {
+        if self.parts() > 1 { WG } else { 1 }
+    }
+
+    fn consts(&self, k: WgslKernel) -> WgslKernel {
+        k.with("d", self.d)
+            .with("wg", WG)
+            .with("tpr", self.tpr())
+            .with("dpt", self.dpt())
+            .with("parts", self.parts())
+            .with("dp", self.d.div_ceil(self.parts()))
+            .with("red_len", self.red_len())
+    }
+
+    /// Workgroup bytes of the forward kernel with these tiles.
+    pub(crate) fn forward_bytes(&self) -> usize {
+        4 * (self.r * self.d + 2 * self.c * self.d + self.entries() + self.red_len()) + 8
+    }
+
+    /// Workgroup bytes of the dk/dv kernel.
+    pub(crate) fn dkv_bytes(&self) -> usize {
+        4 * (2 * self.r * self.d
+            + 2 * self.c * self.d
+            + 2 * self.entries()
+            + 2 * self.red_len()
+            + 2 * self.c)
+            + 12
+    }
+
+    /// Workgroup bytes of the dq kernel.
+    pub(crate) fn dq_bytes(&self) -> usize {
+        4 * (2 * self.r * self.d
+            + 2 * self.c * self.d
+            + self.entries()
+            + 2 * self.red_len()
+            + 2 * self.r)
+            + 8
+    }
+}
+
+/// Workgroup bytes of the decode kernel.
+pub(crate) fn decode_bytes(d: usize) -> usize {
+    4 * (d + 2 * WG) + 8
+}
+
+/// Result of the forward kernel.
+pub(crate) struct Forward {
+    /// Gated output `[B, Tq, Hq, d]`.
+    pub y: CubeTensor,
+    /// Row log-sum-exp `[B, Tq, Hq]`.
+    pub lse: CubeTensor,
+}
+
+/// Flash-style forward: `gated_attention_forward.wgsl`.
+pub(crate) fn forward(x: &Inputs, p: &KernelParams) -> Forward {
+    let s = x.sizes();
+    let t = Tiles::forward(s.d);
+    let y = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
+    let lse = empty_f32(&x.q, [s.b, s.tq, s.hq]);
+    debug_assert!(t.forward_bytes() <= WORKGROUP_BYTES);
+    t.consts(WgslKernel::new("gated_attention_forward", FORWARD_WGSL))
+        .with("br", t.r)
+        .with("bc", t.c)
+        .with("q_len", t.r * s.d)
+        .with("kv_len", t.c * s.d)
+        .with("s_len", t.entries())
+        .launch(
+            WG as u32,
+            [s.tq.div_ceil(t.r) as u32, s.hq as u32, s.b as u32],
+            &[&x.q, &x.k, &x.v, &x.gate, &y, &lse],
+            &params(s, p),
+        );
+    Forward { y, lse }
+}
+
+/// One query token per (batch, head) against the first `p.tk` keys of k/v (a KV cache):
+/// `gated_attention_decode.wgsl`.
+pub(crate) fn decode(x: &Inputs, p: &KernelParams) -> CubeTensor {
+    let s = x.sizes();
+    let y = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
+    debug_assert!(decode_bytes(s.d) <= WORKGROUP_BYTES);
+    WgslKernel::new("gated_attention_decode", DECODE_WGSL)
+        .with("d", s.d)
+        .with("wg", WG)
+        .launch(
+            WG as u32,
+            [s.hq as u32, s.b as u32, 1],
+            &[&x.q, &x.k, &x.v, &x.gate, &y],
+            &params(s, p),
+        );
+    y
+}
+
+/// Gradients w.r.t. every input.
+pub(crate) struct Grads {
+    pub dq: CubeTensor,
+    pub dk: CubeTensor,
+    pub dv: CubeTensor,
+    pub dgate: CubeTensor,
+}
+
+/// `len` elements of the flat buffer `t` from `offset`, reshaped to `shape` (a view).
+fn region(t: &CubeTensor, offset: usize, shape: &[usize]) -> CubeTensor {
+    let len: usize = shape.iter().product();
+    let flat = Cube::float_slice(t.clone(), &[Slice::from(offset..offset + len)]);
+    Cube::float_reshape(flat, Shape::from(shape.to_vec()))
+}
+
+/// A 2-D grid of at least `groups` workgroups within the per-dimension limit.
+fn grid_2d(groups: usize) -> [u32; 3] {
+    let x = groups.clamp(1, MAX_GROUPS);
+    [x as u32, groups.div_ceil(x).max(1) as u32, 1]
+}
+
+/// Backward from the output cotangent `dy`: `gated_attention_backward_prep.wgsl` (da, dgate,
+/// delta), then `gated_attention_backward_dkv.wgsl` and `gated_attention_backward_dq.wgsl`,
+/// which recompute the probabilities from the saved `lse` tile by tile.
+pub(crate) fn backward(
+    x: &Inputs,
+    y: &CubeTensor,
+    lse: &CubeTensor,
+    dy: CubeTensor,
+    p: &KernelParams,
+) -> Grads {
+    let s = x.sizes();
+    let prm = params(s, p);
+    let dy = contiguous(dy);
+    let n_rows = s.b * s.tq * s.hq;
+    let da = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
+    let dgate = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
+    let stats = empty_f32(&x.q, [2 * n_rows]);
+    WgslKernel::new("gated_attention_backward_prep", PREP_WGSL)
+        .with("d", s.d)
+        .with("wg", WG)
+        .with("tprw", PREP_TPR)
+        .launch(
+            WG as u32,
+            grid_2d(n_rows.div_ceil(WG / PREP_TPR)),
+            &[&dy, y, &x.gate, lse, &da, &dgate, &stats],
+            &prm,
+        );
+
+    let t = Tiles::backward(s.d);
+    debug_assert!(t.dkv_bytes() <= WORKGROUP_BYTES && t.dq_bytes() <= WORKGROUP_BYTES);
+    let kv_shape = [s.b, s.tks, s.hkv, s.d];
+    let n_kv = kv_shape.iter().product::<usize>();
+    let dkv = empty_f32(&x.q, [2 * n_kv]);
+    t.consts(WgslKernel::new("gated_attention_backward_dkv", DKV_WGSL))
+        .with("r", t.r)
+        .with("c", t.c)
+        .with("kv_len", t.r * s.d)
+        .with("q_len", t.c * s.d)
+        .with("p_len", t.entries())
+        .launch(
+            WG as u32,
+            [s.tks.div_ceil(t.r) as u32, s.hkv as u32, s.b as u32],
+            &[&x.q, &x.k, &x.v, &da, &stats, &dkv],
+            &prm,
+        );
+
+    let dq = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
+    t.consts(WgslKernel::new("gated_attention_backward_dq", DQ_WGSL))
+        .with("r", t.r)
+        .with("c", t.c)
+        .with("q_len", t.r * s.d)
+        .with("kv_len", t.c * s.d)
+        .with("p_len", t.entries())
+        .launch(
+            WG as u32,
+            [s.tq.div_ceil(t.r) as u32, s.hq as u32, s.b as u32],
+            &[&x.q, &x.k, &x.v, &da, &stats, &dq],
+            &prm,
+        );
+
+    Grads {
+        dq,
+        dk: region(&dkv, 0, &kv_shape),
+        dv: region(&dkv, n_kv, &kv_shape),
+        dgate,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_head_dim_fits_webgpu_default_workgroup_memory() {
+        for d in 1..=super::super::MAX_HEAD_DIM {
+            let f = Tiles::forward(d);
+            let b = Tiles::backward(d);
+            assert!(f.forward_bytes() <= WORKGROUP_BYTES, "forward d={d}");
+            assert!(b.dkv_bytes() <= WORKGROUP_BYTES, "dkv d={d}");
+            assert!(b.dq_bytes() <= WORKGROUP_BYTES, "dq d={d}");
+            assert!(decode_bytes(d) <= WORKGROUP_BYTES, "decode d={d}");
+            for t in [f, b] {
+                assert_eq!(WG % t.r, 0);
+                assert!(t.entries() >= WG || WG % t.entries() == 0);
+                assert!(t.entries() <= WG || t.entries() % WG == 0);
+            }
+        }
+    }
+}
