@@ -334,9 +334,9 @@ mod tests {
             assert!(b.dq_bytes() <= WORKGROUP_BYTES, "dq d={d}");
             assert!(decode_bytes(d) <= WORKGROUP_BYTES, "decode d={d}");
             for t in [f, b] {
-                assert_eq!(WG % t.r, 0);
-                assert!(t.entries() >= WG || WG % t.entries() == 0);
-                assert!(t.entries() <= WG || t.entries() % WG == 0);
+                assert!(WG.is_multiple_of(t.r));
+                assert!(t.entries() >= WG || WG.is_multiple_of(t.entries()));
+                assert!(t.entries() <= WG || t.entries().is_multiple_of(WG));
             }
         }
     }

@@ -153,9 +153,7 @@ pub fn check_dims(
     let [b, tq, hq, d] = q;
     let [kb, tk, hkv, kd] = k;
     if q.contains(&0) || k.contains(&0) {
-        return Err(shape_err(format!(
-            "empty dimension in q {q:?} / k {k:?}"
-        )));
+        return Err(shape_err(format!("empty dimension in q {q:?} / k {k:?}")));
     }
     if kb != b || kd != d {
         return Err(shape_err(format!(
@@ -472,12 +470,7 @@ impl KvCache {
             let new = Tensor::zeros(shape, &self.device);
             match old {
                 Some(old) if len > 0 => new.slice_assign(
-                    [
-                        0..shape[0],
-                        0..len,
-                        0..shape[2],
-                        0..shape[3],
-                    ],
+                    [0..shape[0], 0..len, 0..shape[2], 0..shape[3]],
                     old.narrow(1, 0, len),
                 ),
                 _ => new,

@@ -26,13 +26,16 @@ fn repeat_heads(x: Tensor<4>, hq: usize) -> Tensor<4> {
 }
 
 /// Visibility `[B,1,Tq,Tk]` (1 visible, 0 masked), built on the host.
-pub fn visible_mask(b: usize, tq: usize, tk: usize, opts: &AttentionOptions, device: &Device) -> Tensor<4> {
+pub fn visible_mask(
+    b: usize,
+    tq: usize,
+    tk: usize,
+    opts: &AttentionOptions,
+    device: &Device,
+) -> Tensor<4> {
     let mut mask = vec![0f32; b * tq * tk];
     for bi in 0..b {
-        let range = opts
-            .padding
-            .as_ref()
-            .map_or(0..tk, |p| p.range(bi, tk));
+        let range = opts.padding.as_ref().map_or(0..tk, |p| p.range(bi, tk));
         for i in 0..tq {
             let row = &mut mask[(bi * tq + i) * tk..(bi * tq + i + 1) * tk];
             let hi = range.end.min(opts.past_len + i + 1);
