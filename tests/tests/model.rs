@@ -7,7 +7,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use sluice::model::files::load_model;
 use sluice::model::generate::{GenerateOptions, generate};
 use sluice::nn::attention::AttentionContext;
-use sluice_tests::{assert_close, fixture_tensor, fixtures_dir, read_fixture, read_fixture_ids, wgpu};
+use sluice_tests::{
+    assert_close, fixture_tensor, fixtures_dir, read_fixture, read_fixture_ids, wgpu,
+};
 
 fn model_dir(name: &str) -> PathBuf {
     fixtures_dir().join("models").join(name)
@@ -49,9 +51,19 @@ fn check_greedy(name: &str) {
         sampling: Default::default(),
         eos_token_ids: cfg.eos_token_ids.clone(),
     };
-    let out = generate(&model, std::slice::from_ref(&prompt), &opts, &dev, |_, _| {}).unwrap();
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &dev,
+        |_, _| {},
+    )
+    .unwrap();
     let want: Vec<u32> = want[prompt.len()..].iter().map(|&x| x as u32).collect();
-    assert_eq!(out[0], want, "{name}: greedy tokens differ from transformers");
+    assert_eq!(
+        out[0], want,
+        "{name}: greedy tokens differ from transformers"
+    );
 }
 
 #[test]

@@ -18,7 +18,9 @@ pub enum ConfigError {
     Missing(String),
     #[error("unknown config field `{0}` (not a Qwen3-Next / Qwen3.5 text-model setting)")]
     Unknown(String),
-    #[error("unsupported model_type `{0}` (supported: qwen3_next, qwen3_5, qwen3_5_text, qwen3_5_moe, qwen3_5_moe_text)")]
+    #[error(
+        "unsupported model_type `{0}` (supported: qwen3_next, qwen3_5, qwen3_5_text, qwen3_5_moe, qwen3_5_moe_text)"
+    )]
     ModelType(String),
 }
 
@@ -205,7 +207,8 @@ fn ids(v: &Value, key: &str) -> Result<Vec<u32>, ConfigError> {
 impl Config {
     /// Parses the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let root: Value = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+        let root: Value =
+            serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
         let Value::Object(map) = root else {
             return Err(ConfigError::Json("the top level is not an object".into()));
         };
@@ -259,16 +262,28 @@ impl Config {
         };
         let act = f.str_opt("hidden_act")?.unwrap_or_else(|| "silu".into());
         if act != "silu" {
-            return Err(field("hidden_act", format!("`{act}` is not supported (only silu)")));
+            return Err(field(
+                "hidden_act",
+                format!("`{act}` is not supported (only silu)"),
+            ));
         }
         if f.bool_opt("attention_bias")?.unwrap_or(false) {
-            return Err(field("attention_bias", "true is not supported (Qwen3-Next has no attention bias)"));
+            return Err(field(
+                "attention_bias",
+                "true is not supported (Qwen3-Next has no attention bias)",
+            ));
         }
         if f.bool_opt("attn_output_gate")? == Some(false) {
-            return Err(field("attn_output_gate", "false is not supported (the gate is always on)"));
+            return Err(field(
+                "attn_output_gate",
+                "false is not supported (the gate is always on)",
+            ));
         }
         if let Some(q) = f.take("quantization_config") {
-            return Err(field("quantization_config", format!("quantised checkpoints are not supported ({q})")));
+            return Err(field(
+                "quantization_config",
+                format!("quantised checkpoints are not supported ({q})"),
+            ));
         }
         let num_hidden_layers = f.usize("num_hidden_layers")?;
         let head_dim_opt = f.usize_opt("head_dim")?;
@@ -280,7 +295,10 @@ impl Config {
         let mut rope_theta = f.f64_opt("rope_theta")?.unwrap_or(10000.0);
         let mut partial = f.f64_opt("partial_rotary_factor")?.unwrap_or(0.25);
         if let Some(scaling) = f.take("rope_scaling") {
-            return Err(field("rope_scaling", format!("rope scaling is not supported ({scaling})")));
+            return Err(field(
+                "rope_scaling",
+                format!("rope scaling is not supported ({scaling})"),
+            ));
         }
         if let Some(p) = f.take("rope_parameters") {
             let Value::Object(p) = p else {
@@ -291,7 +309,10 @@ impl Config {
                 match k.as_str() {
                     "rope_type" | "type" => {
                         if v.as_str() != Some("default") {
-                            return Err(field(&key, format!("{v} is not supported (only \"default\")")));
+                            return Err(field(
+                                &key,
+                                format!("{v} is not supported (only \"default\")"),
+                            ));
                         }
                     }
                     "rope_theta" => {
@@ -307,7 +328,10 @@ impl Config {
             }
         }
         if !(0.0..=1.0).contains(&partial) || partial == 0.0 {
-            return Err(field("partial_rotary_factor", format!("{partial} is outside (0, 1]")));
+            return Err(field(
+                "partial_rotary_factor",
+                format!("{partial} is outside (0, 1]"),
+            ));
         }
 
         let interval = f.usize_opt("full_attention_interval")?.unwrap_or(4).max(1);
@@ -327,7 +351,10 @@ impl Config {
                 .map(|(i, x)| match x.as_str() {
                     Some("linear_attention") => Ok(LayerType::Linear),
                     Some("full_attention") => Ok(LayerType::Full),
-                    _ => Err(field(&format!("layer_types[{i}]"), format!("unknown layer type {x}"))),
+                    _ => Err(field(
+                        &format!("layer_types[{i}]"),
+                        format!("unknown layer type {x}"),
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
             Some(v) => return Err(field("layer_types", format!("expected a list, got {v}"))),
@@ -335,7 +362,10 @@ impl Config {
         if layer_types.len() != num_hidden_layers {
             return Err(field(
                 "layer_types",
-                format!("{} entries for {num_hidden_layers} layers", layer_types.len()),
+                format!(
+                    "{} entries for {num_hidden_layers} layers",
+                    layer_types.len()
+                ),
             ));
         }
 
@@ -375,12 +405,20 @@ impl Config {
             Some(Value::Array(xs)) => xs
                 .iter()
                 .map(|x| {
-                    x.as_u64()
-                        .map(|x| x as usize)
-                        .ok_or_else(|| field("mlp_only_layers", format!("expected layer indices, got {x}")))
+                    x.as_u64().map(|x| x as usize).ok_or_else(|| {
+                        field(
+                            "mlp_only_layers",
+                            format!("expected layer indices, got {x}"),
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?,
-            Some(v) => return Err(field("mlp_only_layers", format!("expected a list, got {v}"))),
+            Some(v) => {
+                return Err(field(
+                    "mlp_only_layers",
+                    format!("expected a list, got {v}"),
+                ));
+            }
         };
         let eos_token_ids = match f.take("eos_token_id") {
             None => vec![],
@@ -435,13 +473,22 @@ impl Config {
                 return Err(field(k, "must be positive"));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return Err(field(
                 "num_key_value_heads",
-                format!("{} does not divide num_attention_heads {}", self.num_key_value_heads, self.num_attention_heads),
+                format!(
+                    "{} does not divide num_attention_heads {}",
+                    self.num_key_value_heads, self.num_attention_heads
+                ),
             ));
         }
-        if self.linear_num_value_heads % self.linear_num_key_heads != 0 {
+        if !self
+            .linear_num_value_heads
+            .is_multiple_of(self.linear_num_key_heads)
+        {
             return Err(field(
                 "linear_num_key_heads",
                 format!(
@@ -451,10 +498,16 @@ impl Config {
             ));
         }
         if self.linear_key_head_dim > crate::ops::delta_rule::MAX_HEAD_DIM_K {
-            return Err(field("linear_key_head_dim", "larger than the delta-rule kernels support (256)"));
+            return Err(field(
+                "linear_key_head_dim",
+                "larger than the delta-rule kernels support (256)",
+            ));
         }
-        if self.rotary_dim() % 2 != 0 {
-            return Err(field("partial_rotary_factor", "gives an odd rotary dimension"));
+        if !self.rotary_dim().is_multiple_of(2) {
+            return Err(field(
+                "partial_rotary_factor",
+                "gives an odd rotary dimension",
+            ));
         }
         let needs_dense = (0..self.num_hidden_layers).any(|i| !self.is_moe_layer(i));
         if needs_dense && self.intermediate_size.is_none() {
@@ -473,7 +526,10 @@ impl Config {
         match (&self.moe, self.family) {
             (None, _) => false,
             (Some(_), Family::Qwen35Moe) => true,
-            (Some(_), _) => !self.mlp_only_layers.contains(&i) && (i + 1) % self.decoder_sparse_step == 0,
+            (Some(_), _) => {
+                !self.mlp_only_layers.contains(&i)
+                    && (i + 1).is_multiple_of(self.decoder_sparse_step)
+            }
         }
     }
 

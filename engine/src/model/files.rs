@@ -8,7 +8,7 @@ use burn::tensor::Device;
 
 use super::config::{Config, ConfigError};
 use super::hybrid::HybridModel;
-use super::weights::{WeightError, Weights};
+use super::weights::{Buffer, WeightError, Weights};
 
 /// Errors opening a checkpoint folder.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +48,11 @@ pub fn read_config(dir: &Path) -> Result<Config, LoadError> {
                 source: ConfigError::Json(e.to_string()),
             })?;
         let ids: Vec<u32> = match v.get("eos_token_id") {
-            Some(serde_json::Value::Array(xs)) => {
-                xs.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()
-            }
+            Some(serde_json::Value::Array(xs)) => xs
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
             Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
             None => vec![],
         };
@@ -95,7 +97,7 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// Memory-maps every safetensors file of the checkpoint in `dir`.
 pub fn open_weights(dir: &Path) -> Result<Weights, LoadError> {
-    let mut files: Vec<(String, Box<dyn AsRef<[u8]> + Send + Sync>)> = Vec::new();
+    let mut files: Vec<(String, Buffer)> = Vec::new();
     for path in shard_paths(dir)? {
         let io = |source| LoadError::Io {
             path: path.clone(),

@@ -183,7 +183,9 @@ pub fn sample(logits: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut StdRng) 
 /// Reads the last position's logits `[B, V]` of `hidden` `[B, T, H]`.
 async fn last_logits(model: &HybridModel, hidden: Tensor<3>) -> Result<Vec<f32>, GenerateError> {
     let [b, t, _] = hidden.dims();
-    let logits = model.logits(hidden.narrow(1, t - 1, 1)).reshape([b, model.vocab_size()]);
+    let logits = model
+        .logits(hidden.narrow(1, t - 1, 1))
+        .reshape([b, model.vocab_size()]);
     logits
         .into_data_async()
         .await

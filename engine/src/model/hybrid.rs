@@ -16,6 +16,9 @@ use crate::nn::mlp::Mlp;
 use crate::nn::moe::Moe;
 use crate::nn::norm::rms_norm;
 
+/// Token mixer of a layer. Each layer holds one, so the size difference between the
+/// variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Mixer {
     Linear(GatedDeltaNet),
@@ -50,7 +53,12 @@ pub struct HybridModel {
 impl HybridModel {
     /// Hidden states `[B, T, H]` after the final norm, for tokens `ids` `[B, T]` continuing
     /// `cache` (which is updated in place). `ctx` carries positions and the padding mask.
-    pub fn hidden(&self, ids: Tensor<2, Int>, cache: &mut Cache, ctx: &AttentionContext) -> Tensor<3> {
+    pub fn hidden(
+        &self,
+        ids: Tensor<2, Int>,
+        cache: &mut Cache,
+        ctx: &AttentionContext,
+    ) -> Tensor<3> {
         let [b, t] = ids.dims();
         let h = self.embed_tokens.val().dims()[1];
         let mut x = self

@@ -44,7 +44,7 @@ impl Loader<'_> {
         Ok(param(self.host(name, &[r, c])?, self.device))
     }
 
-    fn from_rows(&self, data: Vec<f32>, r: usize, c: usize) -> Param<Tensor<2>> {
+    fn param_rows(&self, data: Vec<f32>, r: usize, c: usize) -> Param<Tensor<2>> {
         param(
             HostTensor {
                 shape: vec![r, c],
@@ -82,10 +82,10 @@ impl Loader<'_> {
             qkv.extend(gather(&qkvz, w, dk, dk));
             qkv.extend(gather(&qkvz, w, 2 * dk, r * dv));
             (
-                self.from_rows(qkv, cdim, h),
-                self.from_rows(gather(&qkvz, w, 2 * dk + r * dv, r * dv), nv * dv, h),
-                self.from_rows(gather(&ba, 2 * r, 0, r), nv, h),
-                self.from_rows(gather(&ba, 2 * r, r, r), nv, h),
+                self.param_rows(qkv, cdim, h),
+                self.param_rows(gather(&qkvz, w, 2 * dk + r * dv, r * dv), nv * dv, h),
+                self.param_rows(gather(&ba, 2 * r, 0, r), nv, h),
+                self.param_rows(gather(&ba, 2 * r, r, r), nv, h),
             )
         } else {
             (
@@ -102,7 +102,7 @@ impl Loader<'_> {
             in_proj_z: z,
             in_proj_b: b,
             in_proj_a: a,
-            conv1d: self.from_rows(conv.data, cdim, k),
+            conv1d: self.param_rows(conv.data, cdim, k),
             a_log: self.p1(&format!("{p}.A_log"), nv)?,
             dt_bias: self.p1(&format!("{p}.dt_bias"), nv)?,
             norm: self.p1(&format!("{p}.norm.weight"), dv)?,
@@ -148,9 +148,9 @@ impl Loader<'_> {
             let down = self.host(&format!("{p}.experts.down_proj"), &[e, h, i])?;
             (0..e)
                 .map(|x| Mlp {
-                    gate_proj: self.from_rows(rows(&gu, x * 2 * i, i).to_vec(), i, h),
-                    up_proj: self.from_rows(rows(&gu, x * 2 * i + i, i).to_vec(), i, h),
-                    down_proj: self.from_rows(rows(&down, x * h, h).to_vec(), h, i),
+                    gate_proj: self.param_rows(rows(&gu, x * 2 * i, i).to_vec(), i, h),
+                    up_proj: self.param_rows(rows(&gu, x * 2 * i + i, i).to_vec(), i, h),
+                    down_proj: self.param_rows(rows(&down, x * h, h).to_vec(), h, i),
                 })
                 .collect()
         } else {
@@ -192,7 +192,9 @@ pub fn build(cfg: &Config, weights: &Weights, device: &Device) -> Result<HybridM
         let ffn = if cfg.is_moe_layer(i) {
             Ffn::Moe(l.moe(cfg, &format!("{p}.mlp"))?)
         } else {
-            let inter = cfg.intermediate_size.expect("validated: dense layers have a width");
+            let inter = cfg
+                .intermediate_size
+                .expect("validated: dense layers have a width");
             Ffn::Dense(l.mlp(&format!("{p}.mlp"), h, inter)?)
         };
         layers.push(DecoderLayer {

@@ -39,10 +39,13 @@ pub enum WeightError {
     },
 }
 
+/// The bytes of one safetensors file (a memory map natively, fetched bytes in a browser).
+pub type Buffer = Box<dyn AsRef<[u8]> + Send + Sync>;
+
 /// One safetensors buffer with its parsed header.
 struct File {
     name: String,
-    bytes: Box<dyn AsRef<[u8]> + Send + Sync>,
+    bytes: Buffer,
     header_len: usize,
     meta: Metadata,
 }
@@ -75,9 +78,7 @@ fn normalise(name: &str) -> Option<String> {
 
 impl Weights {
     /// Parses the headers of `files` (`(file name, bytes)`); the name is used in errors.
-    pub fn new(
-        files: Vec<(String, Box<dyn AsRef<[u8]> + Send + Sync>)>,
-    ) -> Result<Self, WeightError> {
+    pub fn new(files: Vec<(String, Buffer)>) -> Result<Self, WeightError> {
         let mut parsed = Vec::with_capacity(files.len());
         let mut index = HashMap::new();
         let mut skipped = 0usize;

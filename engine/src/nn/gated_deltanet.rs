@@ -90,8 +90,13 @@ impl GatedDeltaNet {
         };
         let (mixed, conv) = conv::causal_conv(mixed, &self.conv1d, conv_state);
         let q = mixed.clone().narrow(2, 0, nk * dk).reshape([b, t, nk, dk]);
-        let k = mixed.clone().narrow(2, nk * dk, nk * dk).reshape([b, t, nk, dk]);
-        let v = mixed.narrow(2, 2 * nk * dk, nv * dv).reshape([b, t, nv, dv]);
+        let k = mixed
+            .clone()
+            .narrow(2, nk * dk, nk * dk)
+            .reshape([b, t, nk, dk]);
+        let v = mixed
+            .narrow(2, 2 * nk * dk, nv * dv)
+            .reshape([b, t, nv, dv]);
 
         let opts = DeltaRuleOptions::default();
         let decode = t == 1 && rec.is_some() && !v.device().is_autodiff();

@@ -29,7 +29,10 @@ impl Moe {
     pub fn routing(&self, x: Tensor<3>) -> Tensor<3> {
         let probs = softmax(linear(x, &self.gate), 2);
         // The k-th largest probability per token; ties at the threshold are measure-zero.
-        let kth = probs.clone().topk(self.top_k, 2).narrow(2, self.top_k - 1, 1);
+        let kth = probs
+            .clone()
+            .topk(self.top_k, 2)
+            .narrow(2, self.top_k - 1, 1);
         let keep = probs.clone().greater_equal(kth).float();
         let w = probs * keep;
         if self.norm_topk_prob {
