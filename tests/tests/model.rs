@@ -80,3 +80,129 @@ fn qwen3_next_long_logits_match_transformers() {
 fn qwen3_next_greedy_matches_transformers() {
     check_greedy("qwen3_next_tiny");
 }
+
+#[test]
+fn qwen3_5_dense_logits_and_greedy_match_transformers() {
+    check_logits("qwen3_5_tiny", "a");
+    check_logits("qwen3_5_tiny", "long");
+    check_greedy("qwen3_5_tiny");
+}
+
+#[test]
+fn qwen3_5_moe_logits_and_greedy_match_transformers() {
+    check_logits("qwen3_5_moe_tiny", "a");
+    check_greedy("qwen3_5_moe_tiny");
+}
+
+#[test]
+fn bf16_checkpoint_loads_and_matches() {
+    check_logits("qwen3_next_tiny_bf16", "a");
+}
+
+#[test]
+fn prefill_then_decode_equals_full_forward() {
+    let dev = wgpu();
+    let dir = model_dir("qwen3_next_tiny");
+    let (_, model) = load_model(&dir, &dev).unwrap();
+    let (shape, ids) = read_fixture_ids(&dir.join("reference.safetensors"), "input_ids_long");
+    let t = shape[1];
+    let full = logits(&model, &ids, &shape);
+    let prefill = 100;
+    let mut cache = model.new_cache();
+    let to_ids = |xs: &[i64]| {
+        Tensor::<2, Int>::from_data(TensorData::new(xs.to_vec(), [1, xs.len()]), &dev)
+    };
+    let mut parts = vec![model.logits(model.hidden(
+        to_ids(&ids[..prefill]),
+        &mut cache,
+        &AttentionContext::contiguous(1, prefill, 0, &dev),
+    ))];
+    for i in prefill..t {
+        let ctx = AttentionContext::contiguous(1, 1, i, &dev);
+        parts.push(model.logits(model.hidden(to_ids(&ids[i..i + 1]), &mut cache, &ctx)));
+    }
+    assert_eq!(cache.seq_len, t);
+    assert_close(Tensor::cat(parts, 1), full, 1e-3, 1e-3, "prefill + decode logits");
+}
+
+#[test]
+fn batched_unequal_prompts_match_one_by_one_and_transformers() {
+    let dev = wgpu();
+    let dir = model_dir("qwen3_next_tiny");
+    let (cfg, model) = load_model(&dir, &dev).unwrap();
+    let reference = dir.join("reference.safetensors");
+    let (shape, ids) = read_fixture_ids(&reference, "batch_ids");
+    let (_, mask) = read_fixture_ids(&reference, "batch_mask");
+    let (gshape, greedy) = read_fixture_ids(&reference, "batch_greedy_ids");
+    let t = shape[1];
+    // Unpad the left-padded rows into prompts of different lengths.
+    let prompts: Vec<Vec<u32>> = (0..shape[0])
+        .map(|r| {
+            (0..t)
+                .filter(|&i| mask[r * t + i] == 1)
+                .map(|i| ids[r * t + i] as u32)
+                .collect()
+        })
+        .collect();
+    assert_ne!(prompts[0].len(), prompts[1].len(), "fixture has unequal prompts");
+    let new = gshape[1] - t;
+    let opts = GenerateOptions {
+        max_new_tokens: new,
+        sampling: Default::default(),
+        eos_token_ids: cfg.eos_token_ids.clone(),
+    };
+    let batched = generate(&model, &prompts, &opts, &dev, |_, _| {}).unwrap();
+    for (r, p) in prompts.iter().enumerate() {
+        let alone = generate(&model, std::slice::from_ref(p), &opts, &dev, |_, _| {}).unwrap();
+        assert_eq!(batched[r], alone[0], "row {r}: batched generation differs from alone");
+        let want: Vec<u32> = greedy[r * gshape[1] + t..(r + 1) * gshape[1]]
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let n = batched[r].len();
+        assert_eq!(batched[r], want[..n], "row {r}: differs from transformers' batched greedy");
+    }
+    // Logits at the real positions of the padded batch equal transformers'.
+    let (ids_t, ctx, _) = sluice::model::generate::left_padded(&prompts, &dev);
+    let mut cache = model.new_cache();
+    let got = sluice_tests::to_vec(model.logits(model.hidden(ids_t, &mut cache, &ctx)));
+    let f = read_fixture(&reference);
+    let (_, want) = &f["batch_logits"];
+    let v = cfg.vocab_size;
+    for r in 0..shape[0] {
+        for i in (0..t).filter(|&i| mask[r * t + i] == 1) {
+            for j in 0..v {
+                let (a, b) = (got[(r * t + i) * v + j], want[(r * t + i) * v + j]);
+                assert!((a - b).abs() <= 1e-3 + 1e-3 * b.abs(), "batch logits [{r},{i},{j}]: {a} vs {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn forked_prefill_continues_like_the_original() {
+    use sluice::model::generate::{Sampling, sample};
+    let dev = wgpu();
+    let dir = model_dir("qwen3_next_tiny");
+    let (_, model) = load_model(&dir, &dev).unwrap();
+    let (_, prompt) = read_fixture_ids(&dir.join("reference.safetensors"), "prompt_ids");
+    let t = prompt.len();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(prompt.clone(), [1, t]), &dev);
+    let mut cache = model.new_cache();
+    let hidden = model.hidden(ids, &mut cache, &AttentionContext::contiguous(1, t, 0, &dev));
+    let base = sluice_tests::to_vec(model.logits(hidden.narrow(1, t - 1, 1)));
+    // Fork into 3 copies and feed each a different next token; copy 0 gets the greedy one.
+    let mut forked = cache.fork(3);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let greedy = sample(&mut base.clone(), &[], &Sampling::default(), &mut rng);
+    let next = [greedy as i64, 5, 7];
+    let step = Tensor::<2, Int>::from_data(TensorData::new(next.to_vec(), [3, 1]), &dev);
+    let out = model.logits(model.hidden(step, &mut forked, &AttentionContext::contiguous(3, 1, t, &dev)));
+    // The unforked cache continued with each token must agree row by row.
+    for (r, &tok) in next.iter().enumerate() {
+        let mut single = cache.fork(1);
+        let one = Tensor::<2, Int>::from_data(TensorData::new(vec![tok], [1, 1]), &dev);
+        let want = model.logits(model.hidden(one, &mut single, &AttentionContext::contiguous(1, 1, t, &dev)));
+        assert_close(out.clone().narrow(0, r, 1), want, 1e-4, 1e-4, &format!("forked row {r}"));
+    }
+}

@@ -25,9 +25,9 @@ fn param<const D: usize>(t: HostTensor, device: &Device) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(t.data, t.shape), device))
 }
 
-/// Rows `[start, start + n)` of a row-major `[rows, width]` host matrix.
+/// Rows `[start, start + n)` of a row-major host tensor seen as `[.., last dim]`.
 fn rows(t: &HostTensor, start: usize, n: usize) -> &[f32] {
-    let width = t.shape[1..].iter().product::<usize>();
+    let width = t.shape[t.shape.len() - 1];
     &t.data[start * width..(start + n) * width]
 }
 

@@ -1,0 +1,170 @@
+//! Bad checkpoints and configs give clear errors that name the field, tensor and file.
+
+use std::path::{Path, PathBuf};
+
+use sluice::model::Config;
+use sluice::model::files::load_model;
+use sluice_tests::{fixtures_dir, wgpu};
+
+fn tiny_dir() -> PathBuf {
+    fixtures_dir().join("models").join("qwen3_next_tiny")
+}
+
+fn tiny_config() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(tiny_dir().join("config.json")).unwrap()).unwrap()
+}
+
+fn config_err(v: &serde_json::Value) -> String {
+    Config::from_json(&v.to_string()).unwrap_err().to_string()
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let base = tiny_config();
+    assert!(Config::from_json(&base.to_string()).is_ok());
+
+    let mut v = base.clone();
+    v["frobnicate_heads"] = 3.into();
+    let e = config_err(&v);
+    assert!(e.contains("unknown config field `frobnicate_heads`"), "{e}");
+
+    let mut v = base.clone();
+    v["hidden_act"] = "gelu".into();
+    let e = config_err(&v);
+    assert!(e.contains("`hidden_act`") && e.contains("gelu"), "{e}");
+
+    let mut v = base.clone();
+    v.as_object_mut().unwrap().remove("vocab_size");
+    let e = config_err(&v);
+    assert!(e.contains("`vocab_size` is missing"), "{e}");
+
+    let mut v = base.clone();
+    v["model_type"] = "llama".into();
+    let e = config_err(&v);
+    assert!(e.contains("unsupported model_type `llama`"), "{e}");
+
+    let mut v = base.clone();
+    v["layer_types"] = serde_json::json!(["linear_attention", "mamba", "linear_attention", "full_attention"]);
+    let e = config_err(&v);
+    assert!(e.contains("`layer_types[1]`"), "{e}");
+
+    let mut v = base.clone();
+    v["num_key_value_heads"] = 3.into();
+    let e = config_err(&v);
+    assert!(e.contains("`num_key_value_heads`"), "{e}");
+
+    let mut v = base.clone();
+    v["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0});
+    let e = config_err(&v);
+    assert!(e.contains("`rope_parameters.rope_type`"), "{e}");
+
+    let e = Config::from_json("{ not json").unwrap_err().to_string();
+    assert!(e.contains("not valid JSON"), "{e}");
+}
+
+#[test]
+fn composite_qwen3_5_config_reads_text_config() {
+    // The Qwen3.5 fixture is saved the way hub checkpoints are: a composite config whose
+    // text model is `text_config`.
+    let composite: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures_dir().join("models/qwen3_5_tiny/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(composite["model_type"], "qwen3_5");
+    let mut text = composite["text_config"].clone();
+    text["model_type"] = "qwen3_5_text".into();
+    let direct = Config::from_json(&text.to_string()).unwrap();
+    let via = Config::from_json(&composite.to_string()).unwrap();
+    assert_eq!(direct, via);
+    assert_eq!(via.family, sluice::model::config::Family::Qwen35);
+}
+
+/// A scratch copy of the tiny checkpoint.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(tiny_dir().join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+/// Rewrites the checkpoint with `edit` applied to its tensors `(name, shape, bytes)`.
+fn rewrite(dir: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let out = safetensors::serialize(views, None).unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+fn load_err(dir: &Path) -> String {
+    match load_model(dir, &wgpu()) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = scratch("missing");
+    rewrite(&dir, |t| t.retain(|(n, _, _)| n != "model.layers.2.linear_attn.A_log"));
+    let e = load_err(&dir);
+    assert!(e.contains("`model.layers.2.linear_attn.A_log` is missing"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn wrong_shape_names_tensor_and_file() {
+    let dir = scratch("shape");
+    rewrite(&dir, |t| {
+        let x = t.iter_mut().find(|(n, _, _)| n == "model.norm.weight").unwrap();
+        x.1 = vec![x.1[0] / 2];
+        x.2.truncate(x.2.len() / 2);
+    });
+    let e = load_err(&dir);
+    assert!(e.contains("`model.norm.weight`") && e.contains("model.safetensors") && e.contains("expected"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn truncated_file_is_reported() {
+    let dir = scratch("truncated");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
+    std::fs::write(&path, b"garbage").unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("truncated or corrupt"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_files_are_named() {
+    let dir = scratch("nofile");
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("model.safetensors"), "{e}");
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("config.json"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
