@@ -109,9 +109,8 @@ fn prefill_then_decode_equals_full_forward() {
     let full = logits(&model, &ids, &shape);
     let prefill = 100;
     let mut cache = model.new_cache();
-    let to_ids = |xs: &[i64]| {
-        Tensor::<2, Int>::from_data(TensorData::new(xs.to_vec(), [1, xs.len()]), &dev)
-    };
+    let to_ids =
+        |xs: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(xs.to_vec(), [1, xs.len()]), &dev);
     let mut parts = vec![model.logits(model.hidden(
         to_ids(&ids[..prefill]),
         &mut cache,
@@ -122,7 +121,13 @@ fn prefill_then_decode_equals_full_forward() {
         parts.push(model.logits(model.hidden(to_ids(&ids[i..i + 1]), &mut cache, &ctx)));
     }
     assert_eq!(cache.seq_len, t);
-    assert_close(Tensor::cat(parts, 1), full, 1e-3, 1e-3, "prefill + decode logits");
+    assert_close(
+        Tensor::cat(parts, 1),
+        full,
+        1e-3,
+        1e-3,
+        "prefill + decode logits",
+    );
 }
 
 #[test]
@@ -144,7 +149,11 @@ fn batched_unequal_prompts_match_one_by_one_and_transformers() {
                 .collect()
         })
         .collect();
-    assert_ne!(prompts[0].len(), prompts[1].len(), "fixture has unequal prompts");
+    assert_ne!(
+        prompts[0].len(),
+        prompts[1].len(),
+        "fixture has unequal prompts"
+    );
     let new = gshape[1] - t;
     let opts = GenerateOptions {
         max_new_tokens: new,
@@ -154,13 +163,20 @@ fn batched_unequal_prompts_match_one_by_one_and_transformers() {
     let batched = generate(&model, &prompts, &opts, &dev, |_, _| {}).unwrap();
     for (r, p) in prompts.iter().enumerate() {
         let alone = generate(&model, std::slice::from_ref(p), &opts, &dev, |_, _| {}).unwrap();
-        assert_eq!(batched[r], alone[0], "row {r}: batched generation differs from alone");
+        assert_eq!(
+            batched[r], alone[0],
+            "row {r}: batched generation differs from alone"
+        );
         let want: Vec<u32> = greedy[r * gshape[1] + t..(r + 1) * gshape[1]]
             .iter()
             .map(|&x| x as u32)
             .collect();
         let n = batched[r].len();
-        assert_eq!(batched[r], want[..n], "row {r}: differs from transformers' batched greedy");
+        assert_eq!(
+            batched[r],
+            want[..n],
+            "row {r}: differs from transformers' batched greedy"
+        );
     }
     // Logits at the real positions of the padded batch equal transformers'.
     let (ids_t, ctx, _) = sluice::model::generate::left_padded(&prompts, &dev);
@@ -173,7 +189,10 @@ fn batched_unequal_prompts_match_one_by_one_and_transformers() {
         for i in (0..t).filter(|&i| mask[r * t + i] == 1) {
             for j in 0..v {
                 let (a, b) = (got[(r * t + i) * v + j], want[(r * t + i) * v + j]);
-                assert!((a - b).abs() <= 1e-3 + 1e-3 * b.abs(), "batch logits [{r},{i},{j}]: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-3 + 1e-3 * b.abs(),
+                    "batch logits [{r},{i},{j}]: {a} vs {b}"
+                );
             }
         }
     }
@@ -189,7 +208,11 @@ fn forked_prefill_continues_like_the_original() {
     let t = prompt.len();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(prompt.clone(), [1, t]), &dev);
     let mut cache = model.new_cache();
-    let hidden = model.hidden(ids, &mut cache, &AttentionContext::contiguous(1, t, 0, &dev));
+    let hidden = model.hidden(
+        ids,
+        &mut cache,
+        &AttentionContext::contiguous(1, t, 0, &dev),
+    );
     let base = sluice_tests::to_vec(model.logits(hidden.narrow(1, t - 1, 1)));
     // Fork into 3 copies and feed each a different next token; copy 0 gets the greedy one.
     let mut forked = cache.fork(3);
@@ -197,12 +220,63 @@ fn forked_prefill_continues_like_the_original() {
     let greedy = sample(&mut base.clone(), &[], &Sampling::default(), &mut rng);
     let next = [greedy as i64, 5, 7];
     let step = Tensor::<2, Int>::from_data(TensorData::new(next.to_vec(), [3, 1]), &dev);
-    let out = model.logits(model.hidden(step, &mut forked, &AttentionContext::contiguous(3, 1, t, &dev)));
+    let out = model.logits(model.hidden(
+        step,
+        &mut forked,
+        &AttentionContext::contiguous(3, 1, t, &dev),
+    ));
     // The unforked cache continued with each token must agree row by row.
     for (r, &tok) in next.iter().enumerate() {
         let mut single = cache.fork(1);
         let one = Tensor::<2, Int>::from_data(TensorData::new(vec![tok], [1, 1]), &dev);
-        let want = model.logits(model.hidden(one, &mut single, &AttentionContext::contiguous(1, 1, t, &dev)));
-        assert_close(out.clone().narrow(0, r, 1), want, 1e-4, 1e-4, &format!("forked row {r}"));
+        let want = model.logits(model.hidden(
+            one,
+            &mut single,
+            &AttentionContext::contiguous(1, 1, t, &dev),
+        ));
+        assert_close(
+            out.clone().narrow(0, r, 1),
+            want,
+            1e-4,
+            1e-4,
+            &format!("forked row {r}"),
+        );
     }
+}
+
+#[test]
+fn generation_stops_at_eos() {
+    let dev = wgpu();
+    let dir = model_dir("qwen3_next_tiny");
+    let (_, model) = load_model(&dir, &dev).unwrap();
+    let reference = dir.join("reference.safetensors");
+    let (_, prompt) = read_fixture_ids(&reference, "prompt_ids");
+    let (_, want) = read_fixture_ids(&reference, "eos_stop_ids");
+    let (_, eos) = read_fixture_ids(&reference, "eos_stop_token");
+    let prompt: Vec<u32> = prompt.iter().map(|&x| x as u32).collect();
+    let opts = GenerateOptions {
+        max_new_tokens: 64,
+        sampling: Default::default(),
+        eos_token_ids: vec![eos[0] as u32],
+    };
+    let mut streamed = Vec::new();
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &dev,
+        |r, t| streamed.push((r, t)),
+    )
+    .unwrap();
+    let want: Vec<u32> = want[prompt.len()..].iter().map(|&x| x as u32).collect();
+    assert_eq!(
+        out[0], want,
+        "stops after the EOS token, as transformers does"
+    );
+    assert_eq!(*out[0].last().unwrap(), eos[0] as u32);
+    assert_eq!(
+        streamed.iter().map(|&(_, t)| t).collect::<Vec<_>>(),
+        out[0],
+        "every token streamed once"
+    );
 }

@@ -44,7 +44,12 @@ fn config_errors_name_the_field() {
     assert!(e.contains("unsupported model_type `llama`"), "{e}");
 
     let mut v = base.clone();
-    v["layer_types"] = serde_json::json!(["linear_attention", "mamba", "linear_attention", "full_attention"]);
+    v["layer_types"] = serde_json::json!([
+        "linear_attention",
+        "mamba",
+        "linear_attention",
+        "full_attention"
+    ]);
     let e = config_err(&v);
     assert!(e.contains("`layer_types[1]`"), "{e}");
 
@@ -106,7 +111,8 @@ fn rewrite(dir: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
         .map(|(n, s, d)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
             )
         })
         .collect();
@@ -124,9 +130,14 @@ fn load_err(dir: &Path) -> String {
 #[test]
 fn missing_tensor_is_named() {
     let dir = scratch("missing");
-    rewrite(&dir, |t| t.retain(|(n, _, _)| n != "model.layers.2.linear_attn.A_log"));
+    rewrite(&dir, |t| {
+        t.retain(|(n, _, _)| n != "model.layers.2.linear_attn.A_log")
+    });
     let e = load_err(&dir);
-    assert!(e.contains("`model.layers.2.linear_attn.A_log` is missing"), "{e}");
+    assert!(
+        e.contains("`model.layers.2.linear_attn.A_log` is missing"),
+        "{e}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -134,12 +145,20 @@ fn missing_tensor_is_named() {
 fn wrong_shape_names_tensor_and_file() {
     let dir = scratch("shape");
     rewrite(&dir, |t| {
-        let x = t.iter_mut().find(|(n, _, _)| n == "model.norm.weight").unwrap();
+        let x = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "model.norm.weight")
+            .unwrap();
         x.1 = vec![x.1[0] / 2];
         x.2.truncate(x.2.len() / 2);
     });
     let e = load_err(&dir);
-    assert!(e.contains("`model.norm.weight`") && e.contains("model.safetensors") && e.contains("expected"), "{e}");
+    assert!(
+        e.contains("`model.norm.weight`")
+            && e.contains("model.safetensors")
+            && e.contains("expected"),
+        "{e}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -150,7 +169,10 @@ fn truncated_file_is_reported() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
     let e = load_err(&dir);
-    assert!(e.contains("model.safetensors") && e.contains("truncated or corrupt"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
     std::fs::write(&path, b"garbage").unwrap();
     let e = load_err(&dir);
     assert!(e.contains("truncated or corrupt"), "{e}");
@@ -166,5 +188,39 @@ fn missing_files_are_named() {
     std::fs::remove_file(dir.join("config.json")).unwrap();
     let e = load_err(&dir);
     assert!(e.contains("config.json"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn composite_prefixes_and_skipped_tensors_load() {
+    // Hub Qwen3.5 layout: text weights under `model.language_model.`, plus vision and MTP
+    // tensors that a text model skips.
+    let dir = scratch("prefix");
+    rewrite(&dir, |t| {
+        for x in t.iter_mut() {
+            if let Some(rest) = x.0.strip_prefix("model.") {
+                x.0 = format!("model.language_model.{rest}");
+            }
+        }
+        t.push((
+            "model.visual.blocks.0.attn.qkv.weight".into(),
+            vec![2, 2],
+            vec![0; 16],
+        ));
+        t.push(("mtp.fc.weight".into(), vec![2], vec![0; 8]));
+    });
+    let dev = wgpu();
+    let (_, a) = load_model(&dir, &dev).unwrap();
+    let (_, b) = load_model(&tiny_dir(), &dev).unwrap();
+    let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(vec![1i64, 2, 3, 4], [1, 4]),
+        &dev,
+    );
+    let run = |m: &sluice::model::HybridModel| {
+        let mut cache = m.new_cache();
+        let ctx = sluice::nn::attention::AttentionContext::contiguous(1, 4, 0, &dev);
+        m.logits(m.hidden(ids.clone(), &mut cache, &ctx))
+    };
+    sluice_tests::assert_close(run(&a), run(&b), 0.0, 0.0, "prefixed checkpoint");
     std::fs::remove_dir_all(dir).unwrap();
 }
