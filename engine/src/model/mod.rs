@@ -1,12 +1,14 @@
 //! The hybrid model: configuration, weights, layers assembled, cache and generation.
 
 pub mod cache;
+pub mod chat;
 pub mod config;
 #[cfg(not(target_family = "wasm"))]
 pub mod files;
 pub mod generate;
 pub mod hybrid;
 pub mod load;
+pub mod tokenizer;
 pub mod weights;
 
 pub use cache::Cache;
