@@ -280,3 +280,57 @@ fn generation_stops_at_eos() {
         "every token streamed once"
     );
 }
+
+/// End to end: the fixture conversation through the model folder's own tokenizer and chat
+/// template gives transformers' prompt ids, and greedy generation continues as transformers'.
+fn check_chat_end_to_end(name: &str) {
+    use sluice::model::chat::{ChatOptions, messages_from_json};
+    use sluice::model::tokenizer::Tokenizer;
+    let dev = wgpu();
+    let dir = model_dir(name);
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    // Each model folder's reference.json names the chat fixture its ids were made from.
+    let own = dir.join("chat_fixture.json");
+    let path = if own.exists() {
+        own
+    } else {
+        fixtures_dir().join("models/tokenizer/chat_fixture.json")
+    };
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = &fixture["cases"][0];
+    let messages = messages_from_json(&case["messages"]).unwrap();
+    let options = ChatOptions {
+        tools: case["tools"].as_array().cloned(),
+        ..ChatOptions::generation()
+    };
+    let reference = dir.join("reference.safetensors");
+    let (_, want_prompt) = read_fixture_ids(&reference, "chat_prompt_ids");
+    let (_, want_all) = read_fixture_ids(&reference, "chat_greedy_ids");
+    let prompt = tok.encode_chat(&messages, &options).unwrap();
+    let want_prompt: Vec<u32> = want_prompt.iter().map(|&x| x as u32).collect();
+    assert_eq!(prompt, want_prompt, "{name}: chat prompt ids");
+    let (cfg, model) = load_model(&dir, &dev).unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: want_all.len() - prompt.len(),
+        sampling: Default::default(),
+        eos_token_ids: cfg.eos_token_ids,
+    };
+    let out = generate(
+        &model,
+        std::slice::from_ref(&prompt),
+        &opts,
+        &dev,
+        |_, _| {},
+    )
+    .unwrap();
+    let want: Vec<u32> = want_all[prompt.len()..].iter().map(|&x| x as u32).collect();
+    assert_eq!(out[0], want, "{name}: chat greedy continuation");
+    assert!(tok.decode(&out[0], false).is_ok());
+}
+
+#[test]
+fn chat_end_to_end_matches_transformers() {
+    check_chat_end_to_end("qwen3_next_tiny");
+    check_chat_end_to_end("qwen3_5_tiny");
+}
