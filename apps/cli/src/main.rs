@@ -1,10 +1,11 @@
 //! `sluice`: the command-line front end of the Sluice engine.
 //!
-//! Subcommands (this milestone): `bench delta-rule`. Later ones (`bench attention`,
-//! `generate`, `chat`, `train`, `demo`, ...) slot in as new variants of [`Command`] /
-//! [`bench::BenchCommand`], each in its own module.
+//! Subcommands: `generate`, `chat`, `logits` (in [`cmd`]) and `bench delta-rule`,
+//! `bench attention`, `bench generate` (in [`bench`]). Later ones (`train`, `demo`, ...) slot
+//! in as new variants of [`Command`] / [`bench::BenchCommand`], each in its own module.
 
 mod bench;
+mod cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Continue a prompt (text or token ids) with a Hugging Face checkpoint, streaming the
+    /// text (or printing JSON with the token ids).
+    Generate(cmd::generate::Args),
+    /// Talk with a checkpoint through its chat template (interactive, streaming).
+    Chat(cmd::chat::Args),
+    /// Write the logits of token-id rows to a safetensors file (to compare implementations).
+    Logits(cmd::logits::Args),
     /// Time Sluice's kernels against the composed-ops reference (and PyTorch, if asked).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -31,6 +39,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => cmd::generate::run(&args),
+        Command::Chat(args) => cmd::chat::run(&args),
+        Command::Logits(args) => cmd::logits::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {

@@ -1,9 +1,12 @@
 //! `sluice bench ...`: wall-clock benchmarks of Sluice's ops.
 //!
 //! Shared pieces live here: timing ([`time_it`]), text tables ([`Table`]) and the PyTorch
-//! baseline reader ([`torch`]). Each benchmarked op has its own module.
+//! baseline reader ([`torch`]). Each benchmark has its own module: `delta-rule`,
+//! `attention` (the ops) and `generate` (a whole checkpoint).
 
+mod attention;
 mod delta_rule;
+mod generate;
 mod torch;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -19,6 +22,12 @@ pub enum BenchCommand {
     /// The gated delta rule: WGSL kernels vs the composed-ops reference (prefill forward,
     /// forward+backward, one-token decode) and optionally PyTorch on the CPU.
     DeltaRule(delta_rule::Args),
+    /// Sigmoid-gated attention: WGSL kernels vs the composed-ops reference (forward,
+    /// forward+backward), and optionally the largest T each runs at.
+    Attention(attention::Args),
+    /// Generation with a checkpoint: prefill and decode tokens/s at batch 1 and 8, memory,
+    /// and the state size as a sequence grows.
+    Generate(generate::Args),
 }
 
 /// Runs one `bench` subcommand.
@@ -28,6 +37,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     match cmd {
         BenchCommand::DeltaRule(args) => delta_rule::run(&args),
+        BenchCommand::Attention(args) => attention::run(&args),
+        BenchCommand::Generate(args) => generate::run(&args),
     }
 }
 
@@ -37,6 +48,27 @@ pub struct Timing {
     pub median_ms: f64,
     pub min_ms: f64,
     pub reps: usize,
+}
+
+impl Timing {
+    /// Median and min of wall times in ms; `None` when there are none.
+    pub fn from_samples(mut times: Vec<f64>) -> Option<Self> {
+        if times.is_empty() {
+            return None;
+        }
+        times.sort_by(f64::total_cmp);
+        let n = times.len();
+        let median_ms = if n % 2 == 1 {
+            times[n / 2]
+        } else {
+            0.5 * (times[n / 2 - 1] + times[n / 2])
+        };
+        Some(Timing {
+            median_ms,
+            min_ms: times[0],
+            reps: n,
+        })
+    }
 }
 
 /// The outcome of one measurement: a timing, or why there is none.
@@ -103,20 +135,8 @@ pub fn time_it(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) ->
         Ok(times)
     }));
     match outcome {
-        Ok(Ok(mut times)) => {
-            times.sort_by(f64::total_cmp);
-            let n = times.len();
-            let median_ms = if n % 2 == 1 {
-                times[n / 2]
-            } else {
-                0.5 * (times[n / 2 - 1] + times[n / 2])
-            };
-            Measured::Done(Timing {
-                median_ms,
-                min_ms: times[0],
-                reps: n,
-            })
-        }
+        Ok(Ok(times)) => Timing::from_samples(times)
+            .map_or_else(|| Measured::Failed("no timed run".into()), Measured::Done),
         Ok(Err(e)) => Measured::Failed(e.to_string()),
         Err(panic) => {
             let msg = panic
