@@ -17,6 +17,9 @@ const FINISH_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_
 
 /// Invocations per workgroup of the chunked kernels (WebGPU's default maximum).
 const WG: u32 = 256;
+/// Invocations per workgroup of the scan: one 4 × 4 tile of the chunk's new values each
+/// (C/4 · BV/4 <= 64 tiles).
+const SCAN_WG: u32 = 64;
 /// Head-dim tile of the prep kernel's dot products.
 const TD: u32 = 8;
 
@@ -81,6 +84,8 @@ impl Inputs {
             .with("hv", s.hv)
             .with("dk", s.dk)
             .with("dv", s.dv)
+            .with("dk4", s.dk.div_ceil(4))
+            .with("dv4", s.dv.div_ceil(4))
             .with("l2norm", u32::from(c.l2norm))
             .with_f32("scale", c.scale)
     }
@@ -120,7 +125,8 @@ pub(crate) struct Forward {
     pub boundaries: CubeTensor,
 }
 
-/// Layout of the prep kernel's scratch buffer (element offsets of each region).
+/// Layout of the prep kernel's scratch buffer (element offsets of each region). Rows of
+/// QE, KD, W and U are zero-padded to whole vec4s (the kernels read the buffer as vec4s).
 #[derive(Debug, Clone, Copy)]
 struct Work {
     n: usize,
@@ -139,13 +145,15 @@ impl Work {
         let n = s.t.div_ceil(chunk);
         let nt = n * chunk;
         let rows = s.b * s.hv * nt;
+        let dk = s.dk.next_multiple_of(4);
+        let dv = s.dv.next_multiple_of(4);
         let off_qe = 0;
-        let off_kd = off_qe + rows * s.dk;
-        let off_w = off_kd + rows * s.dk;
-        let off_u = off_w + rows * s.dk;
-        let off_m = off_u + rows * s.dv;
+        let off_kd = off_qe + rows * dk;
+        let off_w = off_kd + rows * dk;
+        let off_u = off_w + rows * dk;
+        let off_m = off_u + rows * dv;
         let off_decay = off_m + s.b * s.hv * n * chunk * chunk;
-        let len = off_decay + s.b * s.hv * n;
+        let len = (off_decay + s.b * s.hv * n).next_multiple_of(4);
         Self {
             n,
             nt,
@@ -207,10 +215,10 @@ pub(crate) fn forward(x: &Inputs, c: KernelConfig) -> Forward {
     let bv = scan_block(s.dk);
     x.kernel("delta_rule_chunk_scan", SCAN_WGSL, c)
         .with("c", c.chunk)
-        .with("wg", WG)
+        .with("wg", SCAN_WG)
         .with("bv", bv)
         .launch(
-            WG,
+            SCAN_WG,
             [s.dv.div_ceil(bv) as u32, s.hv as u32, s.b as u32],
             &[&work, &x.h0, &packed, &boundaries],
             &params,
