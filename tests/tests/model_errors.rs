@@ -224,3 +224,61 @@ fn composite_prefixes_and_skipped_tensors_load() {
     sluice_tests::assert_close(run(&a), run(&b), 0.0, 0.0, "prefixed checkpoint");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Rewrites the checkpoint's tensors as `dtype` bytes (F16 or F32) via `conv`.
+fn rewrite_dtype(dir: &Path, dtype: safetensors::Dtype, conv: impl Fn(f32) -> Vec<u8>) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| conv(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                .collect();
+            (n, v.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn f16_checkpoint_loads_exactly() {
+    // The same weights stored as F16, and as F32 holding the F16-rounded values: loading must
+    // give identical models (the F16 → F32 conversion is exact).
+    let f16_dir = scratch("f16");
+    rewrite_dtype(&f16_dir, safetensors::Dtype::F16, |x| {
+        half::f16::from_f32(x).to_le_bytes().to_vec()
+    });
+    let f32_dir = scratch("f16-as-f32");
+    rewrite_dtype(&f32_dir, safetensors::Dtype::F32, |x| {
+        half::f16::from_f32(x).to_f32().to_le_bytes().to_vec()
+    });
+    let dev = wgpu();
+    let (_, a) = load_model(&f16_dir, &dev).unwrap();
+    let (_, b) = load_model(&f32_dir, &dev).unwrap();
+    let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(vec![3i64, 1, 4, 1, 5, 9], [1, 6]),
+        &dev,
+    );
+    let run = |m: &sluice::model::HybridModel| {
+        let mut cache = m.new_cache();
+        let ctx = sluice::nn::attention::AttentionContext::contiguous(1, 6, 0, &dev);
+        m.logits(m.hidden(ids.clone(), &mut cache, &ctx))
+    };
+    sluice_tests::assert_close(run(&a), run(&b), 0.0, 0.0, "F16 checkpoint");
+    std::fs::remove_dir_all(f16_dir).unwrap();
+    std::fs::remove_dir_all(f32_dir).unwrap();
+}
