@@ -70,6 +70,10 @@ pub struct Args {
     #[arg(long, default_value_t = 300.0, value_name = "S")]
     probe_total_s: f64,
 
+    /// Probe only this implementation (default: both, WGSL first).
+    #[arg(long, value_enum, value_name = "IMPL")]
+    probe_only: Option<Impl>,
+
     /// Print one JSON object per line instead of tables.
     #[arg(long)]
     json: bool,
@@ -83,7 +87,7 @@ fn positive(s: &str) -> std::result::Result<usize, String> {
 }
 
 /// WGSL op or composed reference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Impl {
     Wgsl,
     Reference,
@@ -284,12 +288,13 @@ impl Probe {
     }
 }
 
+/// `s` on one line (whitespace runs collapsed), at most 300 characters.
 fn one_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or("");
-    if line.chars().count() > 160 {
-        format!("{}...", line.chars().take(160).collect::<String>())
+    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 300 {
+        format!("{}...", line.chars().take(300).collect::<String>())
     } else {
-        line.to_string()
+        line
     }
 }
 
@@ -418,6 +423,7 @@ pub fn run(args: &Args) -> Result<()> {
         // WGSL first: a reference allocation failure may leave the device unusable.
         [Impl::Wgsl, Impl::Reference]
             .into_iter()
+            .filter(|&which| args.probe_only.is_none_or(|only| only == which))
             .map(|which| {
                 let p = probe(which, args, &dev);
                 if args.json {
@@ -577,6 +583,9 @@ mod tests {
             p(Some((4096, 1.0)), ProbeStop::TimeCap { secs: 70.0 }).largest_cell(),
             ">= 4096"
         );
-        assert_eq!(p(None, failed).reason(), "T=8192 failed: out of memory");
+        assert_eq!(
+            p(None, failed).reason(),
+            "T=8192 failed: out of memory more"
+        );
     }
 }
