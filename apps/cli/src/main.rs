@@ -6,6 +6,7 @@
 
 mod bench;
 mod cmd;
+mod train;
 
 use clap::{Parser, Subcommand};
 

@@ -170,7 +170,7 @@ impl Addition {
 
     /// Whether a pair belongs to the held-out set (never trained on).
     pub fn is_heldout(&self, p: &Problem) -> bool {
-        mix(p.a, p.b) % 8 == 0
+        mix(p.a, p.b).is_multiple_of(8)
     }
 
     fn random(&self, rng: &mut StdRng) -> Problem {

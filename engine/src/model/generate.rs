@@ -203,17 +203,49 @@ pub async fn generate_async(
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
     device: &Device,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    generate_groups_async(model, prompts, 1, opts, device, on_token).await
+}
+
+/// Generates `group` continuations of every prompt from one shared prefill (the cache is
+/// forked after the prompt, as GRPO rollouts need). Row `i·group + j` of the result is the
+/// j-th continuation of prompt i; `on_token` sees those row numbers.
+pub async fn generate_groups_async(
+    model: &HybridModel,
+    prompts: &[Vec<u32>],
+    group: usize,
+    opts: &GenerateOptions,
+    device: &Device,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
     check_prompts(prompts, model.vocab_size())?;
-    let b = prompts.len();
+    if group == 0 {
+        return Err(GenerateError::Input("group size must be at least 1".into()));
+    }
     let mut rng = StdRng::seed_from_u64(opts.sampling.seed);
     let (ids, ctx, pads) = left_padded(prompts, device);
     let mut cache: Cache = model.new_cache();
     let hidden = model.hidden(ids, &mut cache, &ctx);
-    let mut logits = last_logits(model, hidden).await?;
     let vocab = model.vocab_size();
-    let mut seen: Vec<Vec<u32>> = prompts.to_vec();
+    let mut logits = last_logits(model, hidden).await?;
+    let (prompts, pads) = if group > 1 {
+        cache = cache.fork(group);
+        logits = logits
+            .chunks(vocab)
+            .flat_map(|row| row.repeat(group))
+            .collect();
+        let rep = |i: usize| i / group;
+        let n = prompts.len() * group;
+        (
+            (0..n).map(|i| prompts[rep(i)].clone()).collect::<Vec<_>>(),
+            (0..n).map(|i| pads[rep(i)]).collect::<Vec<_>>(),
+        )
+    } else {
+        (prompts.to_vec(), pads)
+    };
+    let b = prompts.len();
+    let mut seen: Vec<Vec<u32>> = prompts.clone();
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done = vec![false; b];
     let padding = pads.iter().any(|&p| p > 0).then(|| KeyPadding::left(&pads));
@@ -256,4 +288,19 @@ pub fn generate(
     on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
     pollster::block_on(generate_async(model, prompts, opts, device, on_token))
+}
+
+/// Blocking [`generate_groups_async`] (native only).
+#[cfg(not(target_family = "wasm"))]
+pub fn generate_groups(
+    model: &HybridModel,
+    prompts: &[Vec<u32>],
+    group: usize,
+    opts: &GenerateOptions,
+    device: &Device,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    pollster::block_on(generate_groups_async(
+        model, prompts, group, opts, device, on_token,
+    ))
 }

@@ -1,0 +1,3 @@
+//! `sluice train` and `sluice demo`: recipes, progress, metrics and plots.
+
+pub mod plot;
