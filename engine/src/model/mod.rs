@@ -7,7 +7,9 @@ pub mod config;
 pub mod files;
 pub mod generate;
 pub mod hybrid;
+pub mod init;
 pub mod load;
+pub mod save;
 pub mod tokenizer;
 pub mod weights;
 
