@@ -329,8 +329,11 @@ pub fn hf_tensors(
                 let a = pool.take(&format!("{q}.in_proj_a.weight"), &[nv, h])?;
                 if cfg.family == Family::Qwen3Next {
                     // Per key head j: [q_j | k_j | v (r heads) | z (r heads)] and [b (r) | a (r)].
+                    // (Empty data stays empty: `hf_names` passes shapes only.)
                     let rows = |t: &[f32], start: usize, n: usize| {
-                        t[start * h..(start + n) * h].to_vec()
+                        t.get(start * h..(start + n) * h)
+                            .map(<[f32]>::to_vec)
+                            .unwrap_or_default()
                     };
                     let mut qkvz = Vec::with_capacity((cdim + nv * dv) * h);
                     let mut ba = Vec::with_capacity(2 * nv * h);
@@ -408,6 +411,18 @@ pub fn hf_tensors(
         return Err(SaveError::Unexpected(extra.clone()));
     }
     Ok(pool.out)
+}
+
+/// The checkpoint names and shapes [`hf_tensors`] produces for `model` (no data is read).
+pub fn hf_names(cfg: &Config, model: &HybridModel) -> Result<Vec<(String, Vec<usize>)>, SaveError> {
+    let shapes = named_params(model)
+        .into_iter()
+        .map(|(n, p)| (n, p.shape(), Vec::new()))
+        .collect();
+    Ok(hf_tensors(cfg, shapes)?
+        .into_iter()
+        .map(|(n, s, _)| (n, s))
+        .collect())
 }
 
 /// Serialises host tensors as an F32 safetensors file (metadata `{"format": "pt"}` only, so

@@ -1,0 +1,11 @@
+//! Training infrastructure: AdamW with global-norm clipping and gradient accumulation
+//! ([`optim`]), learning-rate schedules ([`schedule`]), and checkpoints that resume exactly
+//! ([`checkpoint`] builds and parses the bytes; `files` writes directories atomically,
+//! native only). Parameters are addressed by the names of
+//! [`crate::model::save::named_params`]; models are initialised by [`crate::model::init`].
+
+pub mod checkpoint;
+#[cfg(not(target_family = "wasm"))]
+pub mod files;
+pub mod optim;
+pub mod schedule;
