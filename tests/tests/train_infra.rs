@@ -95,7 +95,10 @@ fn check_save_round_trip(name: &str) {
     let cfg2 = Config::from_json(&saved.config_json).unwrap();
     let mut want_cfg = cfg.clone();
     want_cfg.tie_word_embeddings = model.lm_head.is_none();
-    assert_eq!(cfg2, want_cfg, "{name}: config.json does not read back equal");
+    assert_eq!(
+        cfg2, want_cfg,
+        "{name}: config.json does not read back equal"
+    );
 
     let out = scratch(&format!("save-{name}"));
     let saved_dir = out.join("model");
@@ -108,7 +111,10 @@ fn check_save_round_trip(name: &str) {
         to_vec(logits(&model, &ids, 2, &dev)),
         to_vec(logits(&back, &ids, 2, &dev)),
     );
-    assert!(bits(&a) == bits(&b), "{name}: logits differ after save/load");
+    assert!(
+        bits(&a) == bits(&b),
+        "{name}: logits differ after save/load"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -146,10 +152,7 @@ fn tiny_config_builder() {
         vec![Linear, Linear, Full, Linear, Linear, Full]
     );
     assert_eq!(cfg.intermediate_size, Some(256));
-    assert_eq!(
-        (cfg.num_attention_heads, cfg.linear_num_key_heads),
-        (4, 2)
-    );
+    assert_eq!((cfg.num_attention_heads, cfg.linear_num_key_heads), (4, 2));
     assert!(cfg.tie_word_embeddings);
     // The JSON is what Config::from_json reads back.
     assert_eq!(Config::from_json(&config_json(&cfg)).unwrap(), cfg);
@@ -232,7 +235,11 @@ fn init_is_deterministic_and_follows_transformers() {
 fn adamw_with_clipping_matches_torch() {
     let dev = wgpu();
     let f = read_fixture(&fixtures_dir().join("optim").join("adamw.safetensors"));
-    let get = |k: &str| f.get(k).unwrap_or_else(|| panic!("fixture lacks {k}")).clone();
+    let get = |k: &str| {
+        f.get(k)
+            .unwrap_or_else(|| panic!("fixture lacks {k}"))
+            .clone()
+    };
     let up2 = |k: &str| {
         let (s, v) = get(k);
         Param::from_tensor(Tensor::<2>::from_data(TensorData::new(v, s), &dev))
@@ -301,7 +308,10 @@ fn adamw_with_clipping_matches_torch() {
         for (which, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
             let want = get(&format!("{which}.{n}")).1;
             for (a, b) in to_vec(t.clone()).iter().zip(&want) {
-                assert!((a - b).abs() <= 1e-7 + 1e-5 * b.abs(), "{which}.{n}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-7 + 1e-5 * b.abs(),
+                    "{which}.{n}: {a} vs {b}"
+                );
             }
         }
     }
@@ -320,12 +330,19 @@ fn batch(i: u64, b: usize, t: usize, vocab: usize) -> Vec<i64> {
 /// Mean next-token cross entropy of rows `ids` `[b, t]`, scaled by `scale`.
 fn ce_loss(model: &HybridModel, ids: &[i64], b: usize, scale: f32, dev: &Device) -> Tensor<1> {
     let t = ids.len() / b;
-    let inputs: Vec<i64> = (0..b).flat_map(|r| ids[r * t..r * t + t - 1].to_vec()).collect();
-    let targets: Vec<i64> = (0..b).flat_map(|r| ids[r * t + 1..(r + 1) * t].to_vec()).collect();
+    let inputs: Vec<i64> = (0..b)
+        .flat_map(|r| ids[r * t..r * t + t - 1].to_vec())
+        .collect();
+    let targets: Vec<i64> = (0..b)
+        .flat_map(|r| ids[r * t + 1..(r + 1) * t].to_vec())
+        .collect();
     let lg = logits(model, &inputs, b, dev);
     let logp = log_softmax(lg, 2);
     let tgt = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), dev);
-    logp.gather(2, tgt).sum().neg().mul_scalar(scale / (b * (t - 1)) as f32)
+    logp.gather(2, tgt)
+        .sum()
+        .neg()
+        .mul_scalar(scale / (b * (t - 1)) as f32)
 }
 
 /// One training step on `batch(i)`; returns the loss.
@@ -374,7 +391,11 @@ fn accumulated_micro_batches_equal_one_big_batch() {
     assert_eq!(g_acc.micro_batches(), 2);
     let names: Vec<&str> = g_big.names().collect();
     assert_eq!(names, g_acc.names().collect::<Vec<_>>());
-    assert_eq!(names.len(), named_params(&big).len(), "every parameter has a gradient");
+    assert_eq!(
+        names.len(),
+        named_params(&big).len(),
+        "every parameter has a gradient"
+    );
     for n in &names {
         sluice_tests::assert_close(
             g_acc.get(n).unwrap().clone(),
@@ -390,7 +411,11 @@ fn accumulated_micro_batches_equal_one_big_batch() {
     let r2 = o2.step(&mut small, g_acc, 1e-3).unwrap();
     assert!((r1.grad_norm - r2.grad_norm).abs() < 1e-4 * r1.grad_norm);
     assert!((r1.loss - r2.loss).abs() < 1e-5 * r1.loss.abs());
-    assert!(r1.clip_scale < 1.0, "the test clips (norm {})", r1.grad_norm);
+    assert!(
+        r1.clip_scale < 1.0,
+        "the test clips (norm {})",
+        r1.grad_norm
+    );
     let (a, b) = (host_params(&big), host_params(&small));
     for ((n, _, x), (_, _, y)) in a.iter().zip(&b) {
         for (p, q) in x.iter().zip(y) {
@@ -437,7 +462,10 @@ fn non_finite_loss_or_gradient_skips_the_step() {
     let mut grads = Grads::new();
     let mut nan = vec![0.0f32; h];
     nan[0] = f32::NAN;
-    grads.add("model.norm.weight".into(), Tensor::<1>::from_floats(nan.as_slice(), &dev));
+    grads.add(
+        "model.norm.weight".into(),
+        Tensor::<1>::from_floats(nan.as_slice(), &dev),
+    );
     let r = opt.step(&mut model, grads, 1e-3).unwrap();
     assert_eq!(r.skipped, Some(SkipReason::NonFiniteGradient));
 
@@ -447,7 +475,10 @@ fn non_finite_loss_or_gradient_skips_the_step() {
         assert!(bits(x) == bits(y), "{n} changed by a skipped step");
     }
     let state_after = pollster::block_on(opt.to_safetensors_async()).unwrap();
-    assert!(state_before == state_after, "optimizer state changed by a skipped step");
+    assert!(
+        state_before == state_after,
+        "optimizer state changed by a skipped step"
+    );
 
     // The next good step still runs.
     train_step(&mut model, &mut opt, 1, &schedule(), &dev);
@@ -480,9 +511,16 @@ fn optimizer_state_round_trips_exactly() {
     }
     assert!(bytes == pollster::block_on(back.to_safetensors_async()).unwrap());
     // Moments for another model are refused with the parameter named.
-    let other = init_model(&Config::tiny_qwen3_5(&TinySpec::new(64, 64, 2, 2)).unwrap(), 0, &dev);
+    let other = init_model(
+        &Config::tiny_qwen3_5(&TinySpec::new(64, 64, 2, 2)).unwrap(),
+        0,
+        &dev,
+    );
     let e = back.check_against(&other).unwrap_err().to_string();
-    assert!(e.contains("model.embed_tokens.weight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("model.embed_tokens.weight") && e.contains("shape"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -497,7 +535,10 @@ fn state_at(step: u64) -> TrainerState {
         metadata: serde_json::json!({"run": "test", "loss": [1.5, 1.25]}),
         ..Default::default()
     };
-    s.rng.insert("sampler".into(), vec![u64::MAX, 0x9e37_79b9_7f4a_7c15, step]);
+    s.rng.insert(
+        "sampler".into(),
+        vec![u64::MAX, 0x9e37_79b9_7f4a_7c15, step],
+    );
     s
 }
 
@@ -528,7 +569,15 @@ fn resume_from_checkpoint_is_bit_identical() {
         "tokenizer.json".to_string(),
         std::fs::read(model_dir("qwen3_next_tiny").join("tokenizer.json")).unwrap(),
     );
-    save_checkpoint(&ckpt, &cfg, &first, &o1, &state_at(2), std::slice::from_ref(&tok)).unwrap();
+    save_checkpoint(
+        &ckpt,
+        &cfg,
+        &first,
+        &o1,
+        &state_at(2),
+        std::slice::from_ref(&tok),
+    )
+    .unwrap();
     drop((first, o1));
 
     let r = load_checkpoint(&ckpt, &dev).unwrap();
@@ -547,8 +596,11 @@ fn resume_from_checkpoint_is_bit_identical() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-fn dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+/// Files of a directory as (name, bytes), sorted by name.
+type Files = Vec<(String, Vec<u8>)>;
+
+fn dir_files(dir: &Path) -> Files {
+    let mut v: Files = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
@@ -575,7 +627,12 @@ fn interrupted_write_keeps_the_previous_checkpoint() {
     let first = dir_files(&ckpt);
     assert_eq!(
         first.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
-        vec!["config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]
+        vec![
+            "config.json",
+            "model.safetensors",
+            "optimizer.safetensors",
+            "trainer_state.json"
+        ]
     );
 
     // A second checkpoint whose write fails after two of its four files.
@@ -620,7 +677,7 @@ fn bad_checkpoints_give_clear_errors() {
     let good = root.join("good");
     save_checkpoint(&good, &cfg, &model, &opt, &state_at(1), &[]).unwrap();
     let files = dir_files(&good);
-    let variant = |name: &str, edit: &dyn Fn(&mut Vec<(String, Vec<u8>)>)| -> String {
+    let variant = |name: &str, edit: &dyn Fn(&mut Files)| -> String {
         let mut f = files.clone();
         edit(&mut f);
         let d = root.join(name);
@@ -629,7 +686,10 @@ fn bad_checkpoints_give_clear_errors() {
     };
 
     let e = variant("missing", &|f| f.retain(|x| x.0 != "optimizer.safetensors"));
-    assert!(e.contains("optimizer.safetensors") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("optimizer.safetensors") && e.contains("missing"),
+        "{e}"
+    );
 
     // A config with another width: the weights no longer fit.
     let e = variant("shape", &|f| {
@@ -653,7 +713,10 @@ fn bad_checkpoints_give_clear_errors() {
             .collect();
         f[2].1 = safetensors::serialize(tensors, meta.metadata().clone()).unwrap();
     });
-    assert!(e.contains("model.nrom.weight") && e.contains("not a parameter"), "{e}");
+    assert!(
+        e.contains("model.nrom.weight") && e.contains("not a parameter"),
+        "{e}"
+    );
 
     // A model tensor with a wrong name.
     let e = variant("extra", &|f| {
@@ -664,7 +727,10 @@ fn bad_checkpoints_give_clear_errors() {
         tensors.push(("model.layers.0.mlp.gate_projj.weight".into(), extra));
         f[1].1 = safetensors::serialize(tensors, None).unwrap();
     });
-    assert!(e.contains("gate_projj") && e.contains("not a parameter"), "{e}");
+    assert!(
+        e.contains("gate_projj") && e.contains("not a parameter"),
+        "{e}"
+    );
 
     let e = variant("state", &|f| f[3].1 = b"{\"step\": 1}".to_vec());
     assert!(e.contains("trainer_state.json"), "{e}");

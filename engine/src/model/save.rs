@@ -232,10 +232,12 @@ pub async fn read_params(model: &HybridModel) -> Result<Vec<NamedHostTensor>, Sa
     let mut out = Vec::new();
     for (name, p) in named_params(model) {
         let shape = p.shape();
-        let values = read_flat(p.flat().inner()).await.map_err(|msg| SaveError::Device {
-            name: name.clone(),
-            msg,
-        })?;
+        let values = read_flat(p.flat().inner())
+            .await
+            .map_err(|msg| SaveError::Device {
+                name: name.clone(),
+                msg,
+            })?;
         out.push((name, shape, values));
     }
     Ok(out)
@@ -515,7 +517,10 @@ pub fn config_json(cfg: &Config) -> String {
     set("attention_bias", json!(false));
     set("rms_norm_eps", json!(cfg.rms_norm_eps));
     set("tie_word_embeddings", json!(cfg.tie_word_embeddings));
-    set("initializer_range", json!(super::init::DEFAULT_INITIALIZER_RANGE));
+    set(
+        "initializer_range",
+        json!(super::init::DEFAULT_INITIALIZER_RANGE),
+    );
     set("max_position_embeddings", json!(4096));
     set("linear_conv_kernel_dim", json!(cfg.linear_conv_kernel_dim));
     set("linear_key_head_dim", json!(cfg.linear_key_head_dim));

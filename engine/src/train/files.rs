@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use super::checkpoint::{
-    CONFIG_FILE, CheckpointError, MODEL_FILE, OPTIMIZER_FILE, Restored, STATE_FILE,
-    TrainerState, checkpoint_files_async, restore,
+    CONFIG_FILE, CheckpointError, MODEL_FILE, OPTIMIZER_FILE, Restored, STATE_FILE, TrainerState,
+    checkpoint_files_async, restore,
 };
 use super::optim::AdamW;
 use crate::model::save::{SaveError, save_model};
@@ -100,7 +100,9 @@ pub fn write_dir_atomic_failing_after(
     fail_after: Option<usize>,
 ) -> Result<(), FilesError> {
     for (name, _) in files {
-        let plain = Path::new(name).file_name().is_some_and(|f| f == name.as_str());
+        let plain = Path::new(name)
+            .file_name()
+            .is_some_and(|f| f == name.as_str());
         if !plain || name.starts_with('.') {
             return Err(FilesError::BadName(name.clone()));
         }

@@ -307,12 +307,13 @@ impl AdamW {
             vec![sq.expect("non-empty"), bad.expect("non-empty"), loss],
             0,
         );
-        let host = crate::model::save::read_flat(probe)
-            .await
-            .map_err(|msg| OptimError::Device {
-                what: "the gradient norm".into(),
-                msg,
-            })?;
+        let host =
+            crate::model::save::read_flat(probe)
+                .await
+                .map_err(|msg| OptimError::Device {
+                    what: "the gradient norm".into(),
+                    msg,
+                })?;
         let (sum_sq, n_bad) = (host[0], host[1]);
         let loss = if grads.loss.is_some() {
             f64::from(host[2])
@@ -376,8 +377,8 @@ impl AdamW {
                 exp_avg_sq: Tensor::zeros_like(&g),
             });
             let m = st.exp_avg.clone() + (g.clone() - st.exp_avg.clone()).mul_scalar(1.0 - c.beta1);
-            let v = st.exp_avg_sq.clone().mul_scalar(c.beta2)
-                + g.clone().mul_scalar(1.0 - c.beta2) * g;
+            let v =
+                st.exp_avg_sq.clone().mul_scalar(c.beta2) + g.clone().mul_scalar(1.0 - c.beta2) * g;
             let denom = v.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(c.eps);
             w = w - (m.clone() / denom).mul_scalar(step_size);
             st.exp_avg = m;
@@ -443,7 +444,10 @@ impl AdamW {
     }
 
     /// Reads [`to_safetensors_async`](Self::to_safetensors_async) bytes onto `device`.
-    pub fn from_safetensors(bytes: &[u8], device: &burn::tensor::Device) -> Result<Self, OptimError> {
+    pub fn from_safetensors(
+        bytes: &[u8],
+        device: &burn::tensor::Device,
+    ) -> Result<Self, OptimError> {
         let err = |m: String| OptimError::State(m);
         let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| err(format!("not a safetensors file: {e}")))?;
@@ -451,9 +455,13 @@ impl AdamW {
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
-            .ok_or_else(|| err(format!("no `{META_KEY}` metadata (not a Sluice AdamW state)")))?;
-        let Meta { step, config } = serde_json::from_str(text)
-            .map_err(|e| err(format!("metadata `{META_KEY}`: {e}")))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "no `{META_KEY}` metadata (not a Sluice AdamW state)"
+                ))
+            })?;
+        let Meta { step, config } =
+            serde_json::from_str(text).map_err(|e| err(format!("metadata `{META_KEY}`: {e}")))?;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| err(format!("not a safetensors file: {e}")))?;
         let mut parts: BTreeMap<String, (Option<NamedHostTensor>, Option<NamedHostTensor>)> =
