@@ -4,6 +4,7 @@
 //! The crate is platform-neutral: no filesystem or threads in core paths, no blocking
 //! readbacks on wasm.
 
+pub mod demo;
 pub mod device;
 pub mod model;
 pub mod nn;

@@ -10,6 +10,7 @@ pub mod hybrid;
 pub mod init;
 pub mod load;
 pub mod save;
+pub mod score;
 pub mod tokenizer;
 pub mod weights;
 

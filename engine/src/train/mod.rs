@@ -1,7 +1,7 @@
-//! Training infrastructure: AdamW with global-norm clipping and gradient accumulation
-//! ([`optim`]), learning-rate schedules ([`schedule`]), and checkpoints that resume exactly
-//! ([`checkpoint`] builds and parses the bytes; `files` writes directories atomically,
-//! native only). Parameters are addressed by the names of
+//! Training: AdamW with global-norm clipping and gradient accumulation ([`optim`]),
+//! learning-rate schedules ([`schedule`]), checkpoints that resume exactly ([`checkpoint`]
+//! builds and parses the bytes; `files` writes directories atomically, native only), and
+//! supervised fine-tuning data and loss ([`sft`]). Parameters are addressed by the names of
 //! [`crate::model::save::named_params`]; models are initialised by [`crate::model::init`].
 
 pub mod checkpoint;
@@ -9,3 +9,4 @@ pub mod checkpoint;
 pub mod files;
 pub mod optim;
 pub mod schedule;
+pub mod sft;
