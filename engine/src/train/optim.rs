@@ -443,6 +443,12 @@ impl AdamW {
             .map_err(|e| OptimError::State(e.to_string()))
     }
 
+    /// Blocking [`to_safetensors_async`](Self::to_safetensors_async) (native only).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, OptimError> {
+        pollster::block_on(self.to_safetensors_async())
+    }
+
     /// Reads [`to_safetensors_async`](Self::to_safetensors_async) bytes onto `device`.
     pub fn from_safetensors(
         bytes: &[u8],
