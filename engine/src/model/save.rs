@@ -1,0 +1,576 @@
+//! Saving the hybrid model in Hugging Face layout (the inverse of [`super::load`]), the
+//! `Config` → `config.json` serialisation, and the named-parameter iteration that the
+//! optimizer and checkpoints use.
+//!
+//! Two name spaces:
+//! * **parameter names** ([`named_params`]): one per `Param` of [`HybridModel`], in the flat
+//!   Qwen3.5 layout with per-expert MoE weights, e.g. `model.layers.0.linear_attn.in_proj_qkv.weight`,
+//!   `model.layers.1.mlp.experts.3.gate_proj.weight`. Shapes are the in-memory ones (the conv
+//!   weight is `[C, K]`). Optimizer state is saved under these names.
+//! * **checkpoint names** ([`hf_tensors`]): what transformers expects for the config's family —
+//!   Qwen3-Next regroups `in_proj_qkvz` / `in_proj_ba` and keeps per-expert weights,
+//!   Qwen3.5-MoE fuses experts into `experts.gate_up_proj` `[E, 2I, H]` / `experts.down_proj`
+//!   `[E, H, I]`, the conv weight is `[C, 1, K]`, and tied embeddings have no `lm_head.weight`.
+//!
+//! Everything here works on bytes; writing files is the caller's (see `train::files`).
+
+use std::collections::HashMap;
+
+use burn::module::{Param, ParamId};
+use burn::tensor::{Gradients, Tensor};
+use serde_json::{Map, Value, json};
+
+use super::config::{Config, Family, LayerType};
+use super::hybrid::{Ffn, HybridModel, Mixer};
+use crate::nn::mlp::Mlp;
+
+/// Errors saving a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SaveError {
+    #[error("reading parameter `{name}` from the device: {msg}")]
+    Device { name: String, msg: String },
+    #[error("parameter `{name}` has shape {got:?}, but the config implies {want:?}")]
+    Shape {
+        name: String,
+        got: Vec<usize>,
+        want: Vec<usize>,
+    },
+    #[error("the model has no parameter `{0}` that the config requires")]
+    Missing(String),
+    #[error("the model has parameter `{0}`, which the config does not describe")]
+    Unexpected(String),
+    #[error("safetensors serialisation failed: {0}")]
+    Serialize(String),
+}
+
+/// A shared reference to one parameter of the model (every parameter is 1-D or 2-D).
+#[derive(Debug, Clone, Copy)]
+pub enum ParamRef<'a> {
+    D1(&'a Param<Tensor<1>>),
+    D2(&'a Param<Tensor<2>>),
+}
+
+/// A mutable reference to one parameter of the model.
+#[derive(Debug)]
+pub enum ParamMut<'a> {
+    D1(&'a mut Param<Tensor<1>>),
+    D2(&'a mut Param<Tensor<2>>),
+}
+
+impl ParamRef<'_> {
+    /// Burn's id of the parameter.
+    pub fn id(&self) -> ParamId {
+        match self {
+            Self::D1(p) => p.id,
+            Self::D2(p) => p.id,
+        }
+    }
+
+    /// In-memory shape.
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Self::D1(p) => p.val().dims().to_vec(),
+            Self::D2(p) => p.val().dims().to_vec(),
+        }
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    /// The value flattened to `[numel]` (row-major), keeping its autodiff association.
+    pub fn flat(&self) -> Tensor<1> {
+        match self {
+            Self::D1(p) => p.val(),
+            Self::D2(p) => p.val().flatten(0, 1),
+        }
+    }
+
+    /// The parameter's gradient in `grads`, flattened to `[numel]` (no autodiff association);
+    /// `None` when the parameter took no part in the loss or does not require gradients.
+    pub fn grad(&self, grads: &Gradients) -> Option<Tensor<1>> {
+        match self {
+            Self::D1(p) => p.val().grad(grads),
+            Self::D2(p) => p.val().grad(grads).map(|g| g.flatten(0, 1)),
+        }
+    }
+}
+
+/// `new` with the autodiff association and `require_grad` of `old` (so an update keeps a
+/// trainable parameter trainable).
+fn like<const D: usize>(old: &Tensor<D>, new: Tensor<D>) -> Tensor<D> {
+    let new = new.inner();
+    if old.is_autodiff() {
+        let t = new.autodiff();
+        if old.is_require_grad() {
+            t.require_grad()
+        } else {
+            t
+        }
+    } else {
+        new
+    }
+}
+
+impl ParamMut<'_> {
+    /// A shared view.
+    pub fn as_ref(&self) -> ParamRef<'_> {
+        match self {
+            Self::D1(p) => ParamRef::D1(p),
+            Self::D2(p) => ParamRef::D2(p),
+        }
+    }
+
+    /// Replaces the value with `flat` `[numel]` (reshaped to the parameter's shape), keeping the
+    /// parameter id and, on an autodiff device, a fresh leaf that requires gradients as before.
+    pub fn set_flat(&mut self, flat: Tensor<1>) {
+        match self {
+            Self::D1(p) => {
+                let v = like(&p.val(), flat);
+                **p = (*p).clone().map(|_| v);
+            }
+            Self::D2(p) => {
+                let old = p.val();
+                let v = like(&old, flat.reshape(old.dims()));
+                **p = (*p).clone().map(|_| v);
+            }
+        }
+    }
+}
+
+/// Pushes the three weights of an MLP under `$q`.
+macro_rules! push_mlp {
+    ($out:ident, $R:ident, $q:expr, $mlp:expr, $($m:tt)*) => {{
+        let q = $q;
+        let m: &$($m)* Mlp = $mlp;
+        $out.push((format!("{q}.gate_proj.weight"), $R::D2(&$($m)* m.gate_proj)));
+        $out.push((format!("{q}.up_proj.weight"), $R::D2(&$($m)* m.up_proj)));
+        $out.push((format!("{q}.down_proj.weight"), $R::D2(&$($m)* m.down_proj)));
+    }};
+}
+
+/// Walks every parameter of a model in canonical order, pushing `(name, variant(&param))`.
+/// `$($m)*` is empty for shared references and `mut` for mutable ones.
+macro_rules! walk_params {
+    ($model:expr, $out:ident, $R:ident, $($m:tt)*) => {{
+        let model = $model;
+        $out.push(("model.embed_tokens.weight".to_string(), $R::D2(&$($m)* model.embed_tokens)));
+        for (i, layer) in (&$($m)* model.layers).into_iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            $out.push((format!("{p}.input_layernorm.weight"), $R::D1(&$($m)* layer.input_layernorm)));
+            match &$($m)* layer.mixer {
+                Mixer::Linear(g) => {
+                    let q = format!("{p}.linear_attn");
+                    $out.push((format!("{q}.in_proj_qkv.weight"), $R::D2(&$($m)* g.in_proj_qkv)));
+                    $out.push((format!("{q}.in_proj_z.weight"), $R::D2(&$($m)* g.in_proj_z)));
+                    $out.push((format!("{q}.in_proj_b.weight"), $R::D2(&$($m)* g.in_proj_b)));
+                    $out.push((format!("{q}.in_proj_a.weight"), $R::D2(&$($m)* g.in_proj_a)));
+                    $out.push((format!("{q}.conv1d.weight"), $R::D2(&$($m)* g.conv1d)));
+                    $out.push((format!("{q}.A_log"), $R::D1(&$($m)* g.a_log)));
+                    $out.push((format!("{q}.dt_bias"), $R::D1(&$($m)* g.dt_bias)));
+                    $out.push((format!("{q}.norm.weight"), $R::D1(&$($m)* g.norm)));
+                    $out.push((format!("{q}.out_proj.weight"), $R::D2(&$($m)* g.out_proj)));
+                }
+                Mixer::Full(a) => {
+                    let q = format!("{p}.self_attn");
+                    $out.push((format!("{q}.q_proj.weight"), $R::D2(&$($m)* a.q_proj)));
+                    $out.push((format!("{q}.k_proj.weight"), $R::D2(&$($m)* a.k_proj)));
+                    $out.push((format!("{q}.v_proj.weight"), $R::D2(&$($m)* a.v_proj)));
+                    $out.push((format!("{q}.o_proj.weight"), $R::D2(&$($m)* a.o_proj)));
+                    $out.push((format!("{q}.q_norm.weight"), $R::D1(&$($m)* a.q_norm)));
+                    $out.push((format!("{q}.k_norm.weight"), $R::D1(&$($m)* a.k_norm)));
+                }
+            }
+            $out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                $R::D1(&$($m)* layer.post_attention_layernorm),
+            ));
+            match &$($m)* layer.ffn {
+                Ffn::Dense(m) => push_mlp!($out, $R, format!("{p}.mlp"), m, $($m)*),
+                Ffn::Moe(m) => {
+                    $out.push((format!("{p}.mlp.gate.weight"), $R::D2(&$($m)* m.gate)));
+                    for (e, x) in (&$($m)* m.experts).into_iter().enumerate() {
+                        push_mlp!($out, $R, format!("{p}.mlp.experts.{e}"), x, $($m)*);
+                    }
+                    if let Some(s) = &$($m)* m.shared_expert {
+                        push_mlp!($out, $R, format!("{p}.mlp.shared_expert"), s, $($m)*);
+                    }
+                    if let Some(g) = &$($m)* m.shared_expert_gate {
+                        $out.push((format!("{p}.mlp.shared_expert_gate.weight"), $R::D2(g)));
+                    }
+                }
+            }
+        }
+        $out.push(("model.norm.weight".to_string(), $R::D1(&$($m)* model.norm)));
+        if let Some(h) = &$($m)* model.lm_head {
+            $out.push(("lm_head.weight".to_string(), $R::D2(h)));
+        }
+    }};
+}
+
+/// Every parameter of `model` with its parameter name, in a fixed order (embeddings, layers in
+/// order, final norm, LM head).
+pub fn named_params(model: &HybridModel) -> Vec<(String, ParamRef<'_>)> {
+    let mut out: Vec<(String, ParamRef<'_>)> = Vec::new();
+    walk_params!(model, out, ParamRef,);
+    out
+}
+
+/// [`named_params`] with mutable access (same names and order).
+pub fn named_params_mut(model: &mut HybridModel) -> Vec<(String, ParamMut<'_>)> {
+    let mut out: Vec<(String, ParamMut<'_>)> = Vec::new();
+    walk_params!(model, out, ParamMut, mut);
+    out
+}
+
+/// A host tensor by name: `(name, shape, row-major f32 values)`.
+pub type NamedHostTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Reads every parameter to the host under its parameter name (one readback per parameter).
+pub async fn read_params(model: &HybridModel) -> Result<Vec<NamedHostTensor>, SaveError> {
+    let mut out = Vec::new();
+    for (name, p) in named_params(model) {
+        let shape = p.shape();
+        let values = read_flat(p.flat().inner())
+            .await
+            .map_err(|msg| SaveError::Device {
+                name: name.clone(),
+                msg,
+            })?;
+        out.push((name, shape, values));
+    }
+    Ok(out)
+}
+
+/// Host copy of a 1-D tensor.
+pub(crate) async fn read_flat(t: Tensor<1>) -> Result<Vec<f32>, String> {
+    t.into_data_async()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Parameter-named host tensors being moved into checkpoint order.
+struct Pool {
+    map: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    out: Vec<NamedHostTensor>,
+}
+
+impl Pool {
+    /// Removes `name`, checking its shape.
+    fn take(&mut self, name: &str, want: &[usize]) -> Result<Vec<f32>, SaveError> {
+        let (shape, v) = self
+            .map
+            .remove(name)
+            .ok_or_else(|| SaveError::Missing(name.to_string()))?;
+        if shape != want {
+            return Err(SaveError::Shape {
+                name: name.to_string(),
+                got: shape,
+                want: want.to_vec(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// Moves `name` to the output unchanged.
+    fn keep(&mut self, name: String, shape: &[usize]) -> Result<(), SaveError> {
+        let v = self.take(&name, shape)?;
+        self.out.push((name, shape.to_vec(), v));
+        Ok(())
+    }
+
+    fn put(&mut self, name: String, shape: &[usize], v: Vec<f32>) {
+        self.out.push((name, shape.to_vec(), v));
+    }
+
+    fn mlp(&mut self, prefix: &str, h: usize, inter: usize) -> Result<(), SaveError> {
+        self.keep(format!("{prefix}.gate_proj.weight"), &[inter, h])?;
+        self.keep(format!("{prefix}.up_proj.weight"), &[inter, h])?;
+        self.keep(format!("{prefix}.down_proj.weight"), &[h, inter])
+    }
+}
+
+/// Converts parameter-named host tensors into the checkpoint tensors transformers expects for
+/// `cfg`'s family (see the module docs): the inverse of [`super::load::build`]'s regrouping.
+/// Every parameter the config implies must be present with its shape; `lm_head.weight` is
+/// written when present (untied) and omitted otherwise.
+pub fn hf_tensors(
+    cfg: &Config,
+    params: Vec<NamedHostTensor>,
+) -> Result<Vec<NamedHostTensor>, SaveError> {
+    let mut pool = Pool {
+        map: params.into_iter().map(|(n, s, v)| (n, (s, v))).collect(),
+        out: Vec::new(),
+    };
+    let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+    let (nk, nv) = (cfg.linear_num_key_heads, cfg.linear_num_value_heads);
+    let (dk, dv) = (cfg.linear_key_head_dim, cfg.linear_value_head_dim);
+    let r = nv / nk;
+    let cdim = cfg.conv_dim();
+    let kconv = cfg.linear_conv_kernel_dim;
+    let (nh, nkv, hd) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+    );
+    pool.keep("model.embed_tokens.weight".into(), &[v, h])?;
+    for (i, ty) in cfg.layer_types.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        pool.keep(format!("{p}.input_layernorm.weight"), &[h])?;
+        pool.keep(format!("{p}.post_attention_layernorm.weight"), &[h])?;
+        match ty {
+            LayerType::Linear => {
+                let q = format!("{p}.linear_attn");
+                let qkv = pool.take(&format!("{q}.in_proj_qkv.weight"), &[cdim, h])?;
+                let z = pool.take(&format!("{q}.in_proj_z.weight"), &[nv * dv, h])?;
+                let b = pool.take(&format!("{q}.in_proj_b.weight"), &[nv, h])?;
+                let a = pool.take(&format!("{q}.in_proj_a.weight"), &[nv, h])?;
+                if cfg.family == Family::Qwen3Next {
+                    // Per key head j: [q_j | k_j | v (r heads) | z (r heads)] and [b (r) | a (r)].
+                    // (Empty data stays empty: `hf_names` passes shapes only.)
+                    let rows = |t: &[f32], start: usize, n: usize| {
+                        t.get(start * h..(start + n) * h)
+                            .map(<[f32]>::to_vec)
+                            .unwrap_or_default()
+                    };
+                    let mut qkvz = Vec::with_capacity((cdim + nv * dv) * h);
+                    let mut ba = Vec::with_capacity(2 * nv * h);
+                    for j in 0..nk {
+                        qkvz.extend(rows(&qkv, j * dk, dk));
+                        qkvz.extend(rows(&qkv, nk * dk + j * dk, dk));
+                        qkvz.extend(rows(&qkv, 2 * nk * dk + j * r * dv, r * dv));
+                        qkvz.extend(rows(&z, j * r * dv, r * dv));
+                        ba.extend(rows(&b, j * r, r));
+                        ba.extend(rows(&a, j * r, r));
+                    }
+                    let w = 2 * dk + 2 * r * dv;
+                    pool.put(format!("{q}.in_proj_qkvz.weight"), &[nk * w, h], qkvz);
+                    pool.put(format!("{q}.in_proj_ba.weight"), &[2 * nv, h], ba);
+                } else {
+                    pool.put(format!("{q}.in_proj_qkv.weight"), &[cdim, h], qkv);
+                    pool.put(format!("{q}.in_proj_z.weight"), &[nv * dv, h], z);
+                    pool.put(format!("{q}.in_proj_b.weight"), &[nv, h], b);
+                    pool.put(format!("{q}.in_proj_a.weight"), &[nv, h], a);
+                }
+                let conv = pool.take(&format!("{q}.conv1d.weight"), &[cdim, kconv])?;
+                pool.put(format!("{q}.conv1d.weight"), &[cdim, 1, kconv], conv);
+                pool.keep(format!("{q}.A_log"), &[nv])?;
+                pool.keep(format!("{q}.dt_bias"), &[nv])?;
+                pool.keep(format!("{q}.norm.weight"), &[dv])?;
+                pool.keep(format!("{q}.out_proj.weight"), &[h, nv * dv])?;
+            }
+            LayerType::Full => {
+                let q = format!("{p}.self_attn");
+                pool.keep(format!("{q}.q_proj.weight"), &[2 * nh * hd, h])?;
+                pool.keep(format!("{q}.k_proj.weight"), &[nkv * hd, h])?;
+                pool.keep(format!("{q}.v_proj.weight"), &[nkv * hd, h])?;
+                pool.keep(format!("{q}.o_proj.weight"), &[h, nh * hd])?;
+                pool.keep(format!("{q}.q_norm.weight"), &[hd])?;
+                pool.keep(format!("{q}.k_norm.weight"), &[hd])?;
+            }
+        }
+        if cfg.is_moe_layer(i) {
+            let m = cfg.moe.as_ref().expect("MoE layers have an MoE config");
+            let (e, mi) = (m.num_experts, m.moe_intermediate_size);
+            pool.keep(format!("{p}.mlp.gate.weight"), &[e, h])?;
+            if cfg.family == Family::Qwen35Moe {
+                let mut gu = Vec::with_capacity(e * 2 * mi * h);
+                let mut down = Vec::with_capacity(e * h * mi);
+                for x in 0..e {
+                    let q = format!("{p}.mlp.experts.{x}");
+                    gu.extend(pool.take(&format!("{q}.gate_proj.weight"), &[mi, h])?);
+                    gu.extend(pool.take(&format!("{q}.up_proj.weight"), &[mi, h])?);
+                    down.extend(pool.take(&format!("{q}.down_proj.weight"), &[h, mi])?);
+                }
+                pool.put(format!("{p}.mlp.experts.gate_up_proj"), &[e, 2 * mi, h], gu);
+                pool.put(format!("{p}.mlp.experts.down_proj"), &[e, h, mi], down);
+            } else {
+                for x in 0..e {
+                    pool.mlp(&format!("{p}.mlp.experts.{x}"), h, mi)?;
+                }
+            }
+            let si = m.shared_expert_intermediate_size;
+            if si > 0 {
+                pool.mlp(&format!("{p}.mlp.shared_expert"), h, si)?;
+                pool.keep(format!("{p}.mlp.shared_expert_gate.weight"), &[1, h])?;
+            }
+        } else {
+            let inter = cfg
+                .intermediate_size
+                .expect("validated: dense layers have a width");
+            pool.mlp(&format!("{p}.mlp"), h, inter)?;
+        }
+    }
+    pool.keep("model.norm.weight".into(), &[h])?;
+    if pool.map.contains_key("lm_head.weight") {
+        pool.keep("lm_head.weight".into(), &[v, h])?;
+    }
+    if let Some(extra) = pool.map.keys().min() {
+        return Err(SaveError::Unexpected(extra.clone()));
+    }
+    Ok(pool.out)
+}
+
+/// The checkpoint names and shapes [`hf_tensors`] produces for `model` (no data is read).
+pub fn hf_names(cfg: &Config, model: &HybridModel) -> Result<Vec<(String, Vec<usize>)>, SaveError> {
+    let shapes = named_params(model)
+        .into_iter()
+        .map(|(n, p)| (n, p.shape(), Vec::new()))
+        .collect();
+    Ok(hf_tensors(cfg, shapes)?
+        .into_iter()
+        .map(|(n, s, _)| (n, s))
+        .collect())
+}
+
+/// Serialises host tensors as an F32 safetensors file (metadata `{"format": "pt"}` only, so
+/// the bytes are deterministic).
+pub fn safetensors_bytes(
+    tensors: &[NamedHostTensor],
+    metadata: Option<(&str, String)>,
+) -> Result<Vec<u8>, SaveError> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| SaveError::Serialize(format!("{name}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (key, value) = metadata.unwrap_or(("format", "pt".to_string()));
+    let meta = HashMap::from([(key.to_string(), value)]);
+    safetensors::serialize(views, Some(meta)).map_err(|e| SaveError::Serialize(e.to_string()))
+}
+
+/// `model.safetensors` bytes of `model` in Hugging Face layout for `cfg`'s family.
+pub async fn model_safetensors(cfg: &Config, model: &HybridModel) -> Result<Vec<u8>, SaveError> {
+    let params = read_params(model).await?;
+    let tensors = hf_tensors(cfg, params)?;
+    safetensors_bytes(&tensors, None)
+}
+
+/// A saved model: `config.json` text and `model.safetensors` bytes.
+#[derive(Debug, Clone)]
+pub struct SavedModel {
+    pub config_json: String,
+    pub safetensors: Vec<u8>,
+}
+
+/// `config.json` and `model.safetensors` of `model` (the config's `tie_word_embeddings`
+/// follows the model: tied when it has no separate LM head).
+pub async fn save_model_async(cfg: &Config, model: &HybridModel) -> Result<SavedModel, SaveError> {
+    let mut cfg = cfg.clone();
+    cfg.tie_word_embeddings = model.lm_head.is_none();
+    Ok(SavedModel {
+        config_json: config_json(&cfg),
+        safetensors: model_safetensors(&cfg, model).await?,
+    })
+}
+
+/// Blocking [`save_model_async`] (native only).
+#[cfg(not(target_family = "wasm"))]
+pub fn save_model(cfg: &Config, model: &HybridModel) -> Result<SavedModel, SaveError> {
+    pollster::block_on(save_model_async(cfg, model))
+}
+
+/// The `model_type` and `architectures` transformers uses for a family (text-only classes).
+fn model_type(family: Family) -> (&'static str, &'static str) {
+    match family {
+        Family::Qwen3Next => ("qwen3_next", "Qwen3NextForCausalLM"),
+        Family::Qwen35 => ("qwen3_5_text", "Qwen3_5ForCausalLM"),
+        Family::Qwen35Moe => ("qwen3_5_moe_text", "Qwen3_5MoeForCausalLM"),
+    }
+}
+
+/// `config.json` text for `cfg` (text-only model classes; pretty-printed with 2-space indent).
+/// [`Config::from_json`] reads it back to an equal `Config`, and transformers loads it.
+/// Keys `Config` does not keep are written with transformers' defaults
+/// (`initializer_range` 0.02, `max_position_embeddings` 4096...).
+pub fn config_json(cfg: &Config) -> String {
+    let (mt, arch) = model_type(cfg.family);
+    let mut m = Map::new();
+    let mut set = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    set("architectures", json!([arch]));
+    set("model_type", json!(mt));
+    set("dtype", json!("float32"));
+    set("vocab_size", json!(cfg.vocab_size));
+    set("hidden_size", json!(cfg.hidden_size));
+    if let Some(i) = cfg.intermediate_size {
+        set("intermediate_size", json!(i));
+    }
+    set("num_hidden_layers", json!(cfg.num_hidden_layers));
+    set("num_attention_heads", json!(cfg.num_attention_heads));
+    set("num_key_value_heads", json!(cfg.num_key_value_heads));
+    set("head_dim", json!(cfg.head_dim));
+    set("hidden_act", json!("silu"));
+    set("attention_bias", json!(false));
+    set("rms_norm_eps", json!(cfg.rms_norm_eps));
+    set("tie_word_embeddings", json!(cfg.tie_word_embeddings));
+    set(
+        "initializer_range",
+        json!(super::init::DEFAULT_INITIALIZER_RANGE),
+    );
+    set("max_position_embeddings", json!(4096));
+    set("linear_conv_kernel_dim", json!(cfg.linear_conv_kernel_dim));
+    set("linear_key_head_dim", json!(cfg.linear_key_head_dim));
+    set("linear_value_head_dim", json!(cfg.linear_value_head_dim));
+    set("linear_num_key_heads", json!(cfg.linear_num_key_heads));
+    set("linear_num_value_heads", json!(cfg.linear_num_value_heads));
+    let types: Vec<&str> = cfg
+        .layer_types
+        .iter()
+        .map(|t| match t {
+            LayerType::Linear => "linear_attention",
+            LayerType::Full => "full_attention",
+        })
+        .collect();
+    set("layer_types", json!(types));
+    set(
+        "rope_parameters",
+        json!({
+            "rope_type": "default",
+            "rope_theta": cfg.rope_theta,
+            "partial_rotary_factor": cfg.partial_rotary_factor,
+        }),
+    );
+    if cfg.family != Family::Qwen3Next {
+        set("attn_output_gate", json!(true));
+    }
+    if let Some(moe) = &cfg.moe {
+        set("num_experts", json!(moe.num_experts));
+        set("num_experts_per_tok", json!(moe.num_experts_per_tok));
+        set("moe_intermediate_size", json!(moe.moe_intermediate_size));
+        set(
+            "shared_expert_intermediate_size",
+            json!(moe.shared_expert_intermediate_size),
+        );
+        if cfg.family == Family::Qwen3Next {
+            set("norm_topk_prob", json!(moe.norm_topk_prob));
+        }
+    } else if cfg.family == Family::Qwen3Next {
+        set("num_experts", json!(0));
+    }
+    if cfg.family == Family::Qwen3Next {
+        set("decoder_sparse_step", json!(cfg.decoder_sparse_step));
+        set("mlp_only_layers", json!(cfg.mlp_only_layers));
+    }
+    match cfg.eos_token_ids.as_slice() {
+        [] => {}
+        [one] => set("eos_token_id", json!(one)),
+        many => set("eos_token_id", json!(many)),
+    }
+    let mut text = serde_json::to_string_pretty(&Value::Object(m)).expect("JSON values serialise");
+    text.push('\n');
+    text
+}

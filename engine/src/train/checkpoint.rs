@@ -1,0 +1,174 @@
+//! Training checkpoints as bytes (no filesystem here; `train::files` writes and reads
+//! directories natively).
+//!
+//! A checkpoint is a Hugging Face model folder plus the training state:
+//! ```text
+//! config.json             Config → JSON (transformers loads the folder as a model)
+//! model.safetensors       every parameter, HF names and layout, F32
+//! optimizer.safetensors   AdamW moments under the parameter names + step/hyper-parameters
+//! trainer_state.json      TrainerState: step, RNG words, data cursor, schedule, user metadata
+//! ```
+//! Everything is stored exactly (F32 bits, u64 integers), so training resumed from a
+//! checkpoint continues bit-identically.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::optim::{AdamW, OptimError};
+use super::schedule::LrSchedule;
+use crate::model::save::{SaveError, config_json, model_safetensors};
+use crate::model::weights::{Buffer, WeightError, Weights};
+use crate::model::{Config, ConfigError, HybridModel};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+
+/// Version of the `trainer_state.json` layout.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Errors building or reading a checkpoint; each names the file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{MODEL_FILE}: {0}")]
+    Save(#[from] SaveError),
+    #[error("{OPTIMIZER_FILE}: {0}")]
+    Optimizer(#[from] OptimError),
+    #[error("{MODEL_FILE}: {0}")]
+    Weights(#[from] WeightError),
+    #[error("{CONFIG_FILE}: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{STATE_FILE}: {0}")]
+    State(String),
+    #[error("{MODEL_FILE}: tensor `{0}` is not a parameter of the model the config describes")]
+    ExtraTensor(String),
+}
+
+/// Where the training loop stands, saved next to the weights. Integers are stored exactly
+/// (JSON integers up to 2⁶⁴ − 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Layout version ([`STATE_FORMAT`]).
+    pub format: u32,
+    /// Training steps completed (including skipped ones, unlike the optimizer's count).
+    pub step: u64,
+    /// RNG states by name, as raw u64 words or seeds (e.g. a sampler's seed and draw count).
+    pub rng: BTreeMap<String, Vec<u64>>,
+    /// Position in the data: epoch and index of the next example.
+    pub data_epoch: u64,
+    pub data_index: u64,
+    /// The learning-rate schedule (a pure function of the step).
+    pub schedule: Option<LrSchedule>,
+    /// Anything else the caller wants back (metrics, options, data fingerprints...).
+    pub metadata: serde_json::Value,
+}
+
+impl Default for TrainerState {
+    fn default() -> Self {
+        Self {
+            format: STATE_FORMAT,
+            step: 0,
+            rng: BTreeMap::new(),
+            data_epoch: 0,
+            data_index: 0,
+            schedule: None,
+            metadata: serde_json::Value::Null,
+        }
+    }
+}
+
+impl TrainerState {
+    /// Pretty JSON text.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("the trainer state serialises");
+        s.push('\n');
+        s
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, CheckpointError> {
+        let s: Self =
+            serde_json::from_str(text).map_err(|e| CheckpointError::State(e.to_string()))?;
+        if s.format != STATE_FORMAT {
+            return Err(CheckpointError::State(format!(
+                "format {} is not supported (this build reads {STATE_FORMAT})",
+                s.format
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// The files of a checkpoint (name, bytes), in write order: the trainer state comes last.
+pub async fn checkpoint_files_async(
+    cfg: &Config,
+    model: &HybridModel,
+    optimizer: &AdamW,
+    state: &TrainerState,
+) -> Result<Vec<(String, Vec<u8>)>, CheckpointError> {
+    optimizer.check_against(model)?;
+    let mut cfg = cfg.clone();
+    cfg.tie_word_embeddings = model.lm_head.is_none();
+    Ok(vec![
+        (CONFIG_FILE.into(), config_json(&cfg).into_bytes()),
+        (MODEL_FILE.into(), model_safetensors(&cfg, model).await?),
+        (
+            OPTIMIZER_FILE.into(),
+            optimizer.to_safetensors_async().await?,
+        ),
+        (STATE_FILE.into(), state.to_json().into_bytes()),
+    ])
+}
+
+/// A checkpoint read back.
+#[derive(Debug)]
+pub struct Restored {
+    pub config: Config,
+    pub model: HybridModel,
+    pub optimizer: AdamW,
+    pub state: TrainerState,
+}
+
+/// Rebuilds a checkpoint from its files' contents onto `device` (use an autodiff device to
+/// keep training). Every tensor of `model.safetensors` must be a parameter of the model and
+/// every moment must match a parameter's name and shape.
+pub fn restore(
+    config_json: &str,
+    model: Buffer,
+    optimizer: &[u8],
+    trainer_state: &str,
+    device: &Device,
+) -> Result<Restored, CheckpointError> {
+    let config = Config::from_json(config_json)?;
+    let weights = Weights::new(vec![(MODEL_FILE.to_string(), model)])?;
+    let model = crate::model::load::build(&config, &weights, device)?;
+    check_no_extra(&config, &weights, &model)?;
+    let optimizer = AdamW::from_safetensors(optimizer, device)?;
+    optimizer.check_against(&model)?;
+    let state = TrainerState::from_json(trainer_state)?;
+    Ok(Restored {
+        config,
+        model,
+        optimizer,
+        state,
+    })
+}
+
+/// Errors on checkpoint tensors the model does not use (a wrong name would otherwise be
+/// silently ignored).
+fn check_no_extra(
+    cfg: &Config,
+    weights: &Weights,
+    model: &HybridModel,
+) -> Result<(), CheckpointError> {
+    let expected: std::collections::HashSet<String> = crate::model::save::hf_names(cfg, model)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    match weights.names().into_iter().find(|n| !expected.contains(n)) {
+        Some(extra) => Err(CheckpointError::ExtraTensor(extra)),
+        None => Ok(()),
+    }
+}

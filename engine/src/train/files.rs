@@ -1,0 +1,222 @@
+//! Writing and reading checkpoint and model directories (native only).
+//!
+//! Directories are replaced atomically: every file is written into `.NAME.tmp` next to the
+//! target and fsynced, the temp directory is fsynced, then the old directory (if any) is
+//! renamed to `.NAME.old`, the temp directory renamed to `NAME`, the parent fsynced, and the
+//! old one removed. An interrupted write leaves the previous directory intact (at `NAME`, or
+//! at `.NAME.old` if the process died between the two renames — the next write or load puts
+//! it back). POSIX cannot rename over a non-empty directory, hence the two renames.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use super::checkpoint::{
+    CONFIG_FILE, CheckpointError, MODEL_FILE, OPTIMIZER_FILE, Restored, STATE_FILE, TrainerState,
+    checkpoint_files_async, restore,
+};
+use super::optim::AdamW;
+use crate::model::save::{SaveError, save_model};
+use crate::model::{Config, HybridModel};
+
+/// Errors writing or reading a directory.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}: missing (not a complete checkpoint)")]
+    Missing(PathBuf),
+    #[error("`{0}` is not a plain file name")]
+    BadName(String),
+    #[error("{dir}: {source}")]
+    Checkpoint {
+        dir: PathBuf,
+        source: CheckpointError,
+    },
+    #[error("{0}")]
+    Save(#[from] SaveError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
+    move |source| FilesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `(.NAME.tmp, .NAME.old)` next to `dir`.
+fn siblings(dir: &Path) -> Result<(PathBuf, PathBuf), FilesError> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| FilesError::BadName(dir.display().to_string()))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| Path::new("."));
+    Ok((
+        parent.join(format!(".{name}.tmp")),
+        parent.join(format!(".{name}.old")),
+    ))
+}
+
+/// Puts back a directory left at `.NAME.old` by an interrupted replace.
+fn recover(dir: &Path) -> Result<(), FilesError> {
+    let (_, old) = siblings(dir)?;
+    if !dir.exists() && old.is_dir() {
+        tracing::warn!(
+            "restoring {} from {} (an earlier write was interrupted)",
+            dir.display(),
+            old.display()
+        );
+        std::fs::rename(&old, dir).map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), FilesError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes `files` (plain names → bytes) as the directory `dir`, replacing any previous one
+/// atomically (see the module docs).
+pub fn write_dir_atomic(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), FilesError> {
+    write_dir_atomic_failing_after(dir, files, None)
+}
+
+/// [`write_dir_atomic`] that fails with an I/O error after writing `fail_after` files
+/// (`Some(n)`), to test interrupted writes.
+#[doc(hidden)]
+pub fn write_dir_atomic_failing_after(
+    dir: &Path,
+    files: &[(String, Vec<u8>)],
+    fail_after: Option<usize>,
+) -> Result<(), FilesError> {
+    for (name, _) in files {
+        let plain = Path::new(name)
+            .file_name()
+            .is_some_and(|f| f == name.as_str());
+        if !plain || name.starts_with('.') {
+            return Err(FilesError::BadName(name.clone()));
+        }
+    }
+    recover(dir)?;
+    let (tmp, old) = siblings(dir)?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    if let Some(parent) = tmp.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let written = (|| {
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            if fail_after == Some(i) {
+                return Err(FilesError::Io {
+                    path: tmp.join(name),
+                    source: std::io::Error::other("simulated failure"),
+                });
+            }
+            let path = tmp.join(name);
+            let mut f = std::fs::File::create(&path).map_err(io(&path))?;
+            f.write_all(bytes).map_err(io(&path))?;
+            f.sync_all().map_err(io(&path))?;
+        }
+        sync_dir(&tmp)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    let replacing = dir.exists();
+    if replacing {
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    if replacing {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// Saves `model` as a Hugging Face model folder (`config.json`, `model.safetensors`, plus
+/// `extra` files such as `tokenizer.json`), atomically. `sluice generate` and transformers
+/// load it.
+pub fn save_model_dir(
+    dir: &Path,
+    cfg: &Config,
+    model: &HybridModel,
+    extra: &[(String, Vec<u8>)],
+) -> Result<(), FilesError> {
+    let saved = save_model(cfg, model)?;
+    let mut files = vec![
+        (CONFIG_FILE.to_string(), saved.config_json.into_bytes()),
+        (MODEL_FILE.to_string(), saved.safetensors),
+    ];
+    files.extend(extra.iter().cloned());
+    write_dir_atomic(dir, &files)
+}
+
+/// Saves a training checkpoint (model folder + optimizer + trainer state + `extra` files)
+/// to `dir`, atomically.
+pub fn save_checkpoint(
+    dir: &Path,
+    cfg: &Config,
+    model: &HybridModel,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    extra: &[(String, Vec<u8>)],
+) -> Result<(), FilesError> {
+    let mut files = pollster::block_on(checkpoint_files_async(cfg, model, optimizer, state))
+        .map_err(|source| FilesError::Checkpoint {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    files.extend(extra.iter().cloned());
+    write_dir_atomic(dir, &files)
+}
+
+/// Loads a checkpoint written by [`save_checkpoint`] onto `device` (an autodiff device to
+/// continue training).
+pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Restored, FilesError> {
+    recover(dir)?;
+    let read = |name: &str| -> Result<Vec<u8>, FilesError> {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => FilesError::Missing(path.clone()),
+            _ => FilesError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })
+    };
+    let text = |name: &str| -> Result<String, FilesError> {
+        String::from_utf8(read(name)?).map_err(|e| FilesError::Io {
+            path: dir.join(name),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })
+    };
+    let config = text(CONFIG_FILE)?;
+    let model = read(MODEL_FILE)?;
+    let optimizer = read(OPTIMIZER_FILE)?;
+    let state = text(STATE_FILE)?;
+    restore(&config, Box::new(model), &optimizer, &state, device).map_err(|source| {
+        FilesError::Checkpoint {
+            dir: dir.to_path_buf(),
+            source,
+        }
+    })
+}
