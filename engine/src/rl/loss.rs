@@ -349,6 +349,9 @@ pub fn aggregate(
     global_tokens: Option<f64>,
 ) -> Tensor<1> {
     let [_, t] = x.dims();
+    // Scalar divisions are written as `mul_scalar(1/x)`: Burn 0.22.1's autodiff `div_scalar`
+    // backward computes 1/x in f32 (burn-autodiff ops/tensor.rs:508), which would cap the f64
+    // path's gradient at ~1e-8 relative accuracy.
     let masked = x * m.clone();
     let row_len = m.clone().sum_dim(1); // [B, 1]
     let keep = fl(row_len.clone().greater_elem(0.0), row_len.dtype());
@@ -360,7 +363,7 @@ pub fn aggregate(
     };
     match mode {
         Aggregation::TokenMean => match global_tokens {
-            Some(n) => masked.sum().div_scalar(n.max(1.0)),
+            Some(n) => masked.sum().mul_scalar(1.0 / n.max(1.0)),
             None => masked.sum() / m.sum().clamp_min(1.0),
         },
         Aggregation::TokenSum => masked.sum(),
@@ -373,7 +376,7 @@ pub fn aggregate(
         }
         Aggregation::SeqMeanTokenSum => seq_mean(masked.sum_dim(1)),
         Aggregation::SeqMeanTokenSumNorm => {
-            seq_mean(masked.sum_dim(1)).div_scalar(norm_divisor.unwrap_or(t as f64))
+            seq_mean(masked.sum_dim(1)).mul_scalar(1.0 / norm_divisor.unwrap_or(t as f64))
         }
     }
 }
