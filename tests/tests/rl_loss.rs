@@ -90,9 +90,12 @@ fn run_case(g: &Value, case: &Value, cfg: &LossConfig, dev: &Device, dtype: DTyp
         inp.entropy_mask = Some(grid_tensor(&ours, dev, dtype).unwrap());
     }
     let out = policy_loss(cfg, inp).expect("loss");
+    assert_eq!(out.loss.dtype(), dtype, "loss dtype");
     let stats = out.metrics.read_blocking(&out.loss).expect("metrics");
     let grads = out.loss.backward();
-    let grad = host(lp.grad(&grads).expect("gradient"));
+    let grad = lp.grad(&grads).expect("gradient");
+    assert_eq!(grad.dtype(), dtype, "gradient dtype");
+    let grad = host(grad);
     Run {
         loss: stats.loss,
         grad,
@@ -281,9 +284,17 @@ fn kl_estimators_match_verl() {
                 &format!("{name} grad"),
             );
             // the host version agrees with the tensor one
-            for (i, (a, b)) in lp_rows.iter().flatten().zip(ref_rows.iter().flatten()).enumerate() {
+            for (i, (a, b)) in lp_rows
+                .iter()
+                .flatten()
+                .zip(ref_rows.iter().flatten())
+                .enumerate()
+            {
                 let h = kl::kl_value(*a, *b, pen);
-                assert!((h - want[i]).abs() <= 1e-12 * want[i].abs().max(1.0), "{name} host");
+                assert!(
+                    (h - want[i]).abs() <= 1e-12 * want[i].abs().max(1.0),
+                    "{name} host"
+                );
             }
         }
         // TRL's unclamped k3
@@ -372,8 +383,8 @@ fn trl_advantages_match() {
             scale,
             ..AdvantageConfig::default()
         };
-        let got = advantage::token_advantages(&cfg, Rewards::Sequence(&rewards), &mask, &groups)
-            .unwrap();
+        let got =
+            advantage::token_advantages(&cfg, Rewards::Sequence(&rewards), &mask, &groups).unwrap();
         let got: Vec<f64> = got.iter().map(|r| r[0]).collect();
         close(&got, &vec1(&case["out"]), 1e-9, 1e-9, &format!("{scale:?}"));
     }
@@ -466,16 +477,16 @@ fn kl_in_reward_matches_verl_with_controllers() {
             KlController::Fixed { coef: beta0 }
         };
         for s in steps {
-            let out = kl::apply_kl_in_reward(
-                &scores,
-                &grid(&s["old"]),
-                &ref_lp,
-                &mask,
-                pen,
-                &mut ctrl,
-            )
-            .unwrap();
-            close(&[out.coef], &[s["beta"].as_f64().unwrap()], 1e-12, 1e-12, "beta");
+            let out =
+                kl::apply_kl_in_reward(&scores, &grid(&s["old"]), &ref_lp, &mask, pen, &mut ctrl)
+                    .unwrap();
+            close(
+                &[out.coef],
+                &[s["beta"].as_f64().unwrap()],
+                1e-12,
+                1e-12,
+                "beta",
+            );
             close(
                 &[out.current_kl],
                 &[s["current_kl"].as_f64().unwrap()],
@@ -523,7 +534,10 @@ fn presets_parse_and_deserialise() {
     assert_eq!(o.loss.epsilon_low, 0.2);
     assert!(serde_json::from_str::<RlObjective>(r#"{"loss": {"epsilon": 0.2}}"#).is_err());
     assert!(serde_json::from_str::<RlObjective>(r#"{"loss": {"kl_estimator": "k4"}}"#).is_err());
-    assert_eq!(Preset::ReinforcePp.objective().kl_placement, KlPlacement::Reward);
+    assert_eq!(
+        Preset::ReinforcePp.objective().kl_placement,
+        KlPlacement::Reward
+    );
     assert_eq!(Preset::Grpo.objective().kl_placement, KlPlacement::Loss);
 }
 
@@ -572,7 +586,12 @@ fn overlong_penalty_is_linear_in_the_cache_window() {
 #[test]
 fn truncated_completions_are_masked() {
     let eos = [2u32, 9];
-    let ids = vec![vec![5, 6, 2, 0], vec![5, 6, 7, 8], vec![5, 9, 0, 0], vec![0, 0, 0, 0]];
+    let ids = vec![
+        vec![5, 6, 2, 0],
+        vec![5, 6, 7, 8],
+        vec![5, 9, 0, 0],
+        vec![0, 0, 0, 0],
+    ];
     let mask = vec![
         vec![1.0, 1.0, 1.0, 0.0],
         vec![1.0, 1.0, 1.0, 1.0],
@@ -710,7 +729,16 @@ fn bad_inputs_give_clear_errors() {
     let mask = vec![vec![1.0; 2]; 3];
     let e = advantage::token_advantages(&cfg, Rewards::Sequence(&[1.0, 0.0, 1.0]), &mask, &[0, 0])
         .unwrap_err();
-    assert!(matches!(e, RlError::Shape { what: "group ids", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            RlError::Shape {
+                what: "group ids",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let ragged = vec![vec![1.0; 2], vec![1.0; 3]];
     assert!(
         advantage::token_advantages(&cfg, Rewards::Sequence(&[1.0, 0.0]), &ragged, &[0, 0])

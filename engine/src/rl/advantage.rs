@@ -111,7 +111,7 @@ pub fn consecutive_groups(batch: usize, group_size: usize) -> Result<Vec<usize>,
     if batch == 0 {
         return Err(RlError::Empty("no sequences to group"));
     }
-    if batch % group_size != 0 {
+    if !batch.is_multiple_of(group_size) {
         return Err(RlError::Groups(format!(
             "batch of {batch} is not a multiple of the group size {group_size}"
         )));
@@ -125,7 +125,12 @@ pub fn aggregate_rewards(per_func: &[Vec<f64>], weights: &[f64]) -> Result<Vec<f
     if per_func.is_empty() {
         return Err(RlError::Empty("no rewards"));
     }
-    check_grid("rewards per function", per_func, per_func.len(), weights.len())?;
+    check_grid(
+        "rewards per function",
+        per_func,
+        per_func.len(),
+        weights.len(),
+    )?;
     Ok(per_func
         .iter()
         .map(|row| {
@@ -312,8 +317,8 @@ fn masked_whiten(x: &mut [Vec<f64>], mask: &[Vec<f64>]) -> Result<(), RlError> {
         s
     };
     let mean = msum(&|i, j| x[i][j]) / (count + 1e-8);
-    let var = msum(&|i, j| (x[i][j] - mean) * (x[i][j] - mean)) / (count + 1e-8) * count
-        / (count - 1.0);
+    let var =
+        msum(&|i, j| (x[i][j] - mean) * (x[i][j] - mean)) / (count + 1e-8) * count / (count - 1.0);
     let inv = 1.0 / (var + 1e-8).sqrt();
     for row in x.iter_mut() {
         for v in row.iter_mut() {

@@ -235,7 +235,10 @@ pub fn conflict_token_weights(
             got: vec![ids.len(), ids.first().map_or(0, Vec::len)],
         });
     }
-    for (what, n) in [("advantages", advantages.len()), ("group ids", groups.len())] {
+    for (what, n) in [
+        ("advantages", advantages.len()),
+        ("group ids", groups.len()),
+    ] {
         if n != b {
             return Err(RlError::Shape {
                 what,
@@ -281,8 +284,9 @@ pub fn conflict_token_weights(
 ///   answers get more reward);
 /// * j ∈ O⁻: r̃_jt = α₁·r_j − α₂·d⁻_t·(1/H_jt) / Σ_{k∈O⁻_t} (1/H_kt) (confident wrong tokens
 ///   get more penalty);
-/// with H clamped below at 1e-6. Padding gets 0. The entropy share sums to d_t at each t, so
-/// the mean shaped reward over a set at a position is α₁·r̄ ± α₂.
+///
+/// H is clamped below at 1e-6; padding gets 0. The entropy share sums to d_t at each t, so the
+/// mean shaped reward over a set at a position is α₁·r̄ ± α₂.
 pub fn gtpo_token_rewards(
     scores: &[f64],
     entropy: &[Vec<f64>],
@@ -311,8 +315,8 @@ pub fn gtpo_token_rewards(
     let mut sums: HashMap<(usize, bool, usize), (f64, f64)> = HashMap::new();
     for i in 0..b {
         let pos = scores[i] > 0.0;
-        for j in 0..t {
-            if mask[i][j] != 0.0 {
+        for (j, m) in mask[i].iter().enumerate() {
+            if *m != 0.0 {
                 let w = if pos { h(i, j) } else { 1.0 / h(i, j) };
                 let e = sums.entry((groups[i], pos, j)).or_default();
                 e.0 += 1.0;
@@ -443,13 +447,7 @@ pub fn high_entropy_mask(
         .map(|(hr, mr)| {
             hr.iter()
                 .zip(mr)
-                .map(|(h, m)| {
-                    if *m != 0.0 && h * m >= thr {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
+                .map(|(h, m)| if *m != 0.0 && h * m >= thr { 1.0 } else { 0.0 })
                 .collect()
         })
         .collect())
