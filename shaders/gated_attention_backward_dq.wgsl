@@ -10,48 +10,37 @@
 //   p_ij = exp(SCALE q_i . k_j - lse_i) ;  ds_ij = p_ij (da_i . v_j - delta_i)
 //   dq_i = SCALE sum_j ds_ij k_j
 //
-// Algorithm: one workgroup per block of R query rows of one (b, h): pre-scaled q, da [R, D],
-// lse, delta stay in workgroup memory; tiles of C keys and values stream through it over the
-// keys the block can see. Invocation (r, tc) owns row r and columns x = tc, tc + TPR, ... of
-// its dq accumulator. Dot products split in PARTS pieces over D when the tile has fewer than
-// WG entries.
+// Algorithm: one workgroup per block of ROWS = WG * RB query rows of one (b, h); invocation
+// tid owns rows i0 + r WG + tid (r < RB) with their pre-scaled q, da, lse, delta and dq
+// accumulators in registers. Tiles of C keys and values stream through workgroup memory over
+// the keys the block can see; each key is read once (the same element by all invocations) and
+// used for all RB rows (register blocking). Data moves as vec4<f32> (D a multiple of 4).
 //
-// Grid: (ceil(TQ / R), HQ, B). WG = 256 = R rows x TPR.
-// Workgroup memory: Q, dA [R, D] + K, V [C, D] + dS [R, C] + 2 partial buffers + lse, delta [R]
-//   D <= 16: 32 x 16 -> 8.1 KiB;  D <= 32: 16 x 16 -> 11.1 KiB; D <= 64: 16 x 8 -> 14.6 KiB;
-//   D <= 128: 8 x 4 -> 14.2 KiB;  D <= 256: 4 x 2 -> 14.1 KiB     (R x C)
-// Template constants: D, R, C, WG, TPR (= WG / R), DPT (= ceil(D / TPR)), PARTS, DP
-//   (= ceil(D / PARTS)), Q_LEN, KV_LEN, P_LEN, RED_LEN (workgroup array lengths).
-// Run-time params (u32): TQ, TK, TKS (= TK), PAST, HQ, HKV, unused, SCALE (f32 bits),
-//   then START_b, END_b per batch row (END_b <= TK).
+// Grid: (ceil(TQ / ROWS), HQ, B).
+// Workgroup memory: K, V tiles [C, D] = 8 KiB (C = 1024 / D, 4..64) + 8 bytes.
+// Registers per invocation: q, da, dq [RB, D] (RB = 8 for D <= 64, 4 for D <= 128, 2 above).
+// Template constants: D4C (head-dim class / 4), C, WG, RB.
+// Run-time params (u32): TQ, TK, TKS (= TK), PAST, HQ, HKV, N (unused), SCALE (f32 bits),
+//   D, unused, then START_b, END_b per batch row (END_b <= TK).
 
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> da: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> da: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dq: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dq: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
-const D: u32 = {{ d }}u;
-const R: u32 = {{ r }}u;
+// Capacity (in vec4) of the register arrays: the head-dim class over 4 (the head dim itself
+// comes at run time, so the loops over it stay loops).
+const D4C: u32 = {{ d4c }}u;
 const C: u32 = {{ c }}u;
 const WG: u32 = {{ wg }}u;
-const TPR: u32 = {{ tpr }}u;
-const DPT: u32 = {{ dpt }}u;
-const PARTS: u32 = {{ parts }}u;
-const DP: u32 = {{ dp }}u;
-const NE: u32 = R * C;
+const RB: u32 = {{ rb }}u;
+const ROWS: u32 = WG * RB;
 
-var<workgroup> qs: array<f32, {{ q_len }}>;
-var<workgroup> das: array<f32, {{ q_len }}>;
-var<workgroup> ks: array<f32, {{ kv_len }}>;
-var<workgroup> vs: array<f32, {{ kv_len }}>;
-var<workgroup> dss: array<f32, {{ p_len }}>;
-var<workgroup> red_s: array<f32, {{ red_len }}>;
-var<workgroup> red_dp: array<f32, {{ red_len }}>;
-var<workgroup> lse_s: array<f32, R>;
-var<workgroup> delta_s: array<f32, R>;
+var<workgroup> ks: array<vec4<f32>, C * D4C>;
+var<workgroup> vs: array<vec4<f32>, C * D4C>;
 var<workgroup> key_lo: u32;
 var<workgroup> key_hi: u32;
 
@@ -67,57 +56,53 @@ fn main(
     let hq = params[4u];
     let hkv = params[5u];
     let scale = bitcast<f32>(params[7u]);
-    let i0 = wid.x * R;
+    let d4 = params[8u] / 4u;
+    let i0 = wid.x * ROWS;
     let h = wid.y;
     let b = wid.z;
     let hk = h / (hq / hkv);
-    let start = params[8u + 2u * b];
-    let end = params[9u + 2u * b];
+    let start = params[10u + 2u * b];
+    let end = params[11u + 2u * b];
     let n_rows = nwg.z * tq * hq;
 
     if (tid == 0u) {
         key_lo = start;
-        key_hi = min(end, past + min(i0 + R, tq));
+        key_hi = min(end, past + min(i0 + ROWS, tq));
     }
-    for (var e = tid; e < R * D; e += WG) {
-        let i = i0 + e / D;
-        var qx = 0.0;
-        var dax = 0.0;
-        if (i < tq) {
-            let idx = ((b * tq + i) * hq + h) * D + e % D;
-            qx = q[idx] * scale;
-            dax = da[idx];
+    // Rows i0 + r WG + tid (r < RB): loads outside any branch or run-time loop (rows clamped
+    // into range, padding columns zeroed by a factor) compile to plain gathers on CPU drivers.
+    var qr: array<array<vec4<f32>, D4C>, RB>;
+    var dar: array<array<vec4<f32>, D4C>, RB>;
+    var lim: array<u32, RB>; // row r sees keys [start, lim[r]); 0 for rows past the end
+    var lse_r: array<f32, RB>;
+    var delta_r: array<f32, RB>;
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * WG + tid;
+        let row = (b * tq + min(i, tq - 1u)) * hq + h;
+        lim[r] = select(0u, min(end, past + i + 1u), i < tq);
+        lse_r[r] = stats[row];
+        delta_r[r] = stats[n_rows + row];
+        for (var x = 0u; x < D4C; x++) {
+            let f = select(0.0, 1.0, x < d4);
+            qr[r][x] = q[row * d4 + min(x, d4 - 1u)] * (f * scale);
+            dar[r][x] = da[row * d4 + min(x, d4 - 1u)] * f;
         }
-        qs[e] = qx;
-        das[e] = dax;
-    }
-    if (tid < R) {
-        let i = i0 + tid;
-        var lx = 0.0;
-        var dx = 0.0;
-        if (i < tq) {
-            let row = (b * tq + i) * hq + h;
-            lx = stats[row];
-            dx = stats[n_rows + row];
-        }
-        lse_s[tid] = lx;
-        delta_s[tid] = dx;
     }
     let lo = workgroupUniformLoad(&key_lo);
     let hi = workgroupUniformLoad(&key_hi);
 
-    let r = tid / TPR;
-    let tc = tid % TPR;
-    var dq_acc: array<f32, DPT>;
-
+    var acc: array<array<vec4<f32>, D4C>, RB>;
     for (var j0 = lo; j0 < hi; j0 += C) {
         workgroupBarrier();
-        for (var e = tid; e < C * D; e += WG) {
-            let j = j0 + e / D;
-            var kx = 0.0;
-            var vx = 0.0;
-            if (j < hi) {
-                let idx = ((b * tk + j) * hkv + hk) * D + e % D;
+        // The tile, rows padded to D4C vec4 with zeros (a constant trip count: unrolled).
+        for (var u = 0u; u < C * D4C / WG; u++) {
+            let e = u * WG + tid;
+            let j = j0 + e / D4C;
+            let x = e % D4C;
+            var kx = vec4<f32>();
+            var vx = vec4<f32>();
+            if (j < hi && x < d4) {
+                let idx = ((b * tk + j) * hkv + hk) * d4 + x;
                 kx = k[idx];
                 vx = v[idx];
             }
@@ -126,71 +111,43 @@ fn main(
         }
         workgroupBarrier();
 
-        // Entries (rr, c) = (e / C, e % C): ds = p (da . v - delta), p from q . k and lse.
-        if (PARTS == 1u) {
-            for (var e = tid; e < NE; e += WG) {
-                let rr = e / C;
-                let c = e % C;
-                var s = 0.0;
-                var dp = 0.0;
-                for (var x = 0u; x < D; x++) {
-                    s += qs[rr * D + x] * ks[c * D + x];
-                    dp += das[rr * D + x] * vs[c * D + x];
-                }
-                var ds = 0.0;
-                if (i0 + rr < tq && j0 + c < min(end, past + i0 + rr + 1u)) {
-                    ds = exp(s - lse_s[rr]) * (dp - delta_s[rr]);
-                }
-                dss[e] = ds;
+        // Keys one at a time (run-time trip count), each read once from workgroup memory and
+        // used for all RB rows; the loops over rows and D4C are unrolled.
+        let nc = min(C, hi - j0);
+        for (var c = 0u; c < nc; c++) {
+            let j = j0 + c;
+            var kc: array<vec4<f32>, D4C>;
+            var vc: array<vec4<f32>, D4C>;
+            for (var x = 0u; x < D4C; x++) {
+                kc[x] = ks[c * D4C + x];
+                vc[x] = vs[c * D4C + x];
             }
-        } else {
-            let e = tid % NE;
-            let p = tid / NE;
-            let rr = e / C;
-            let c = e % C;
-            var s = 0.0;
-            var dp = 0.0;
-            for (var x = p * DP; x < min(p * DP + DP, D); x++) {
-                s += qs[rr * D + x] * ks[c * D + x];
-                dp += das[rr * D + x] * vs[c * D + x];
-            }
-            red_s[tid] = s;
-            red_dp[tid] = dp;
-            workgroupBarrier();
-            if (tid < NE) {
-                var st = 0.0;
-                var dpt = 0.0;
-                for (var pp = 0u; pp < PARTS; pp++) {
-                    st += red_s[pp * NE + tid];
-                    dpt += red_dp[pp * NE + tid];
+            for (var r = 0u; r < RB; r++) {
+                var s4 = vec4<f32>();
+                var dp4 = vec4<f32>();
+                for (var x = 0u; x < D4C; x++) {
+                    s4 = fma(qr[r][x], kc[x], s4);
+                    dp4 = fma(dar[r][x], vc[x], dp4);
                 }
-                var ds = 0.0;
-                if (i0 + rr < tq && j0 + c < min(end, past + i0 + rr + 1u)) {
-                    ds = exp(st - lse_s[rr]) * (dpt - delta_s[rr]);
-                }
-                dss[tid] = ds;
-            }
-        }
-        workgroupBarrier();
-
-        for (var c = 0u; c < C; c++) {
-            let ds = dss[r * C + c];
-            for (var u = 0u; u < DPT; u++) {
-                let x = tc + u * TPR;
-                if (x < D) {
-                    dq_acc[u] += ds * ks[c * D + x];
+                let s = s4.x + s4.y + s4.z + s4.w;
+                let dp = dp4.x + dp4.y + dp4.z + dp4.w;
+                let p = select(0.0, exp(s - lse_r[r]), j < lim[r]);
+                let ds = p * (dp - delta_r[r]);
+                for (var x = 0u; x < D4C; x++) {
+                    acc[r][x] = fma(vec4<f32>(ds), kc[x], acc[r][x]);
                 }
             }
         }
     }
 
-    let i = i0 + r;
-    if (i < tq) {
-        let base = ((b * tq + i) * hq + h) * D;
-        for (var u = 0u; u < DPT; u++) {
-            let x = tc + u * TPR;
-            if (x < D) {
-                dq[base + x] = dq_acc[u] * scale;
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * WG + tid;
+        if (i < tq) {
+            let row = (b * tq + i) * hq + h;
+            for (var x = 0u; x < D4C; x++) {
+                if (x < d4) {
+                    dq[row * d4 + x] = acc[r][x] * scale;
+                }
             }
         }
     }

@@ -12,8 +12,9 @@
 //
 // Grid: (Gx, Gy) workgroups, group index wid.x + wid.y * Gx covers RPW = 4 rows;
 // 64 invocations per row stride over D and reduce delta in workgroup memory (1 KiB).
-// Template constants: D, WG (256), TPRW (64).
-// Run-time params (u32): TQ, TK, TKS, PAST, HQ, HKV, N, SCALE (f32 bits), then ranges (unused).
+// Template constants: WG (256), TPRW (64).
+// Run-time params (u32): TQ, TK, TKS, PAST, HQ, HKV, N, SCALE (f32 bits), D, then (unused here)
+//   a pad word and the key ranges.
 
 @group(0) @binding(0) var<storage, read_write> dy: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
@@ -24,7 +25,6 @@
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
-const D: u32 = {{ d }}u;
 const WG: u32 = {{ wg }}u;
 const TPRW: u32 = {{ tprw }}u;
 const RPW: u32 = WG / TPRW;
@@ -38,12 +38,13 @@ fn main(
     @builtin(local_invocation_index) tid: u32,
 ) {
     let n = params[6u];
+    let dd = params[8u];
     let row = (wid.x + wid.y * nwg.x) * RPW + tid / TPRW;
     let tc = tid % TPRW;
     var part = 0.0;
     if (row < n) {
-        for (var x = tc; x < D; x += TPRW) {
-            let idx = row * D + x;
+        for (var x = tc; x < dd; x += TPRW) {
+            let idx = row * dd + x;
             let g = gate[idx];
             let dyx = dy[idx];
             let yx = y[idx];

@@ -14,47 +14,44 @@
 //   y_i  = a_i * sigmoid(gate_i)                                       (sums over visible j)
 // A row that sees no key gets y = 0 and lse = 0 (backward never reads that lse).
 //
-// Algorithm: one workgroup per block of BR query rows of one (b, h). The block's (pre-scaled)
-// queries stay in workgroup memory; tiles of BC keys and values stream through workgroup memory;
-// only the BR x BC score tile of the TQ x TK matrix ever exists. Online softmax: invocation
-// (r, tc) owns row r and accumulator columns x = tc, tc + TPR, ... and tracks the row's running
-// max m and sum l (the TPR invocations of a row compute identical m, l). Dot products are split
-// in PARTS pieces over D when the score tile has fewer entries than invocations.
+// Algorithm: one workgroup per block of ROWS = WG * RB query rows of one (b, h); invocation
+// tid owns rows i0 + r WG + tid (r < RB) and keeps their pre-scaled queries and output
+// accumulators in registers. Tiles of BC keys and values stream through workgroup memory;
+// then every key of the tile is read once (the same element by all invocations: a broadcast)
+// and used for all RB rows (register blocking: CPU drivers such as lavapipe load per lane, so
+// the loads must be amortised over many multiply-adds). Online softmax per row and key:
+// m' = max(m, s), acc = acc e^(m - m') + e^(s - m') v, l likewise. The TQ x TK matrix never
+// exists; only the keys the block can see are visited (causal bound, padding range).
+// Data moves as vec4<f32> (D is a multiple of 4).
 //
-// Grid: (ceil(TQ / BR), HQ, B). WG = 256 invocations = BR rows x TPR.
-// Workgroup memory: Q [BR, D] + K, V [BC, D] + S [BR, BC] + partial dots [WG if BR*BC < WG]:
-//   D <= 16: 64 x 16 -> 10 KiB;  D <= 32: 32 x 16 -> 10 KiB;  D <= 64: 16 x 16 -> 13 KiB;
-//   D <= 128: 8 x 8 -> 13.3 KiB; D <= 256: 4 x 4 -> 13.1 KiB   (BR x BC; WebGPU default: 16 KiB)
-// Template constants: D, BR, BC, WG, TPR (= WG / BR), DPT (= ceil(D / TPR)), PARTS, DP
-//   (= ceil(D / PARTS)), Q_LEN, KV_LEN, S_LEN, RED_LEN (workgroup array lengths).
-// Run-time params (u32): TQ, TK, TKS, PAST, HQ, HKV, unused, SCALE (f32 bits),
-//   then START_b, END_b per batch row (END_b <= TK).
+// Grid: (ceil(TQ / ROWS), HQ, B).
+// Workgroup memory: K, V tiles [BC, D] = 8 KiB (BC = 1024 / D, 4..64) + 8 bytes.
+// Registers per invocation: q, acc [RB, D] (RB = 8 for D <= 64, 4 for D <= 128, 2 above).
+// Template constants: D4C (head-dim class / 4), BC, WG, RB.
+// Run-time params (u32): TQ, TK, TKS, PAST, HQ, HKV, N (unused), SCALE (f32 bits), D,
+//   unused, then START_b, END_b per batch row (END_b <= TK).
 
-@group(0) @binding(0) var<storage, read_write> q: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v: array<f32>;
-@group(0) @binding(3) var<storage, read_write> gate: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> gate: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
-const D: u32 = {{ d }}u;
-const BR: u32 = {{ br }}u;
+// Capacity (in vec4) of the per-row register arrays: the head-dim class (16, 32, 64, 128, 256)
+// over 4. The actual head dim comes at run time, so the loops over it stay loops: small code
+// that compiles fast, and one pipeline per class.
+const D4C: u32 = {{ d4c }}u;
 const BC: u32 = {{ bc }}u;
 const WG: u32 = {{ wg }}u;
-const TPR: u32 = {{ tpr }}u;
-const DPT: u32 = {{ dpt }}u;
-const PARTS: u32 = {{ parts }}u;
-const DP: u32 = {{ dp }}u;
-const NE: u32 = BR * BC;
+const RB: u32 = {{ rb }}u;
+const ROWS: u32 = WG * RB;
 // Score of a key the row may not see (never produced by a real dot product).
 const NEG: f32 = -3.0e38;
 
-var<workgroup> qs: array<f32, {{ q_len }}>;
-var<workgroup> ks: array<f32, {{ kv_len }}>;
-var<workgroup> vs: array<f32, {{ kv_len }}>;
-var<workgroup> ss: array<f32, {{ s_len }}>;
-var<workgroup> red: array<f32, {{ red_len }}>;
+var<workgroup> ks: array<vec4<f32>, BC * D4C>;
+var<workgroup> vs: array<vec4<f32>, BC * D4C>;
 var<workgroup> key_lo: u32;
 var<workgroup> key_hi: u32;
 
@@ -66,45 +63,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let hq = params[4u];
     let hkv = params[5u];
     let scale = bitcast<f32>(params[7u]);
-    let i0 = wid.x * BR;
+    let d4 = params[8u] / 4u;
+    let i0 = wid.x * ROWS;
     let h = wid.y;
     let b = wid.z;
     let hk = h / (hq / hkv);
-    let start = params[8u + 2u * b];
-    let end = params[9u + 2u * b];
+    let start = params[10u + 2u * b];
+    let end = params[11u + 2u * b];
 
     // Keys any row of the block may see: [start, min(end, PAST + last row + 1)).
     if (tid == 0u) {
         key_lo = start;
-        key_hi = min(end, past + min(i0 + BR, tq));
+        key_hi = min(end, past + min(i0 + ROWS, tq));
     }
-    for (var e = tid; e < BR * D; e += WG) {
-        let i = i0 + e / D;
-        var x = 0.0;
-        if (i < tq) {
-            x = q[((b * tq + i) * hq + h) * D + e % D] * scale;
+    // Invocation tid owns rows i0 + r * WG + tid, r < RB. Loads outside any branch or run-time
+    // loop (rows clamped into range, padding columns zeroed by a factor) compile to plain
+    // gathers on CPU drivers.
+    var qr: array<array<vec4<f32>, D4C>, RB>;
+    var lim: array<u32, RB>; // row r sees keys [start, lim[r]); 0 for rows past the end
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * WG + tid;
+        lim[r] = select(0u, min(end, past + i + 1u), i < tq);
+        let row = (b * tq + min(i, tq - 1u)) * hq + h;
+        for (var x = 0u; x < D4C; x++) {
+            let f = select(0.0, scale, x < d4);
+            qr[r][x] = q[row * d4 + min(x, d4 - 1u)] * f;
         }
-        qs[e] = x;
     }
-    // (A barrier: the queries are visible to every invocation from here on.)
     let lo = workgroupUniformLoad(&key_lo);
     let hi = workgroupUniformLoad(&key_hi);
 
-    let r = tid / TPR;
-    let tc = tid % TPR;
-    let i = i0 + r;
-    var m = NEG;
-    var l = 0.0;
-    var acc: array<f32, DPT>;
-
+    var acc: array<array<vec4<f32>, D4C>, RB>;
+    var m: array<f32, RB>;
+    var l: array<f32, RB>;
+    for (var r = 0u; r < RB; r++) {
+        m[r] = NEG;
+    }
     for (var j0 = lo; j0 < hi; j0 += BC) {
         workgroupBarrier();
-        for (var e = tid; e < BC * D; e += WG) {
-            let j = j0 + e / D;
-            var kx = 0.0;
-            var vx = 0.0;
-            if (j < hi) {
-                let idx = ((b * tks + j) * hkv + hk) * D + e % D;
+        // The tile, rows padded to D4C vec4 with zeros (a constant trip count: unrolled).
+        for (var u = 0u; u < BC * D4C / WG; u++) {
+            let e = u * WG + tid;
+            let j = j0 + e / D4C;
+            let x = e % D4C;
+            var kx = vec4<f32>();
+            var vx = vec4<f32>();
+            if (j < hi && x < d4) {
+                let idx = ((b * tks + j) * hkv + hk) * d4 + x;
                 kx = k[idx];
                 vx = v[idx];
             }
@@ -113,83 +118,59 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
 
-        // Score tile S[rr, c] = q_rr . k_c, NEG where not visible.
-        if (PARTS == 1u) {
-            for (var e = tid; e < NE; e += WG) {
-                let rr = e / BC;
-                let c = e % BC;
-                var s = 0.0;
-                for (var x = 0u; x < D; x++) {
-                    s += qs[rr * D + x] * ks[c * D + x];
+        // Keys one at a time (run-time trip count), each read once from workgroup memory and
+        // used for all RB rows. The loops over rows and over D4C are unrolled: register
+        // arrays are indexed by constants only.
+        let nc = min(BC, hi - j0);
+        for (var c = 0u; c < nc; c++) {
+            let j = j0 + c;
+            var kc: array<vec4<f32>, D4C>;
+            var vc: array<vec4<f32>, D4C>;
+            for (var x = 0u; x < D4C; x++) {
+                kc[x] = ks[c * D4C + x];
+                vc[x] = vs[c * D4C + x];
+            }
+            for (var r = 0u; r < RB; r++) {
+                var s4 = vec4<f32>();
+                for (var x = 0u; x < D4C; x++) {
+                    s4 = fma(qr[r][x], kc[x], s4);
                 }
-                let row_hi = min(end, past + i0 + rr + 1u);
-                ss[e] = select(NEG, s, i0 + rr < tq && j0 + c < row_hi);
-            }
-        } else {
-            let e = tid % NE;
-            let p = tid / NE;
-            let rr = e / BC;
-            let c = e % BC;
-            var s = 0.0;
-            for (var x = p * DP; x < min(p * DP + DP, D); x++) {
-                s += qs[rr * D + x] * ks[c * D + x];
-            }
-            red[tid] = s;
-            workgroupBarrier();
-            if (tid < NE) {
-                var t = 0.0;
-                for (var pp = 0u; pp < PARTS; pp++) {
-                    t += red[pp * NE + tid];
+                let visible = j < lim[r];
+                let sc = s4.x + s4.y + s4.z + s4.w;
+                let mn = select(m[r], max(m[r], sc), visible);
+                let alpha = exp(m[r] - mn);
+                let p = select(0.0, exp(sc - mn), visible);
+                l[r] = fma(l[r], alpha, p);
+                for (var x = 0u; x < D4C; x++) {
+                    acc[r][x] = fma(vec4<f32>(p), vc[x], acc[r][x] * alpha);
                 }
-                let row_hi = min(end, past + i0 + rr + 1u);
-                ss[tid] = select(NEG, t, i0 + rr < tq && j0 + c < row_hi);
+                m[r] = mn;
             }
         }
-        workgroupBarrier();
-
-        // Online softmax update of row r, then acc += P V over the tile.
-        var mt = m;
-        for (var c = 0u; c < BC; c++) {
-            mt = max(mt, ss[r * BC + c]);
-        }
-        let alpha = exp(m - mt);
-        l *= alpha;
-        for (var u = 0u; u < DPT; u++) {
-            acc[u] *= alpha;
-        }
-        for (var c = 0u; c < BC; c++) {
-            let s = ss[r * BC + c];
-            if (s != NEG) {
-                let p = exp(s - mt);
-                l += p;
-                for (var u = 0u; u < DPT; u++) {
-                    let x = tc + u * TPR;
-                    if (x < D) {
-                        acc[u] += p * vs[c * D + x];
-                    }
-                }
-            }
-        }
-        m = mt;
     }
 
-    // Epilogue: normalise, gate, save the log-sum-exp.
-    if (i < tq) {
+    // Epilogue: normalise, gate, save the log-sum-exp (gate loads outside any branch, as the
+    // query loads; only the stores are guarded).
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * WG + tid;
+        let row = (b * tq + min(i, tq - 1u)) * hq + h;
         var inv = 0.0;
         var row_lse = 0.0;
-        if (l > 0.0) {
-            inv = 1.0 / l;
-            row_lse = m + log(l);
+        if (l[r] > 0.0) {
+            inv = 1.0 / l[r];
+            row_lse = m[r] + log(l[r]);
         }
-        let row = (b * tq + i) * hq + h;
-        for (var u = 0u; u < DPT; u++) {
-            let x = tc + u * TPR;
-            if (x < D) {
-                let g = gate[row * D + x];
-                y[row * D + x] = acc[u] * inv / (1.0 + exp(-g));
+        var out: array<vec4<f32>, D4C>;
+        for (var x = 0u; x < D4C; x++) {
+            let g = gate[row * d4 + min(x, d4 - 1u)];
+            out[x] = acc[r][x] * inv / (1.0 + exp(-g));
+        }
+        if (i < tq) {
+            for (var x = 0u; x < D4C; x++) {
+                if (x < d4) {
+                    y[row * d4 + x] = out[x];
+                }
             }
-        }
-        if (tc == 0u) {
             lse[row] = row_lse;
         }
     }

@@ -8,6 +8,7 @@ pub mod files;
 pub mod generate;
 pub mod hybrid;
 pub mod load;
+pub mod score;
 pub mod tokenizer;
 pub mod weights;
 

@@ -1,9 +1,12 @@
 //! Launches of the gated-attention WGSL kernels (`shaders/gated_attention_*.wgsl`) on
 //! `CubeTensor`s.
 //!
-//! Only the head dim and the tile sizes derived from it are template constants; every other
-//! size (batch, lengths, heads, offset, scale, key ranges) travels in the run-time `params`
-//! buffer, so one compiled pipeline per head dim serves every call, every decode step included.
+//! Only the head-dim class (16, 32, 64, 128, 256: the capacity of the kernels' register
+//! arrays) and the tile sizes derived from it are template constants; every other size (batch,
+//! lengths, heads, the head dim itself, offset, scale, key ranges) travels in the run-time
+//! `params` buffer. One compiled pipeline per class serves every call, every decode step
+//! included, and the loops over the head dim stay loops (small code: CPU drivers such as
+//! lavapipe compile a fully unrolled kernel for tens of seconds).
 
 use burn::backend::Cube;
 use burn::backend::TensorMetadata;
@@ -85,102 +88,59 @@ fn params(s: Sizes, p: &KernelParams) -> Vec<u32> {
         s.hkv as u32,
         n_rows as u32,
         p.scale.to_bits(),
+        s.d as u32,
+        0,
     ];
     out.extend(p.ranges.iter().flatten().copied());
     out
 }
 
-/// Tile sizes of one kernel for one head dim: `r` rows owned by the workgroup (accumulators
-/// in registers), `c` rows per streamed tile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Tiles {
-    pub d: usize,
-    pub r: usize,
-    pub c: usize,
+/// Invocations per workgroup of the forward, dk/dv and dq kernels.
+pub(crate) const BLOCK_WG: usize = 16;
+
+/// Rows per invocation of the forward and dq kernels (register blocking: each key loaded from
+/// workgroup memory feeds `rb` rows).
+pub(crate) fn rb_rows(d: usize) -> usize {
+    match class(d) {
+        0..=64 => 8,
+        65..=128 => 4,
+        _ => 2,
+    }
 }
 
-impl Tiles {
-    /// Forward: `r` queries per workgroup, tiles of `c` keys.
-    pub(crate) fn forward(d: usize) -> Self {
-        let (r, c) = match d {
-            0..=16 => (64, 16),
-            17..=32 => (32, 16),
-            33..=64 => (16, 16),
-            65..=128 => (8, 8),
-            _ => (4, 4),
-        };
-        Self { d, r, c }
+/// Keys per invocation of the dk/dv kernel (four register arrays per key, hence half).
+pub(crate) fn rb_keys(d: usize) -> usize {
+    match class(d) {
+        0..=64 => 4,
+        65..=128 => 2,
+        _ => 1,
     }
+}
 
-    /// Backward (dk/dv: `r` keys, tiles of `c` queries; dq: `r` queries, tiles of `c` keys).
-    pub(crate) fn backward(d: usize) -> Self {
-        let (r, c) = match d {
-            0..=16 => (32, 16),
-            17..=32 => (16, 16),
-            33..=64 => (16, 8),
-            65..=128 => (8, 4),
-            _ => (4, 2),
-        };
-        Self { d, r, c }
-    }
+/// The head-dim class of `d`: the capacity the kernels' arrays are compiled for.
+pub(crate) fn class(d: usize) -> usize {
+    d.next_power_of_two().max(16)
+}
 
-    fn tpr(&self) -> usize {
-        WG / self.r
-    }
-    fn dpt(&self) -> usize {
-        self.d.div_ceil(self.tpr())
-    }
-    fn entries(&self) -> usize {
-        self.r * self.c
-    }
-    /// Pieces each dot product is split in so that all invocations work on the score tile.
-    fn parts(&self) -> usize {
-        (WG / self.entries()).max(1)
-    }
-    /// Length of a partial-dot buffer (1 when unused: WGSL arrays cannot be empty).
-    fn red_len(&self) -> usize {
-        if self.parts() > 1 { WG } else { 1 }
-    }
+/// Rows per streamed tile (keys in forward and dq, queries in dk/dv) for head dim `d`: two
+/// `[tile, class]` f32 tiles fill 8 KiB of workgroup memory.
+pub(crate) fn tile(d: usize) -> usize {
+    (1024 / class(d)).clamp(4, 64)
+}
 
-    fn consts(&self, k: WgslKernel) -> WgslKernel {
-        k.with("d", self.d)
-            .with("wg", WG)
-            .with("tpr", self.tpr())
-            .with("dpt", self.dpt())
-            .with("parts", self.parts())
-            .with("dp", self.d.div_ceil(self.parts()))
-            .with("red_len", self.red_len())
-    }
+/// Workgroup bytes of the forward and dq kernels.
+pub(crate) fn forward_bytes(d: usize) -> usize {
+    8 * tile(d) * class(d) + 8
+}
 
-    /// Workgroup bytes of the forward kernel with these tiles.
-    pub(crate) fn forward_bytes(&self) -> usize {
-        4 * (self.r * self.d + 2 * self.c * self.d + self.entries() + self.red_len()) + 8
-    }
-
-    /// Workgroup bytes of the dk/dv kernel.
-    pub(crate) fn dkv_bytes(&self) -> usize {
-        4 * (2 * self.r * self.d
-            + 2 * self.c * self.d
-            + 2 * self.entries()
-            + 2 * self.red_len()
-            + 2 * self.c)
-            + 12
-    }
-
-    /// Workgroup bytes of the dq kernel.
-    pub(crate) fn dq_bytes(&self) -> usize {
-        4 * (2 * self.r * self.d
-            + 2 * self.c * self.d
-            + self.entries()
-            + 2 * self.red_len()
-            + 2 * self.r)
-            + 8
-    }
+/// Workgroup bytes of the dk/dv kernel.
+pub(crate) fn dkv_bytes(d: usize) -> usize {
+    8 * tile(d) * class(d) + 8 * tile(d) + 12
 }
 
 /// Workgroup bytes of the decode kernel.
 pub(crate) fn decode_bytes(d: usize) -> usize {
-    4 * (d + 2 * WG) + 8
+    4 * (class(d) + 2 * WG) + 8
 }
 
 /// Result of the forward kernel.
@@ -194,19 +154,21 @@ pub(crate) struct Forward {
 /// Flash-style forward: `gated_attention_forward.wgsl`.
 pub(crate) fn forward(x: &Inputs, p: &KernelParams) -> Forward {
     let s = x.sizes();
-    let t = Tiles::forward(s.d);
     let y = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
     let lse = empty_f32(&x.q, [s.b, s.tq, s.hq]);
-    debug_assert!(t.forward_bytes() <= WORKGROUP_BYTES);
-    t.consts(WgslKernel::new("gated_attention_forward", FORWARD_WGSL))
-        .with("br", t.r)
-        .with("bc", t.c)
-        .with("q_len", t.r * s.d)
-        .with("kv_len", t.c * s.d)
-        .with("s_len", t.entries())
+    debug_assert!(forward_bytes(s.d) <= WORKGROUP_BYTES);
+    WgslKernel::new("gated_attention_forward", FORWARD_WGSL)
+        .with("d4c", class(s.d) / 4)
+        .with("bc", tile(s.d))
+        .with("wg", BLOCK_WG)
+        .with("rb", rb_rows(s.d))
         .launch(
-            WG as u32,
-            [s.tq.div_ceil(t.r) as u32, s.hq as u32, s.b as u32],
+            BLOCK_WG as u32,
+            [
+                s.tq.div_ceil(BLOCK_WG * rb_rows(s.d)) as u32,
+                s.hq as u32,
+                s.b as u32,
+            ],
             &[&x.q, &x.k, &x.v, &x.gate, &y, &lse],
             &params(s, p),
         );
@@ -220,7 +182,7 @@ pub(crate) fn decode(x: &Inputs, p: &KernelParams) -> CubeTensor {
     let y = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
     debug_assert!(decode_bytes(s.d) <= WORKGROUP_BYTES);
     WgslKernel::new("gated_attention_decode", DECODE_WGSL)
-        .with("d", s.d)
+        .with("dc", class(s.d))
         .with("wg", WG)
         .launch(
             WG as u32,
@@ -270,7 +232,6 @@ pub(crate) fn backward(
     let dgate = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
     let stats = empty_f32(&x.q, [2 * n_rows]);
     WgslKernel::new("gated_attention_backward_prep", PREP_WGSL)
-        .with("d", s.d)
         .with("wg", WG)
         .with("tprw", PREP_TPR)
         .launch(
@@ -280,34 +241,39 @@ pub(crate) fn backward(
             &prm,
         );
 
-    let t = Tiles::backward(s.d);
-    debug_assert!(t.dkv_bytes() <= WORKGROUP_BYTES && t.dq_bytes() <= WORKGROUP_BYTES);
+    debug_assert!(dkv_bytes(s.d) <= WORKGROUP_BYTES && forward_bytes(s.d) <= WORKGROUP_BYTES);
     let kv_shape = [s.b, s.tks, s.hkv, s.d];
     let n_kv = kv_shape.iter().product::<usize>();
     let dkv = empty_f32(&x.q, [2 * n_kv]);
-    t.consts(WgslKernel::new("gated_attention_backward_dkv", DKV_WGSL))
-        .with("r", t.r)
-        .with("c", t.c)
-        .with("kv_len", t.r * s.d)
-        .with("q_len", t.c * s.d)
-        .with("p_len", t.entries())
+    WgslKernel::new("gated_attention_backward_dkv", DKV_WGSL)
+        .with("d4c", class(s.d) / 4)
+        .with("c", tile(s.d))
+        .with("wg", BLOCK_WG)
+        .with("rb", rb_keys(s.d))
         .launch(
-            WG as u32,
-            [s.tks.div_ceil(t.r) as u32, s.hkv as u32, s.b as u32],
+            BLOCK_WG as u32,
+            [
+                s.tks.div_ceil(BLOCK_WG * rb_keys(s.d)) as u32,
+                s.hkv as u32,
+                s.b as u32,
+            ],
             &[&x.q, &x.k, &x.v, &da, &stats, &dkv],
             &prm,
         );
 
     let dq = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
-    t.consts(WgslKernel::new("gated_attention_backward_dq", DQ_WGSL))
-        .with("r", t.r)
-        .with("c", t.c)
-        .with("q_len", t.r * s.d)
-        .with("kv_len", t.c * s.d)
-        .with("p_len", t.entries())
+    WgslKernel::new("gated_attention_backward_dq", DQ_WGSL)
+        .with("d4c", class(s.d) / 4)
+        .with("c", tile(s.d))
+        .with("wg", BLOCK_WG)
+        .with("rb", rb_rows(s.d))
         .launch(
-            WG as u32,
-            [s.tq.div_ceil(t.r) as u32, s.hq as u32, s.b as u32],
+            BLOCK_WG as u32,
+            [
+                s.tq.div_ceil(BLOCK_WG * rb_rows(s.d)) as u32,
+                s.hq as u32,
+                s.b as u32,
+            ],
             &[&x.q, &x.k, &x.v, &da, &stats, &dq],
             &prm,
         );
@@ -327,17 +293,10 @@ mod tests {
     #[test]
     fn every_head_dim_fits_webgpu_default_workgroup_memory() {
         for d in 1..=super::super::MAX_HEAD_DIM {
-            let f = Tiles::forward(d);
-            let b = Tiles::backward(d);
-            assert!(f.forward_bytes() <= WORKGROUP_BYTES, "forward d={d}");
-            assert!(b.dkv_bytes() <= WORKGROUP_BYTES, "dkv d={d}");
-            assert!(b.dq_bytes() <= WORKGROUP_BYTES, "dq d={d}");
+            assert!(forward_bytes(d) <= WORKGROUP_BYTES, "forward/dq d={d}");
+            assert!(dkv_bytes(d) <= WORKGROUP_BYTES, "dkv d={d}");
             assert!(decode_bytes(d) <= WORKGROUP_BYTES, "decode d={d}");
-            for t in [f, b] {
-                assert!(WG.is_multiple_of(t.r));
-                assert!(t.entries() >= WG || WG.is_multiple_of(t.entries()));
-                assert!(t.entries() <= WG || t.entries().is_multiple_of(WG));
-            }
         }
+        assert_eq!([16, 32, 64, 128, 256].map(tile), [64, 32, 16, 8, 4]);
     }
 }

@@ -12,8 +12,9 @@
 //! On a wgpu device the WGSL kernels in `shaders/gated_attention_*.wgsl` run: a flash-style
 //! forward (K/V tiles in workgroup memory, online softmax, the gate fused in the epilogue; it
 //! saves the row log-sum-exp), a backward that recomputes the probabilities from it (O(T)
-//! memory), and a one-token decode kernel reading a [`KvCache`] in place. Elsewhere
-//! [`reference`] (composed tensor ops, materialised softmax) runs.
+//! memory), and a one-token decode kernel reading a [`KvCache`] in place. Elsewhere, and for
+//! head dims that are not a multiple of 4 (the kernels move `vec4<f32>`), [`reference`]
+//! (composed tensor ops, materialised softmax) runs.
 //!
 //! - [`gated_attention`]: prefill / training, differentiable through Burn's autodiff.
 //! - [`gated_attention_decode`]: one query token against given keys/values (generation).
@@ -232,13 +233,22 @@ fn check_kernel_limits(d: Dims, past_len: usize, tks: usize) -> Result<(), Atten
             "{d:?} (past_len {past_len}) exceeds the kernels' 32-bit indexing"
         )));
     }
-    let rows_per_group = 4; // the smallest forward / backward query tile
-    if d.tq.div_ceil(rows_per_group) > 65_535 || d.hq > 65_535 || d.b > 65_535 {
+    if d.tq.div_ceil(kernels::BLOCK_WG) > 65_535
+        || tks.div_ceil(kernels::BLOCK_WG) > 65_535
+        || d.hq > 65_535
+        || d.b > 65_535
+    {
         return Err(shape_err(format!(
             "{d:?} exceeds the kernels' workgroup grid (65535 per dimension)"
         )));
     }
     Ok(())
+}
+
+/// Whether the WGSL kernels serve a call on `device` with head dim `d` (they move data as
+/// `vec4<f32>`; other head dims run the reference).
+fn use_wgsl(device: &Device, d: usize) -> bool {
+    d.is_multiple_of(4) && crate::device::supports_wgsl(device)
 }
 
 fn f32_4(x: Tensor<4>) -> Tensor<4> {
@@ -278,7 +288,7 @@ pub fn gated_attention(
 ) -> Result<Tensor<4>, AttentionError> {
     let dims = check_shapes(&q, &k, &v, &gate, opts)?;
     let (q, k, v, gate) = (f32_4(q), f32_4(k), f32_4(v), f32_4(gate));
-    if !crate::device::supports_wgsl(&q.device()) {
+    if !use_wgsl(&q.device(), dims.d) {
         return Ok(reference::forward(q, k, v, gate, opts));
     }
     check_kernel_limits(dims, opts.past_len, dims.tk)?;
@@ -315,7 +325,7 @@ pub fn gated_attention_decode(
         f32_4(v).inner(),
         f32_4(gate).inner(),
     );
-    if !crate::device::supports_wgsl(&q.device()) {
+    if !use_wgsl(&q.device(), dims.d) {
         return Ok(reference::forward(q, k, v, gate, opts));
     }
     check_kernel_limits(dims, opts.past_len, dims.tk)?;
@@ -503,7 +513,7 @@ impl KvCache {
         let q = f32_4(q).inner();
         let gate = f32_4(gate).inner();
         same_device(&[&q, &gate, &keys])?;
-        if !crate::device::supports_wgsl(&self.device) {
+        if !use_wgsl(&self.device, dims.d) {
             return Ok(reference::forward(
                 q,
                 keys.narrow(1, 0, self.len),

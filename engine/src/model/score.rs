@@ -1,0 +1,128 @@
+//! Teacher-forced scoring: per-token log-probabilities (and entropies) of given tokens under
+//! the model, differentiable when the model's parameters track gradients.
+//!
+//! ```text
+//! logp[b, j]    = log softmax(logits(seq_b[..p_b + j]) / τ)[completion_b[j]]
+//! entropy[b, j] = −Σ_v π_v log π_v  of the same distribution
+//! ```
+//! Rows are `prompt ++ completion`, right-padded into one batch: padding comes after every
+//! real token, so causal attention and the recurrent scan never let it reach a real position
+//! and no mask is needed inside the model. Completion positions are gathered into a
+//! completion-aligned `[B, Tc]` layout (column j = j-th completion token of each row).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::hybrid::HybridModel;
+use crate::nn::attention::AttentionContext;
+
+/// Per-token scores of completions, completion-aligned `[B, Tc]` (Tc = longest completion).
+#[derive(Debug, Clone)]
+pub struct TokenScores {
+    /// log π(token) (at temperature τ); 0 on padding.
+    pub logp: Tensor<2>,
+    /// Entropy of π at each position (only when asked for); 0 on padding.
+    pub entropy: Option<Tensor<2>>,
+    /// 1 for real completion tokens, 0 for padding.
+    pub mask: Tensor<2>,
+}
+
+/// Bad scoring requests.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScoreError {
+    #[error("score: {0}")]
+    Input(String),
+}
+
+/// Scores `completions[b]` after `prompts[b]` (token ids; every prompt non-empty). Logits are
+/// divided by `temperature` (1 = the model's distribution) before the softmax, as TRL does.
+pub fn score_completions(
+    model: &HybridModel,
+    prompts: &[Vec<u32>],
+    completions: &[Vec<u32>],
+    temperature: f32,
+    with_entropy: bool,
+    device: &Device,
+) -> Result<TokenScores, ScoreError> {
+    if prompts.len() != completions.len() || prompts.is_empty() {
+        return Err(ScoreError::Input(format!(
+            "{} prompts for {} completions (need the same number, at least one)",
+            prompts.len(),
+            completions.len()
+        )));
+    }
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(ScoreError::Input(format!(
+            "temperature must be positive, got {temperature}"
+        )));
+    }
+    let vocab = model.vocab_size();
+    for (i, (p, c)) in prompts.iter().zip(completions).enumerate() {
+        if p.is_empty() {
+            return Err(ScoreError::Input(format!("prompt {i} is empty")));
+        }
+        if let Some(&t) = p.iter().chain(c).find(|&&t| t as usize >= vocab) {
+            return Err(ScoreError::Input(format!(
+                "row {i} has token id {t}, outside the vocabulary of {vocab}"
+            )));
+        }
+    }
+    let b = prompts.len();
+    let tc = completions.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let t = prompts
+        .iter()
+        .zip(completions)
+        .map(|(p, c)| p.len() + c.len())
+        .max()
+        .unwrap_or(1);
+    // Inputs: the sequence minus its last token (the last token is only a target).
+    let t_in = (t - 1).max(1);
+    let mut ids = vec![0i64; b * t_in];
+    let mut gather = vec![0i64; b * tc];
+    let mut targets = vec![0i64; b * tc];
+    let mut mask = vec![0f32; b * tc];
+    for (r, (p, c)) in prompts.iter().zip(completions).enumerate() {
+        for (i, &tok) in p.iter().chain(c).take(t_in).enumerate() {
+            ids[r * t_in + i] = i64::from(tok);
+        }
+        for (j, &tok) in c.iter().enumerate() {
+            // The logits at input position p + j − 1 predict completion token j.
+            gather[r * tc + j] = (p.len() + j - 1) as i64;
+            targets[r * tc + j] = i64::from(tok);
+            mask[r * tc + j] = 1.0;
+        }
+    }
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t_in]), device);
+    let ctx = AttentionContext::contiguous(b, t_in, 0, device);
+    let mut cache = model.new_cache();
+    let hidden = model.hidden(ids, &mut cache, &ctx);
+    let h = hidden.dims()[2];
+    let gather = Tensor::<2, Int>::from_data(TensorData::new(gather, [b, tc]), device);
+    let hidden = hidden.gather(1, gather.unsqueeze_dim::<3>(2).repeat_dim(2, h));
+    let logits = model.logits(hidden);
+    let logits = if temperature == 1.0 {
+        logits
+    } else {
+        logits.div_scalar(temperature)
+    };
+    let logp_all = log_softmax(logits, 2);
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b, tc]), device);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, tc]), device);
+    let logp = logp_all
+        .clone()
+        .gather(2, targets.unsqueeze_dim::<3>(2))
+        .reshape([b, tc])
+        * mask.clone();
+    let entropy = with_entropy.then(|| {
+        let ent = (logp_all.clone().exp() * logp_all)
+            .sum_dim(2)
+            .reshape([b, tc])
+            .neg();
+        ent * mask.clone()
+    });
+    Ok(TokenScores {
+        logp,
+        entropy,
+        mask,
+    })
+}
