@@ -388,6 +388,14 @@ fn trl_advantages_match() {
         let got: Vec<f64> = got.iter().map(|r| r[0]).collect();
         close(&got, &vec1(&case["out"]), 1e-9, 1e-9, &format!("{scale:?}"));
     }
+    let gdpo = advantage::normalize_then_sum(&per_func, &weights, &groups, 1e-4).unwrap();
+    close(
+        &gdpo,
+        &vec1(&a["normalize_then_sum"]),
+        1e-9,
+        1e-9,
+        "normalize_then_sum",
+    );
 }
 
 #[test]

@@ -147,6 +147,65 @@ pub fn aggregate_rewards(per_func: &[Vec<f64>], weights: &[f64]) -> Result<Vec<f
         .collect())
 }
 
+/// TRL's `normalize_then_sum` (GDPO, `grpo_trainer.py:2790-2800`): each reward function is
+/// group-normalised on its own, (R_f − nanmean_g)/(nanstd_g + eps) (NaN where it did not apply or
+/// its group has < 2 values), the weighted sum skips NaNs, rows where no function applied stay
+/// NaN, and the sum is normalised over the batch: A = (r − nanmean(r))/(nanstd(r) + eps); NaN → 0.
+/// TRL uses eps = 1e-4. Returns per-sequence advantages.
+pub fn normalize_then_sum(
+    per_func: &[Vec<f64>],
+    weights: &[f64],
+    groups: &[usize],
+    eps: f64,
+) -> Result<Vec<f64>, RlError> {
+    let b = per_func.len();
+    if b == 0 {
+        return Err(RlError::Empty("no rewards"));
+    }
+    check_grid("rewards per function", per_func, b, weights.len())?;
+    if groups.len() != b {
+        return Err(RlError::Shape {
+            what: "group ids",
+            expected: vec![b],
+            got: vec![groups.len()],
+        });
+    }
+    let nanmean = |xs: &[f64]| {
+        let v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let nanstd = |xs: &[f64]| {
+        let v: Vec<f64> = xs.iter().copied().filter(|x| !x.is_nan()).collect();
+        std_unbiased(&v)
+    };
+    let mut summed = vec![0.0; b];
+    for m in group_members(groups) {
+        for (f, w) in weights.iter().enumerate() {
+            let col: Vec<f64> = m.iter().map(|&i| per_func[i][f]).collect();
+            let (mean, std) = (nanmean(&col), nanstd(&col));
+            for &i in &m {
+                let z = (per_func[i][f] - mean) / (std + eps);
+                if !z.is_nan() {
+                    summed[i] += z * w;
+                }
+            }
+        }
+    }
+    for (i, row) in per_func.iter().enumerate() {
+        if row.iter().all(|x| x.is_nan()) {
+            summed[i] = f64::NAN;
+        }
+    }
+    let (mean, std) = (nanmean(&summed), nanstd(&summed));
+    Ok(summed
+        .iter()
+        .map(|r| {
+            let a = (r - mean) / (std + eps);
+            if a.is_nan() { 0.0 } else { a }
+        })
+        .collect())
+}
+
 /// Members of each group, in order of first appearance.
 fn group_members(groups: &[usize]) -> Vec<Vec<usize>> {
     let mut slot: HashMap<usize, usize> = HashMap::new();
