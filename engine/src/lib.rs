@@ -9,4 +9,5 @@ pub mod device;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod rl;
 pub mod train;
