@@ -8,3 +8,4 @@ pub mod device;
 pub mod model;
 pub mod nn;
 pub mod ops;
+pub mod rl;
