@@ -122,14 +122,10 @@ pub async fn target_logprobs_async(
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| format!("reading log-probabilities back: {e:?}"))?;
-        out.extend(
-            sums.iter()
-                .zip(&targets)
-                .map(|(&s, t)| TargetLogProb {
-                    sum: f64::from(s),
-                    len: t.len(),
-                }),
-        );
+        out.extend(sums.iter().zip(&targets).map(|(&s, t)| TargetLogProb {
+            sum: f64::from(s),
+            len: t.len(),
+        }));
     }
     Ok(out)
 }

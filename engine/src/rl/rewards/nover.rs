@@ -197,7 +197,11 @@ impl<'a> NoverReward<'a> {
     }
 
     /// A proxy's model on the proxy's device.
-    pub fn from_proxy(proxy: &'a ProxyModel, tokenizer: &'a Tokenizer, config: NoverConfig) -> Self {
+    pub fn from_proxy(
+        proxy: &'a ProxyModel,
+        tokenizer: &'a Tokenizer,
+        config: NoverConfig,
+    ) -> Self {
         Self::new(proxy.model(), tokenizer, proxy.device(), config)
     }
 
@@ -249,14 +253,11 @@ impl<'a> NoverReward<'a> {
                 message,
             })?
         };
-        let logprob: Vec<Option<TargetLogProb>> =
-            slot.iter().map(|s| s.map(|k| lps[k])).collect();
+        let logprob: Vec<Option<TargetLogProb>> = slot.iter().map(|s| s.map(|k| lps[k])).collect();
         let ppl: Vec<Option<f64>> = logprob
             .iter()
             .zip(&lens)
-            .map(|(lp, l)| {
-                lp.and_then(|lp| reasoning_perplexity(lp, l.unwrap_or(0), cfg.log_base))
-            })
+            .map(|(lp, l)| lp.and_then(|lp| reasoning_perplexity(lp, l.unwrap_or(0), cfg.log_base)))
             .collect();
         let mut reasoning = vec![0.0; samples.len()];
         let mut efficiency = vec![0.0; samples.len()];
@@ -264,7 +265,9 @@ impl<'a> NoverReward<'a> {
         groups.sort_unstable();
         groups.dedup();
         for g in groups {
-            let idx: Vec<usize> = (0..samples.len()).filter(|&i| samples[i].group == g).collect();
+            let idx: Vec<usize> = (0..samples.len())
+                .filter(|&i| samples[i].group == g)
+                .collect();
             let p: Vec<Option<f64>> = idx.iter().map(|&i| ppl[i]).collect();
             let l: Vec<usize> = idx.iter().map(|&i| lens[i].unwrap_or(0)).collect();
             let r = rank_rewards(&p);

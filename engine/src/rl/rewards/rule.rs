@@ -702,10 +702,7 @@ impl RuleReward for FormatReward {
                     &["<think>", "</think>", "<answer>", "</answer>"]
                 };
                 let each = 1.0 / tags.len() as f64;
-                tags.iter()
-                    .filter(|t| c.matches(*t).count() == 1)
-                    .count() as f64
-                    * each
+                tags.iter().filter(|t| c.matches(*t).count() == 1).count() as f64 * each
             }
         })
     }

@@ -106,9 +106,8 @@ pub fn parse_self_score(text: &str, scale: f64) -> Option<SelfScore> {
     let line_end = text[value_at..]
         .find('\n')
         .map_or(text.len(), |k| value_at + k);
-    let raw = text[value_at..line_end].trim_end_matches(|c: char| {
-        c.is_whitespace() || matches!(c, '.' | '*' | ')' | ']')
-    });
+    let raw = text[value_at..line_end]
+        .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | ')' | ']'));
     if !trailing_ok(&text[line_end..]) {
         return None;
     }

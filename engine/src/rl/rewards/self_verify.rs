@@ -135,8 +135,8 @@ pub fn parse_rubric_score(text: &str) -> Result<f64, FormatError> {
     let v = match t.as_str() {
         "0" | "0.0" | "0.00" => 0.0,
         "1" | "1.0" | "1.00" => 1.0,
-        "0.5" | ".5" | "0.50" | "1/2" | "½" | "\\frac{1}{2}" | "\\dfrac{1}{2}" | "\\tfrac{1}{2}"
-        | "\\frac12" | "\\dfrac12" | "\\tfrac12" => 0.5,
+        "0.5" | ".5" | "0.50" | "1/2" | "½" | "\\frac{1}{2}" | "\\dfrac{1}{2}"
+        | "\\tfrac{1}{2}" | "\\frac12" | "\\dfrac12" | "\\tfrac12" => 0.5,
         _ => return Err(FormatError::BadScore(text.trim().to_string())),
     };
     Ok(v)
@@ -381,7 +381,12 @@ pub async fn score_proofs_async(
             let i = v_owner[k];
             let proof = &parsed[i].as_ref().map(|g| g.proof.as_str()).unwrap_or("");
             m_of_report[k] = Some(m_prompts.len());
-            m_prompts.push(meta_verifier_prompt(&problems[i], proof, &v.analysis, v.score));
+            m_prompts.push(meta_verifier_prompt(
+                &problems[i],
+                proof,
+                &v.analysis,
+                v.score,
+            ));
         }
     }
     for (i, p) in parsed.iter().enumerate() {
