@@ -74,6 +74,9 @@ impl AnswerTemplate {
     }
 }
 
+/// A `(context, target)` pair of token ids.
+pub type TokenPair = (Vec<u32>, Vec<u32>);
+
 /// Sum of log-probabilities and token count of one target.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TargetLogProb {
@@ -95,7 +98,7 @@ impl TargetLogProb {
 /// `temperature`. Values are read back asynchronously.
 pub async fn target_logprobs_async(
     model: &HybridModel,
-    pairs: &[(Vec<u32>, Vec<u32>)],
+    pairs: &[TokenPair],
     temperature: f32,
     max_batch: usize,
     device: &Device,
@@ -134,7 +137,7 @@ pub async fn target_logprobs_async(
 #[cfg(not(target_family = "wasm"))]
 pub fn target_logprobs(
     model: &HybridModel,
-    pairs: &[(Vec<u32>, Vec<u32>)],
+    pairs: &[TokenPair],
     temperature: f32,
     max_batch: usize,
     device: &Device,
@@ -244,7 +247,7 @@ impl<'a> LikelihoodReward<'a> {
     }
 
     /// The `(context, target)` token ids of a sample (`None` without a reference).
-    pub fn pair(&self, sample: &Sample) -> Result<Option<(Vec<u32>, Vec<u32>)>, RewardError> {
+    pub fn pair(&self, sample: &Sample) -> Result<Option<TokenPair>, RewardError> {
         let Some(reference) = sample.reference.as_deref() else {
             return Ok(None);
         };
