@@ -190,6 +190,10 @@ fn accuracy_and_exact_match_rewards() {
     assert_eq!(acc.score_one(&s("\\boxed{71}")), Some(0.0));
     assert_eq!(acc.score_one(&s("I do not know")), Some(0.0));
     assert_eq!(acc.score_one(&Sample::new("q", "\\boxed{72}")), None);
+    let half = |c: &str| Sample::new("q", c).with_reference("\\boxed{\\frac{1}{2}}");
+    assert_eq!(acc.score_one(&half("it is 0.5")), Some(1.0));
+    assert_eq!(acc.score_one(&half("\\boxed{50\\%}")), Some(1.0));
+    assert_eq!(acc.score_one(&half("\\boxed{1/3}")), Some(0.0));
     let boxed_only = AccuracyReward::new(Extractor::Boxed);
     assert_eq!(
         boxed_only.score_one(&s("72")),
@@ -298,6 +302,90 @@ fn length_rules() {
         shape: lin,
     };
     assert_eq!(chars.score_one(&Sample::new("", "héllo")), Some(-0.05));
+}
+
+/// Parsers never panic on arbitrary text (multi-byte characters next to digits, braces,
+/// backslashes and tags).
+#[test]
+fn parsers_survive_arbitrary_text() {
+    let pieces = [
+        "1",
+        "23",
+        ",",
+        ".",
+        "-",
+        "+",
+        "/",
+        "%",
+        "e",
+        "E",
+        "{",
+        "}",
+        "\\",
+        "\\boxed",
+        "\\fbox",
+        "\\frac",
+        "\\dfrac",
+        "\\times",
+        "10^",
+        "#",
+        "####",
+        " ",
+        "\n",
+        "$",
+        "é",
+        "ñ",
+        "−",
+        "½",
+        "日本",
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "Score:",
+        "## Self-Evaluation",
+        "self-assessment",
+        "x",
+        "=",
+        "(",
+        ")",
+        "\\%",
+        "{,}",
+        "\\,",
+        "°",
+        "^\\circ",
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let t = Tolerance::default();
+    for _ in 0..4000 {
+        let len = (next() % 12) as usize;
+        let text: String = (0..len)
+            .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+            .collect();
+        let _ = extract_boxed(&text);
+        let _ = extract_gsm8k(&text);
+        let _ = extract_tag(&text, "answer");
+        let last = extract_last_number(&text);
+        if let Some(n) = &last {
+            assert!(parse_number(n).is_some(), "{n:?} from {text:?} must parse");
+        }
+        let _ = parse_number(&text);
+        let _ = normalize_answer(&text);
+        let _ = answers_match(&text, "1/2", t);
+        let _ = Extractor::Auto.extract(&text);
+        let _ = split_think_answer(&text, false);
+        let _ = split_think_answer(&text, true);
+        let _ = parse_self_score(&text, 1.0);
+        let _ = parse_generation(&text);
+        let _ = parse_verification(&text);
+        let _ = parse_rubric_score(&text);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -458,7 +546,11 @@ fn nover_reward_matches_hand_computation() {
             .in_group(1),
     );
     samples.push(Sample::new("Q: 1+1?\n", "<think>x</think><answer>2</answer>").in_group(1));
-    let cfg = NoverConfig::default();
+    // Two rows per forward pass: the three valid samples span two batches.
+    let cfg = NoverConfig {
+        max_batch: 2,
+        ..NoverConfig::default()
+    };
     let reward = NoverReward::new(&model, &tok, &dev, cfg.clone());
     let details = reward.details(&samples).unwrap();
     // Hand: P for the format-valid samples with a reference.
