@@ -4,8 +4,10 @@
 //! The crate is platform-neutral: no filesystem or threads in core paths, no blocking
 //! readbacks on wasm.
 
+pub mod demo;
 pub mod device;
 pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod rl;
+pub mod train;

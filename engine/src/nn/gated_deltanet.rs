@@ -98,7 +98,15 @@ impl GatedDeltaNet {
             .narrow(2, 2 * nk * dk, nv * dv)
             .reshape([b, t, nv, dv]);
 
-        let opts = DeltaRuleOptions::default();
+        // The smallest chunk that holds a short sequence: same result, less padded work.
+        let opts = DeltaRuleOptions {
+            chunk_size: match t {
+                0..=16 => 16,
+                17..=32 => 32,
+                _ => 64,
+            },
+            ..DeltaRuleOptions::default()
+        };
         let decode = t == 1 && rec.is_some() && !v.device().is_autodiff();
         let out = match rec {
             Some(s) if decode => delta_rule::delta_rule_decode(q, k, v, g, beta, s, &opts),
