@@ -8,7 +8,7 @@
 //! - meta-verifier: (X, Y, analysis, its score) → m ∈ {0, ½, 1}: are the issues raised real
 //!   and is the score justified by them?
 //!
-//! Rewards (paper, Eqs. 3–6):
+//! Rewards (paper, §2: verifier and generator training):
 //! ```text
 //! verifier:   R_V = R_format(V) · (1 − |s − s*|) · m(V)          s* = reference score
 //! generator:  R_G = R_format(Y, Z) · (α·R_Y + β·R_Z)             α = 0.76, β = 0.24
