@@ -32,6 +32,11 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Write the logits of token-id rows to a safetensors file (to compare implementations).
     Logits(cmd::logits::Args),
+    /// Train a tiny hybrid model from scratch on an embedded task (SFT, then GRPO-family RL)
+    /// and report held-out accuracy before and after each phase; the last stdout line is JSON.
+    Demo(train::demo::Args),
+    /// SFT and/or GRPO-family RL from a TOML recipe, with checkpoints, metrics and plots.
+    Train(train::run::Args),
     /// Time Sluice's kernels against the composed-ops reference (and PyTorch, if asked).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -43,6 +48,8 @@ fn main() {
         Command::Generate(args) => cmd::generate::run(&args),
         Command::Chat(args) => cmd::chat::run(&args),
         Command::Logits(args) => cmd::logits::run(&args),
+        Command::Demo(args) => train::demo::run(&args),
+        Command::Train(args) => train::run::run(&args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     if let Err(e) = result {

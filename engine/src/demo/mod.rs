@@ -1,6 +1,9 @@
-//! The built-in demo task: a tiny hybrid model learns multi-digit addition from scratch, with
-//! a character-level tokenizer and a model config embedded here (nothing is downloaded).
+//! The built-in demo: a tiny hybrid model learns an embedded task (digit sorting or
+//! addition) from scratch with a character-level tokenizer and a model config embedded here
+//! (nothing is downloaded) — SFT, then GRPO-family RL with a rule verifier ([`run`]).
 
-pub mod addition;
+pub mod run;
+pub mod task;
+pub mod vocab;
 
-pub use addition::{Addition, Problem};
+pub use task::{Problem, Task};

@@ -12,3 +12,4 @@ pub mod loss;
 pub mod presets;
 pub mod rewards;
 pub mod shaping;
+pub mod step;

@@ -68,6 +68,7 @@ impl DecayRule {
 
 /// AdamW hyper-parameters (the learning rate is given per step, from a schedule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AdamWConfig {
     pub beta1: f64,
     pub beta2: f64,

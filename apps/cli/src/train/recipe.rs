@@ -1,0 +1,223 @@
+//! Training recipes: the TOML file `sluice train --config` reads. Every field is documented
+//! in `recipes/reference.toml` (printed by `sluice train --help-recipe`), which is itself a
+//! valid recipe (a test parses it).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sluice::rl::presets::RlObjective;
+use sluice::rl::step::RlConfig;
+use sluice::train::optim::AdamWConfig;
+use sluice::train::schedule::LrSchedule;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    #[serde(default)]
+    pub seed: u64,
+    pub out: PathBuf,
+    #[serde(default = "default_save_every")]
+    pub save_every: u64,
+    pub model: ModelSource,
+    #[serde(default)]
+    pub optim: AdamWConfig,
+    pub sft: Option<SftPhase>,
+    pub rl: Option<RlPhase>,
+}
+
+fn default_save_every() -> u64 {
+    50
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSource {
+    pub path: Option<PathBuf>,
+    pub demo_hidden: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftPhase {
+    pub data: Option<PathBuf>,
+    pub task: Option<String>,
+    pub steps: u64,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    #[serde(default = "default_max_len")]
+    pub max_len: usize,
+    #[serde(default)]
+    pub packing: bool,
+    pub schedule: LrSchedule,
+}
+
+fn default_batch() -> usize {
+    16
+}
+fn one() -> usize {
+    1
+}
+fn default_max_len() -> usize {
+    512
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlPhase {
+    pub prompts: Option<PathBuf>,
+    pub task: Option<String>,
+    #[serde(default)]
+    pub chat: bool,
+    pub steps: u64,
+    pub schedule: LrSchedule,
+    pub rewards: Vec<RewardSpec>,
+    #[serde(default)]
+    pub sampling: RlConfig,
+    pub objective: Option<RlObjective>,
+}
+
+/// One reward function of a recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum RewardSpec {
+    ExactMatch {
+        #[serde(default = "unit")]
+        weight: f64,
+    },
+    Accuracy {
+        #[serde(default = "unit")]
+        weight: f64,
+    },
+    Format {
+        #[serde(default = "unit")]
+        weight: f64,
+    },
+    Length {
+        #[serde(default = "unit")]
+        weight: f64,
+        max_len: usize,
+        cache: usize,
+    },
+}
+
+fn unit() -> f64 {
+    1.0
+}
+
+impl Recipe {
+    /// Parses and checks a recipe (errors name the field).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let r: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+        match (&r.model.path, r.model.demo_hidden) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("[model]: give exactly one of `path` or `demo_hidden`".into()),
+        }
+        if r.sft.is_none() && r.rl.is_none() {
+            return Err("the recipe has neither an [sft] nor an [rl] phase".into());
+        }
+        if let Some(s) = &r.sft {
+            if s.data.is_some() == s.task.is_some() {
+                return Err("[sft]: give exactly one of `data` or `task`".into());
+            }
+            if s.steps == 0 || s.batch_size == 0 || s.grad_accum == 0 || s.max_len < 2 {
+                return Err(
+                    "[sft]: steps, batch_size and grad_accum must be positive, max_len ≥ 2".into(),
+                );
+            }
+        }
+        if let Some(p) = &r.rl {
+            if p.prompts.is_some() == p.task.is_some() {
+                return Err("[rl]: give exactly one of `prompts` or `task`".into());
+            }
+            if p.steps == 0 {
+                return Err("[rl]: steps must be positive".into());
+            }
+            if p.rewards.is_empty() {
+                return Err("[rl]: at least one reward is needed".into());
+            }
+            p.sampling
+                .validate()
+                .map_err(|e| format!("[rl.sampling]: {e}"))?;
+        }
+        if r.save_every == 0 {
+            return Err("save_every must be positive".into());
+        }
+        Ok(r)
+    }
+
+    /// Total steps over both phases.
+    pub fn total_steps(&self) -> u64 {
+        self.sft.as_ref().map_or(0, |s| s.steps) + self.rl.as_ref().map_or(0, |r| r.steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+seed = 3
+out = "runs/x"
+save_every = 5
+[model]
+demo_hidden = 32
+[optim]
+weight_decay = 0.0
+[sft]
+task = "sort"
+steps = 10
+schedule = { kind = "warmup_cosine", peak_lr = 1e-2, min_lr = 1e-3, warmup_steps = 2, total_steps = 10 }
+[rl]
+task = "sort"
+steps = 4
+schedule = { kind = "constant", lr = 5e-4 }
+rewards = [{ kind = "exact_match" }, { kind = "length", weight = 0.5, max_len = 8, cache = 2 }]
+[rl.sampling]
+preset = "dapo"
+group_size = 4
+[rl.objective.loss]
+epsilon_high = 0.3
+"#;
+
+    #[test]
+    fn reference_recipe_parses() {
+        let r = Recipe::from_toml(super::super::run::RECIPE_HELP).unwrap();
+        assert_eq!(r.total_steps(), 120);
+        assert_eq!(r.rl.unwrap().sampling.preset.as_deref(), Some("grpo"));
+    }
+
+    #[test]
+    fn full_recipe_parses() {
+        let r = Recipe::from_toml(FULL).unwrap();
+        assert_eq!(r.seed, 3);
+        assert_eq!(r.total_steps(), 14);
+        let rl = r.rl.unwrap();
+        assert_eq!(rl.sampling.group_size, 4);
+        assert_eq!(rl.sampling.preset.as_deref(), Some("dapo"));
+        assert_eq!(rl.objective.unwrap().loss.epsilon_high, 0.3);
+        assert_eq!(rl.rewards.len(), 2);
+        assert_eq!(r.optim.weight_decay, 0.0);
+    }
+
+    #[test]
+    fn bad_recipes_name_the_problem() {
+        for (patch, want) in [
+            ("demo_hidden = 32", "demo_hidden = 32\npath = \"x\""),
+            ("group_size = 4", "group_size = 1"),
+            ("steps = 4", "steps = 0"),
+            ("seed = 3", "seed = 3\nbogus = 1"),
+            ("preset = \"dapo\"", "preset = \"ppo\""),
+        ] {
+            let text = FULL.replacen(patch, want, 1);
+            assert!(Recipe::from_toml(&text).is_err(), "{want} should be rejected");
+        }
+        let e = Recipe::from_toml(&FULL.replacen("seed = 3", "seed = 3\nbogus = 1", 1))
+            .unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Recipe::from_toml(&FULL.replacen("preset = \"dapo\"", "preset = \"ppo\"", 1))
+            .unwrap_err();
+        assert!(e.contains("ppo"), "{e}");
+    }
+}

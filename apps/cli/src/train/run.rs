@@ -1,0 +1,505 @@
+//! `sluice train --config recipe.toml [--resume]`: SFT and/or GRPO-family RL from a recipe
+//! ([`super::recipe`]), with progress bars, metrics JSONL, PNG plots and atomic checkpoints.
+//!
+//! Every random choice is a function of `(seed, global step)` — the SFT data order (one
+//! shuffle per epoch), the RL prompts and the rollout sampler — so a run resumed from its
+//! checkpoint (model, AdamW moments, step, KL controller) continues exactly as an
+//! uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use serde_json::{Value, json};
+use sluice::demo::Task;
+use sluice::demo::vocab;
+use sluice::model::chat::{ChatOptions, Message};
+use sluice::model::tokenizer::Tokenizer;
+use sluice::model::{Config, HybridModel};
+use sluice::rl::kl::KlController;
+use sluice::rl::presets::KlPlacement;
+use sluice::rl::rewards::WeightedRewards;
+use sluice::rl::rewards::rule::{
+    AccuracyReward, ExactMatchReward, Extractor, FormatMode, FormatReward, LengthReward,
+    LengthShape, LengthUnit,
+};
+use sluice::rl::step::{Policy, Prompt, preset_objective, rl_step_async};
+use sluice::train::checkpoint::TrainerState;
+use sluice::train::optim::{AdamW, Grads};
+use sluice::train::sft::{SftExample, pack, parse_jsonl, sft_loss, tokenize};
+
+use super::metrics::MetricsLog;
+use super::plot::plot_metrics;
+use super::recipe::{Recipe, RewardSpec, RlPhase, SftPhase};
+use crate::Result;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The recipe (TOML; every field is documented by `sluice train --help-recipe`, i.e.
+    /// recipes/reference.toml).
+    #[arg(long, value_name = "FILE", required_unless_present = "help_recipe")]
+    config: Option<PathBuf>,
+    /// Continue from `<out>/checkpoint` (same recipe).
+    #[arg(long)]
+    resume: bool,
+    /// Stop (after checkpointing) once this many steps are done, e.g. to split a run.
+    #[arg(long, value_name = "N")]
+    stop_after: Option<u64>,
+    /// Plain log lines instead of progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the documented recipe format and exit.
+    #[arg(long)]
+    help_recipe: bool,
+}
+
+/// Where one phase's examples come from.
+enum SftData {
+    Examples(Vec<SftExample>),
+    Task(Task),
+}
+
+enum RlData {
+    Prompts(Vec<Prompt>),
+    Task(Task),
+}
+
+/// Seed of the RNG for step `step` of stream `stream` (independent streams per purpose).
+fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn tokenizer_files(tok_dir: Option<&Path>, demo: bool) -> Vec<(String, Vec<u8>)> {
+    if demo {
+        return vec![
+            ("tokenizer.json".into(), vocab::tokenizer_json().into_bytes()),
+            (
+                "tokenizer_config.json".into(),
+                vocab::TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),
+            ),
+        ];
+    }
+    let Some(dir) = tok_dir else { return vec![] };
+    ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
+        .iter()
+        .filter_map(|n| std::fs::read(dir.join(n)).ok().map(|b| ((*n).to_string(), b)))
+        .collect()
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if args.help_recipe {
+        println!("{}", RECIPE_HELP);
+        return Ok(());
+    }
+    let path = args.config.as_ref().ok_or("--config is required")?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let recipe = Recipe::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    let out = resolve(&recipe.out);
+    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    let ckpt_dir = out.join("checkpoint");
+    let device = sluice::device::wgpu();
+    let ad = device.clone().autodiff();
+
+    // Model, tokenizer, optimizer, trainer state: fresh or from the checkpoint.
+    let demo = recipe.model.demo_hidden.is_some();
+    let model_dir = recipe.model.path.as_ref().map(|p| resolve(p));
+    let tokenizer: Option<Tokenizer> = if demo {
+        Some(vocab::tokenizer()?)
+    } else {
+        model_dir
+            .as_ref()
+            .and_then(|d| Tokenizer::from_dir(d).ok())
+    };
+    let (config, mut model, mut opt, mut state): (Config, HybridModel, AdamW, TrainerState) =
+        if args.resume {
+            let r = sluice::train::files::load_checkpoint(&ckpt_dir, &ad).map_err(|e| {
+                format!("--resume: loading {}: {e}", ckpt_dir.display())
+            })?;
+            eprintln!("sluice train: resuming at step {}", r.state.step);
+            (r.config, r.model, r.optimizer, r.state)
+        } else {
+            let (config, model) = match (&model_dir, recipe.model.demo_hidden) {
+                (Some(d), _) => sluice::model::files::load_model(d, &ad)
+                    .map_err(|e| format!("loading {}: {e}", d.display()))?,
+                (None, Some(h)) => {
+                    let c = Config::from_json(&vocab::model_config_json(h))?;
+                    let m = sluice::model::init::init_model(&c, recipe.seed, &ad);
+                    (c, m)
+                }
+                _ => unreachable!("validated"),
+            };
+            (config, model, AdamW::new(recipe.optim.clone()), TrainerState::default())
+        };
+    let eos: Vec<u32> = if demo {
+        vec![vocab::EOS]
+    } else if !config.eos_token_ids.is_empty() {
+        config.eos_token_ids.clone()
+    } else {
+        tokenizer.as_ref().and_then(Tokenizer::eos_token_id).into_iter().collect()
+    };
+    let extra = tokenizer_files(model_dir.as_deref(), demo);
+
+    let sft_steps = recipe.sft.as_ref().map_or(0, |s| s.steps);
+    let total = recipe.total_steps();
+    let sft_data = match &recipe.sft {
+        Some(s) => Some(load_sft(s, tokenizer.as_ref(), &resolve)?),
+        None => None,
+    };
+    let rl_data = match &recipe.rl {
+        Some(r) => Some(load_rl(r, tokenizer.as_ref(), demo, &resolve)?),
+        None => None,
+    };
+    let objective = match &recipe.rl {
+        Some(r) => Some(match &r.objective {
+            Some(o) => o.clone(),
+            None => preset_objective(&r.sampling)?,
+        }),
+        None => None,
+    };
+    let mut kl_ctrl: KlController = objective
+        .as_ref()
+        .map(|o| o.reward_kl.controller.clone())
+        .unwrap_or(KlController::Fixed { coef: 0.0 });
+    if let Some(c) = state.metadata.get("kl_controller") {
+        kl_ctrl = serde_json::from_value(c.clone())?;
+    }
+    let needs_ref = objective
+        .as_ref()
+        .is_some_and(|o| o.kl_placement != KlPlacement::None);
+    let ref_dir = out.join("reference");
+    let mut reference: Option<HybridModel> = None;
+
+    let mut log = if args.resume {
+        MetricsLog::resume(&out.join("metrics.jsonl"), state.step)?
+    } else {
+        MetricsLog::create(&out.join("metrics.jsonl"))?
+    };
+    let stop = args.stop_after.unwrap_or(total).min(total);
+    let pb = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>4} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb
+    };
+    pb.set_position(state.step);
+    let t0 = Instant::now();
+    while state.step < stop {
+        let step = state.step;
+        let ts = Instant::now();
+        let mut rec = if step < sft_steps {
+            pb.set_prefix("SFT");
+            let sft = recipe.sft.as_ref().expect("SFT steps imply [sft]");
+            let data = sft_data.as_ref().expect("loaded");
+            sft_step(&mut model, &mut opt, sft, data, recipe.seed, step, &ad)?
+        } else {
+            pb.set_prefix("RL");
+            let rl = recipe.rl.as_ref().expect("RL steps imply [rl]");
+            let rl_step = step - sft_steps;
+            if needs_ref && reference.is_none() {
+                reference = Some(if rl_step == 0 {
+                    // The reference is the policy as RL starts (frozen); kept for resumes.
+                    let r = model.valid();
+                    sluice::train::files::save_model_dir(&ref_dir, &config, &r, &extra)?;
+                    r
+                } else {
+                    sluice::model::files::load_model(&ref_dir, &device)
+                        .map_err(|e| format!("loading the reference {}: {e}", ref_dir.display()))?
+                        .1
+                });
+            }
+            let obj = objective.as_ref().expect("set with [rl]");
+            let lr = rl.schedule.lr(rl_step);
+            let data = rl_data.as_ref().expect("loaded");
+            let mut prng = StdRng::seed_from_u64(step_seed(recipe.seed, 2, step));
+            let mut next = |n: usize| -> Vec<Prompt> {
+                match data {
+                    RlData::Prompts(ps) => (0..n)
+                        .map(|_| ps.choose(&mut prng).expect("non-empty").clone())
+                        .collect(),
+                    RlData::Task(t) => (0..n)
+                        .map(|_| {
+                            let p = t.train_problem(&mut prng);
+                            Prompt {
+                                ids: p.prompt_ids(),
+                                text: p.prompt,
+                                reference: Some(p.answer),
+                            }
+                        })
+                        .collect(),
+                }
+            };
+            let rewards = build_rewards(&rl.rewards);
+            let decode = |ids: &[u32]| -> String {
+                match &tokenizer {
+                    Some(t) if !demo => t.decode(ids, true).unwrap_or_default(),
+                    _ => vocab::decode(ids),
+                }
+            };
+            let rep = pollster::block_on(rl_step_async(
+                Policy {
+                    model: &mut model,
+                    optimizer: &mut opt,
+                    reference: reference.as_ref(),
+                    kl_controller: &mut kl_ctrl,
+                },
+                lr,
+                &rl.sampling,
+                obj,
+                &rewards,
+                &mut next,
+                &eos,
+                &decode,
+                step_seed(recipe.seed, 3, step),
+                &ad,
+            ))?;
+            let mut rec = rep.to_record();
+            rec["phase"] = json!("rl");
+            rec["lr"] = json!(lr);
+            let dt = ts.elapsed().as_secs_f64();
+            rec["rollout_tokens_per_s"] = json!(rep.rollout_tokens as f64 / dt);
+            rec
+        };
+        state.step += 1;
+        let dt = ts.elapsed().as_secs_f64();
+        rec["global_step"] = json!(state.step);
+        rec["step_seconds"] = json!(dt);
+        rec["seconds"] = json!(t0.elapsed().as_secs_f64());
+        let msg = match rec.get("reward").and_then(Value::as_f64) {
+            Some(r) => format!(
+                "reward {r:.3} kl {:.4} loss {:.4}",
+                rec["kl"].as_f64().unwrap_or(f64::NAN),
+                rec["loss"].as_f64().unwrap_or(f64::NAN)
+            ),
+            None => format!("loss {:.4}", rec["loss"].as_f64().unwrap_or(f64::NAN)),
+        };
+        if args.quiet {
+            eprintln!("step {}: {msg}", state.step);
+        }
+        pb.set_message(msg);
+        pb.inc(1);
+        log.write(&rec)?;
+        if state.step.is_multiple_of(recipe.save_every) || state.step == stop {
+            state.metadata = json!({ "kl_controller": kl_ctrl, "recipe": recipe });
+            sluice::train::files::save_checkpoint(&ckpt_dir, &config, &model, &opt, &state, &extra)
+                .map_err(|e| format!("saving {}: {e}", ckpt_dir.display()))?;
+        }
+    }
+    pb.finish();
+    let plot = out.join("training.png");
+    plot_metrics(
+        log.records(),
+        "global_step",
+        &[
+            ("reward", "reward"),
+            ("KL", "kl"),
+            ("loss", "loss"),
+            ("response length", "response_length"),
+            ("entropy", "entropy"),
+            ("grad norm", "grad_norm"),
+        ],
+        &plot,
+    )?;
+    eprintln!(
+        "sluice train: {} of {total} steps done; checkpoint {}, metrics {}, plot {}",
+        state.step,
+        ckpt_dir.display(),
+        out.join("metrics.jsonl").display(),
+        plot.display()
+    );
+    Ok(())
+}
+
+fn load_sft(
+    s: &SftPhase,
+    tok: Option<&Tokenizer>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<SftData> {
+    if let Some(t) = &s.task {
+        return Ok(SftData::Task(t.parse::<Task>()?));
+    }
+    let path = resolve(s.data.as_ref().expect("validated"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let tok = tok.ok_or("SFT data needs the model's tokenizer.json")?;
+    let records = parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut examples = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        examples.push(
+            tokenize(r, tok, s.max_len).map_err(|e| format!("{} record {}: {e}", path.display(), i + 1))?,
+        );
+    }
+    if s.packing {
+        examples = pack(&examples, s.max_len);
+    }
+    Ok(SftData::Examples(examples))
+}
+
+fn load_rl(
+    r: &RlPhase,
+    tok: Option<&Tokenizer>,
+    demo: bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<RlData> {
+    if let Some(t) = &r.task {
+        if !demo {
+            return Err("[rl] task = ... needs the demo vocabulary ([model] demo_hidden)".into());
+        }
+        return Ok(RlData::Task(t.parse::<Task>()?));
+    }
+    let path = resolve(r.prompts.as_ref().expect("validated"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let tok = tok.ok_or("RL prompts need the model's tokenizer.json")?;
+    let mut prompts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |m: String| format!("{} line {}: {m}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let p = v
+            .get("prompt")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("expected a string `prompt`".into()))?;
+        let answer = v.get("answer").map(|a| match a {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let rendered = if r.chat {
+            tok.apply_chat_template(&[Message::user(p)], &ChatOptions::generation())
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            p.to_string()
+        };
+        let ids = tok.encode(&rendered, false).map_err(|e| bad(e.to_string()))?;
+        if ids.is_empty() {
+            return Err(bad("the prompt encodes to no tokens".into()).into());
+        }
+        prompts.push(Prompt {
+            text: rendered,
+            ids,
+            reference: answer,
+        });
+    }
+    if prompts.is_empty() {
+        return Err(format!("{}: no prompts", path.display()).into());
+    }
+    Ok(RlData::Prompts(prompts))
+}
+
+fn build_rewards(specs: &[RewardSpec]) -> WeightedRewards<'static> {
+    let mut w = WeightedRewards::new();
+    for s in specs {
+        w = match s {
+            RewardSpec::ExactMatch { weight } => w.with(
+                ExactMatchReward {
+                    extractor: Extractor::Whole,
+                    normalize: false,
+                },
+                *weight,
+            ),
+            RewardSpec::Accuracy { weight } => w.with(AccuracyReward::default(), *weight),
+            RewardSpec::Format { weight } => w.with(
+                FormatReward {
+                    mode: FormatMode::Strict,
+                    think_open_in_prompt: false,
+                },
+                *weight,
+            ),
+            RewardSpec::Length {
+                weight,
+                max_len,
+                cache,
+            } => w.with(
+                LengthReward {
+                    unit: LengthUnit::Tokens,
+                    shape: LengthShape::SoftOverlong {
+                        max_len: *max_len,
+                        cache: *cache,
+                    },
+                },
+                *weight,
+            ),
+        };
+    }
+    w
+}
+
+/// One SFT optimizer step: `grad_accum` micro-batches of `batch_size` rows (losses averaged).
+fn sft_step(
+    model: &mut HybridModel,
+    opt: &mut AdamW,
+    s: &SftPhase,
+    data: &SftData,
+    seed: u64,
+    step: u64,
+    device: &burn::tensor::Device,
+) -> Result<Value> {
+    let lr = s.schedule.lr(step);
+    let mut grads = Grads::new();
+    let mut tokens = 0usize;
+    for micro in 0..s.grad_accum {
+        let batch: Vec<SftExample> = match data {
+            SftData::Task(t) => {
+                let mut rng = StdRng::seed_from_u64(step_seed(seed, 1, step * 1024 + micro as u64));
+                (0..s.batch_size)
+                    .map(|_| {
+                        let p = t.train_problem(&mut rng);
+                        let mut ids = p.prompt_ids();
+                        let np = ids.len();
+                        ids.extend(p.completion_ids());
+                        let targets = (0..ids.len()).map(|i| i >= np).collect();
+                        SftExample { ids, targets }
+                    })
+                    .collect()
+            }
+            SftData::Examples(ex) => {
+                // Example k of the run: epoch k / n, position in that epoch's shuffle.
+                let n = ex.len() as u64;
+                let first = (step * s.grad_accum as u64 + micro as u64) * s.batch_size as u64;
+                (first..first + s.batch_size as u64)
+                    .map(|k| {
+                        let (epoch, pos) = (k / n, k % n);
+                        let mut order: Vec<usize> = (0..ex.len()).collect();
+                        order.shuffle(&mut StdRng::seed_from_u64(step_seed(seed, 0, epoch)));
+                        ex[order[pos as usize]].clone()
+                    })
+                    .collect()
+            }
+        };
+        let (loss, n) = sft_loss(model, &batch, device)?;
+        tokens += n;
+        let loss = loss.div_scalar(s.grad_accum as f32);
+        let g = loss.backward();
+        grads.accumulate(model, &g, Some(&loss));
+    }
+    let rep = opt.step(model, grads, lr)?;
+    Ok(json!({
+        "phase": "sft",
+        "loss": rep.loss,
+        "lr": lr,
+        "grad_norm": rep.grad_norm,
+        "tokens": tokens,
+        "skipped": rep.skipped.is_some(),
+    }))
+}
+
+/// The recipe format, printed by `--help-recipe`.
+pub const RECIPE_HELP: &str = include_str!("../../../../recipes/reference.toml");

@@ -1,0 +1,336 @@
+//! The demo run as a step-by-step state machine, so a CLI, a desktop UI or a browser worker
+//! drives the same code: build a fresh model, SFT on the task's training problems, then RL
+//! (a GRPO-family preset) with an exact-match verifier, evaluating held-out greedy accuracy
+//! before training, at phase ends and every `eval_every` steps.
+//!
+//! ```text
+//! Demo::new → evaluate (base) → sft step × sft_steps → evaluate (sft) → rl step × rl_steps
+//!           → evaluate (rl)
+//! ```
+
+use burn::module::Module;
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::task::{Problem, Task};
+use super::vocab::{self, EOS};
+use crate::model::generate::{GenerateOptions, generate_async};
+use crate::model::{Config, HybridModel};
+use crate::rl::kl::KlController;
+use crate::rl::presets::RlObjective;
+use crate::rl::rewards::WeightedRewards;
+use crate::rl::rewards::rule::{ExactMatchReward, Extractor};
+use crate::rl::step::{Policy, Prompt, RlConfig, preset_objective, rl_step_async};
+use crate::train::optim::{AdamW, AdamWConfig, Grads};
+use crate::train::schedule::LrSchedule;
+use crate::train::sft::{SftExample, sft_loss};
+
+/// Errors of the demo run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo config: {0}")]
+    Config(String),
+    #[error("demo: {0}")]
+    Run(String),
+}
+
+/// Everything the demo does, with defaults that finish in minutes on a CPU Vulkan driver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// `sort`, `sort:N`, `addition`, `addition:N`.
+    pub task: String,
+    /// Model width (multiple of 4; 4 layers: DeltaNet, attention, DeltaNet, attention).
+    pub hidden: usize,
+    pub seed: u64,
+    /// Held-out problems evaluated (greedy decoding, exact match).
+    pub eval_size: usize,
+    /// Evaluate every this many steps within a phase (0: only at phase ends).
+    pub eval_every: usize,
+    pub sft_steps: usize,
+    pub sft_batch: usize,
+    /// Peak SFT learning rate (warmup then cosine to 10%).
+    pub sft_lr: f64,
+    pub rl_steps: usize,
+    /// RL learning rate (constant after a short warmup).
+    pub rl_lr: f64,
+    /// Rollout and optimisation settings; `rl.preset` names the objective (default `grpo`).
+    pub rl: RlConfig,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            task: "sort".into(),
+            hidden: 64,
+            seed: 0,
+            eval_size: 200,
+            eval_every: 20,
+            sft_steps: 60,
+            sft_batch: 32,
+            sft_lr: 1e-2,
+            rl_steps: 40,
+            rl_lr: 2e-3,
+            rl: RlConfig {
+                preset: Some("grpo".into()),
+                group_size: 8,
+                prompts_per_step: 8,
+                max_new_tokens: 0,
+                ..RlConfig::default()
+            },
+        }
+    }
+}
+
+/// Which phase the run is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Sft,
+    Rl,
+    Done,
+}
+
+/// The demo's state.
+pub struct Demo {
+    pub cfg: DemoConfig,
+    pub task: Task,
+    pub config: Config,
+    /// The model being trained (autodiff device).
+    pub model: HybridModel,
+    pub phase: Phase,
+    /// Step within the current phase.
+    pub step: usize,
+    optimizer: AdamW,
+    reference: Option<HybridModel>,
+    objective: RlObjective,
+    kl: KlController,
+    rng: StdRng,
+    heldout: Vec<Problem>,
+    device: Device,
+}
+
+impl Demo {
+    /// A fresh model (seeded) on `device` (an autodiff device is made from it).
+    pub fn new(mut cfg: DemoConfig, device: &Device) -> Result<Self, DemoError> {
+        let task: Task = cfg.task.parse().map_err(DemoError::Config)?;
+        if cfg.hidden == 0 || !cfg.hidden.is_multiple_of(4) {
+            return Err(DemoError::Config(format!(
+                "hidden must be a positive multiple of 4, got {}",
+                cfg.hidden
+            )));
+        }
+        if cfg.sft_batch == 0 || cfg.eval_size == 0 {
+            return Err(DemoError::Config(
+                "sft_batch and eval_size must be positive".into(),
+            ));
+        }
+        if cfg.rl.max_new_tokens == 0 {
+            cfg.rl.max_new_tokens = task.max_answer_tokens() + 2;
+        }
+        cfg.rl
+            .validate()
+            .map_err(|e| DemoError::Config(e.to_string()))?;
+        let objective = preset_objective(&cfg.rl).map_err(|e| DemoError::Config(e.to_string()))?;
+        let config = Config::from_json(&vocab::model_config_json(cfg.hidden))
+            .map_err(|e| DemoError::Config(e.to_string()))?;
+        let device = if device.is_autodiff() {
+            device.clone()
+        } else {
+            device.clone().autodiff()
+        };
+        let model = crate::model::init::init_model(&config, cfg.seed, &device);
+        let heldout = task.heldout(cfg.eval_size, cfg.seed ^ 0x5EED);
+        Ok(Demo {
+            optimizer: AdamW::new(Self::adamw()),
+            rng: StdRng::seed_from_u64(cfg.seed),
+            kl: objective.reward_kl.controller.clone(),
+            cfg,
+            task,
+            config,
+            model,
+            phase: Phase::Sft,
+            step: 0,
+            reference: None,
+            objective,
+            heldout,
+            device,
+        })
+    }
+
+    fn adamw() -> AdamWConfig {
+        AdamWConfig {
+            weight_decay: 0.0,
+            ..AdamWConfig::default()
+        }
+    }
+
+    /// The held-out problems.
+    pub fn heldout(&self) -> &[Problem] {
+        &self.heldout
+    }
+
+    /// Greedy held-out accuracy (exact answer then `<eos>`).
+    pub async fn evaluate_async(&self) -> Result<f64, DemoError> {
+        let model = self.model.valid();
+        let prompts: Vec<Vec<u32>> = self.heldout.iter().map(Problem::prompt_ids).collect();
+        let opts = GenerateOptions {
+            max_new_tokens: self.task.max_answer_tokens() + 2,
+            sampling: Default::default(),
+            eos_token_ids: vec![EOS],
+        };
+        let out = generate_async(&model, &prompts, &opts, &self.device.clone().inner(), |_, _| {})
+            .await
+            .map_err(|e| DemoError::Run(e.to_string()))?;
+        let right = self
+            .heldout
+            .iter()
+            .zip(&out)
+            .filter(|(p, o)| p.is_correct(o))
+            .count();
+        Ok(right as f64 / self.heldout.len() as f64)
+    }
+
+    /// True when the step just taken should be followed by an evaluation.
+    pub fn eval_due(&self) -> bool {
+        let end = match self.phase {
+            Phase::Sft => self.step == self.cfg.sft_steps,
+            Phase::Rl => self.step == self.cfg.rl_steps,
+            Phase::Done => true,
+        };
+        end || (self.cfg.eval_every > 0 && self.step.is_multiple_of(self.cfg.eval_every))
+    }
+
+    /// Runs one step of the current phase and returns its metrics record (`phase`, `step`,
+    /// `loss`, `lr`, `grad_norm`, RL: `reward`, `kl`, `entropy`, `clip_frac`,
+    /// `response_length`, `rollout_tokens`, ...). Moves to the next phase when one ends;
+    /// returns `None` once done.
+    pub async fn step_async(&mut self) -> Result<Option<Value>, DemoError> {
+        // Phases with no steps left are skipped.
+        if self.phase == Phase::Sft && self.step >= self.cfg.sft_steps {
+            self.start_rl();
+        }
+        if self.phase == Phase::Rl && self.step >= self.cfg.rl_steps {
+            self.phase = Phase::Done;
+        }
+        match self.phase {
+            Phase::Sft => self.sft_step().await.map(Some),
+            Phase::Rl => self.rl_step().await.map(Some),
+            Phase::Done => Ok(None),
+        }
+    }
+
+    fn start_rl(&mut self) {
+        self.phase = Phase::Rl;
+        self.step = 0;
+        self.optimizer = AdamW::new(Self::adamw());
+        // The reference model is the policy at the start of RL (frozen, no gradients).
+        self.reference = Some(self.model.valid());
+    }
+
+    async fn sft_step(&mut self) -> Result<Value, DemoError> {
+        let batch: Vec<SftExample> = (0..self.cfg.sft_batch)
+            .map(|_| {
+                let p = self.task.train_problem(&mut self.rng);
+                let prompt = p.prompt_ids();
+                let np = prompt.len();
+                let mut ids = prompt;
+                ids.extend(p.completion_ids());
+                let targets = (0..ids.len()).map(|i| i >= np).collect();
+                SftExample { ids, targets }
+            })
+            .collect();
+        let (loss, n) = sft_loss(&self.model, &batch, &self.device)
+            .map_err(|e| DemoError::Run(e.to_string()))?;
+        let schedule = LrSchedule::WarmupCosine {
+            peak_lr: self.cfg.sft_lr,
+            min_lr: self.cfg.sft_lr * 0.1,
+            warmup_steps: (self.cfg.sft_steps as u64 / 10).max(1),
+            total_steps: self.cfg.sft_steps as u64,
+        };
+        let lr = schedule.lr(self.step as u64);
+        let g = loss.backward();
+        let mut grads = Grads::new();
+        grads.accumulate(&self.model, &g, Some(&loss));
+        let rep = self
+            .optimizer
+            .step_async(&mut self.model, grads, lr)
+            .await
+            .map_err(|e| DemoError::Run(e.to_string()))?;
+        self.step += 1;
+        Ok(json!({
+            "phase": "sft",
+            "step": self.step,
+            "loss": rep.loss,
+            "lr": lr,
+            "grad_norm": rep.grad_norm,
+            "tokens": n,
+            "skipped": rep.skipped.is_some(),
+        }))
+    }
+
+    async fn rl_step(&mut self) -> Result<Value, DemoError> {
+        let lr = LrSchedule::WarmupCosine {
+            peak_lr: self.cfg.rl_lr,
+            min_lr: self.cfg.rl_lr,
+            warmup_steps: 3,
+            total_steps: self.cfg.rl_steps as u64,
+        }
+        .lr(self.step as u64);
+        let task = self.task;
+        let rng = &mut self.rng;
+        let mut next = |n: usize| -> Vec<Prompt> {
+            (0..n)
+                .map(|_| {
+                    let p = task.train_problem(rng);
+                    Prompt {
+                        ids: p.prompt_ids(),
+                        text: p.prompt,
+                        reference: Some(p.answer),
+                    }
+                })
+                .collect()
+        };
+        let rewards = WeightedRewards::new().with(
+            ExactMatchReward {
+                extractor: Extractor::Whole,
+                normalize: false,
+            },
+            1.0,
+        );
+        let seed = self.cfg.seed.wrapping_mul(1_000_003) + self.step as u64;
+        let uses_reference = self.objective.kl_placement != crate::rl::presets::KlPlacement::None;
+        let rep = rl_step_async(
+            Policy {
+                model: &mut self.model,
+                optimizer: &mut self.optimizer,
+                reference: if uses_reference {
+                    self.reference.as_ref()
+                } else {
+                    None
+                },
+                kl_controller: &mut self.kl,
+            },
+            lr,
+            &self.cfg.rl,
+            &self.objective,
+            &rewards,
+            &mut next,
+            &[EOS],
+            &|ids: &[u32]| vocab::decode(ids),
+            seed,
+            &self.device,
+        )
+        .await
+        .map_err(|e| DemoError::Run(e.to_string()))?;
+        self.step += 1;
+        let mut rec = rep.to_record();
+        rec["phase"] = json!("rl");
+        rec["step"] = json!(self.step);
+        rec["lr"] = json!(lr);
+        Ok(rec)
+    }
+}
