@@ -2,7 +2,8 @@
 // workgroup per (value-column block vb of BV columns, head h, batch b); invocation c owns
 // column vb·BV + c of the state and of its gradient as private [DK] arrays, so the products
 // over DK need no workgroup traffic; only the sums over columns (dq̂, dk̂, dg, dβ) go through
-// workgroup memory, two barriers per token. Chunks in reverse order: the states before each
+// workgroup memory: one barrier per token with NBUF = 2 reduction buffers (alternating), two
+// with NBUF = 1. Chunks in reverse order: the states before each
 // of the chunk's tokens are recomputed from the chunk's boundary state (`bounds`, saved by
 // the forward) into this invocation's column of HIST, then the per-token recurrence is
 // differentiated backwards through the chunk.
@@ -20,8 +21,8 @@
 // [B,HV,N,DK,DV]; grad = packed [do (B,T,HV,DV) | d final state (B,HV,DK,DV)].
 // `ws` regions (element offsets OFF_*): HIST [B,HV,NVB,C,DK,BV] states before each token,
 // DV [B,T,HV,DV], DH0 [B,HV,DK,DV], PDQ and PDK [NVB,B,T,HV,DK], PDG and PDB [NVB,B,T,HV].
-// Workgroup memory: 2·DK·BV + 2·BV floats (DK = 64, BV = 16: 8.1 KiB).
-// Template constants: HK, HV, DK, DV, C, BV (= WG), NVB, L2NORM, SCALE.
+// Workgroup memory: NBUF·(2·DK·BV + 2·BV) floats (DK = 64, BV = 16, NBUF = 1: 8.1 KiB).
+// Template constants: HK, HV, DK, DV, C, BV (= WG), NVB, NBUF, L2NORM, SCALE.
 // Run-time `params`: B, T, N (chunks), NT, OFF_* (as delta_rule_backward.wgsl).
 
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
@@ -40,14 +41,18 @@ const DV: u32 = {{ dv }}u;
 const C: u32 = {{ c }}u;
 const BV: u32 = {{ bv }}u;
 const NVB: u32 = {{ nvb }}u;
+const NBUF: u32 = {{ nbuf }}u;
+const RQ: u32 = DK * BV;      // one buffer of redq / redk
+
 const L2NORM: u32 = {{ l2norm }}u;
 const SCALE: f32 = {{ scale }};
 const EPS: f32 = 1e-6;
 
-var<workgroup> redq: array<f32, DK * BV>;  // per-column terms of dq̂, indexed d·BV + c
-var<workgroup> redk: array<f32, DK * BV>;  // per-column terms of dk̂
-var<workgroup> redg: array<f32, BV>;
-var<workgroup> redb: array<f32, BV>;
+// Per-column terms of dq̂ and dk̂ (indexed buf·RQ + d·BV + c), dg and dβ (buf·BV + c).
+var<workgroup> redq: array<f32, NBUF * RQ>;
+var<workgroup> redk: array<f32, NBUF * RQ>;
+var<workgroup> redg: array<f32, NBUF * BV>;
+var<workgroup> redb: array<f32, NBUF * BV>;
 
 @compute @workgroup_size({{ bv }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -83,6 +88,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         ds[d] = select(0.0, grad[dstate0 + (bh * DK + d) * DV + colc], col_ok);
     }
 
+    var step = 0u;   // backward tokens so far: picks the reduction buffer
     for (var nn = 0u; nn < N; nn++) {
         let n = N - 1u - nn;
         let t0 = n * C;
@@ -148,6 +154,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let a = exp(gates[gi]);
             let bt = gates[B * T * HV + gi];
             let vc = select(0.0, v[gi * DV + colc], col_ok);
+            let buf = step % NBUF;
+            step++;
+            let rq = buf * RQ + c;
+            let rg = buf * BV;
             let doc = select(0.0, grad[gi * DV + colc], col_ok);
             // P, kv = a P^T k̂, δ; then dS += q̂ do, dq̂ terms S do (S = a P + k̂ δ), dδ = dS^T k̂.
             var kv = 0.0;
@@ -163,20 +173,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             var ddl = 0.0;
             for (var d = 0u; d < DK; d++) {
                 ds[d] += qh[d] * doc;
-                redq[d * BV + c] = (a * sp[d] + kh[d] * delta) * doc;
+                redq[rq + d * BV] = (a * sp[d] + kh[d] * delta) * doc;
                 ddl += ds[d] * kh[d];
             }
             // dk̂ terms dS δ + a P dkv; dS' = dS + k̂ dkv; da = Σ dS' ⊙ P.
             let dkv = -bt * ddl;
             var da = 0.0;
             for (var d = 0u; d < DK; d++) {
-                redk[d * BV + c] = ds[d] * delta + a * sp[d] * dkv;
+                redk[rq + d * BV] = ds[d] * delta + a * sp[d] * dkv;
                 ds[d] += kh[d] * dkv;
                 da += ds[d] * sp[d];
                 ds[d] *= a;
             }
-            redg[c] = a * da;
-            redb[c] = ddl * (vc - kv);
+            redg[rg + c] = a * da;
+            redb[rg + c] = ddl * (vc - kv);
             if (col_ok) {
                 ws[OFF_DV + gi * DV + col] = bt * ddl;
             }
@@ -186,8 +196,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 var xq = 0.0;
                 var xk = 0.0;
                 for (var cc = 0u; cc < BV; cc++) {
-                    xq += redq[d * BV + cc];
-                    xk += redk[d * BV + cc];
+                    xq += redq[buf * RQ + d * BV + cc];
+                    xk += redk[buf * RQ + d * BV + cc];
                 }
                 ws[OFF_PDQ + pq * DK + d] = xq;
                 ws[OFF_PDK + pq * DK + d] = xk;
@@ -196,13 +206,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
                 var xg = 0.0;
                 var xb = 0.0;
                 for (var cc = 0u; cc < BV; cc++) {
-                    xg += redg[cc];
-                    xb += redb[cc];
+                    xg += redg[rg + cc];
+                    xb += redb[rg + cc];
                 }
                 ws[OFF_PDG + pq] = xg;
                 ws[OFF_PDB + pq] = xb;
             }
-            workgroupBarrier();
+            // With two buffers the next token writes the other one, and the one after that
+            // comes after the next barrier, when every invocation has read this one.
+            if (NBUF == 1u) {
+                workgroupBarrier();
+            }
         }
     }
 

@@ -15,8 +15,7 @@ const SCAN_WGSL: &str = include_str!("../../../../shaders/delta_rule_chunk_scan.
 const BACKWARD_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward.wgsl");
 const FINISH_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_finish.wgsl");
 const RECURRENT_WGSL: &str = include_str!("../../../../shaders/delta_rule_recurrent.wgsl");
-const BACKWARD_COLS_WGSL: &str =
-    include_str!("../../../../shaders/delta_rule_backward_cols.wgsl");
+const BACKWARD_COLS_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_cols.wgsl");
 
 /// Longest sequence that takes the token-by-token kernels (one invocation per value column,
 /// no barriers in the forward, two per token in the backward) instead of the chunked ones:
@@ -205,7 +204,8 @@ fn scan_block(dk: usize) -> usize {
 }
 
 /// Chunked forward (UT/WY form): `delta_rule_chunk_prep.wgsl` over all chunks in parallel,
-/// then `delta_rule_chunk_scan.wgsl` carrying the state across chunks.
+/// then `delta_rule_chunk_scan.wgsl` carrying the state across chunks; for T ≤ [`SHORT_T`]
+/// the token-by-token `delta_rule_recurrent.wgsl` instead.
 pub(crate) fn forward(x: &Inputs, c: KernelConfig) -> Forward {
     let s = x.sizes();
     if s.t <= SHORT_T {
@@ -266,7 +266,11 @@ fn forward_recurrent(x: &Inputs, c: KernelConfig) -> Forward {
         .with("wg", RECURRENT_WG)
         .launch(
             RECURRENT_WG,
-            [(s.hv * s.dv).div_ceil(RECURRENT_WG as usize) as u32, s.b as u32, 1],
+            [
+                (s.hv * s.dv).div_ceil(RECURRENT_WG as usize) as u32,
+                s.b as u32,
+                1,
+            ],
             &[&x.q, &x.k, &x.v, &gates, &x.h0, &packed, &boundaries],
             &[u32_param(s.b), u32_param(s.t), u32_param(n)],
         );
@@ -282,6 +286,13 @@ fn cols_block(dk: usize, dv: usize) -> usize {
         _ => 4,
     };
     bv.min(dv.next_multiple_of(4))
+}
+
+/// Reduction buffers of the token-by-token backward: two (one barrier per token) when they
+/// fit in 16 KiB of workgroup memory, else one (two barriers per token).
+fn cols_buffers(dk: usize, bv: usize) -> usize {
+    let floats = 2 * dk * bv + 2 * bv;
+    if 2 * floats * 4 <= 16 * 1024 { 2 } else { 1 }
 }
 
 /// Gradients w.r.t. every input.
@@ -371,8 +382,9 @@ fn region(t: &CubeTensor, offset: usize, shape: &[usize]) -> CubeTensor {
 }
 
 /// Backward from the packed cotangent `[do | d final state]`:
-/// `delta_rule_backward.wgsl` (reverse over chunks, recomputing inside each chunk from the
-/// saved boundary states), then `delta_rule_backward_finish.wgsl` (reductions, l2norm).
+/// `delta_rule_backward.wgsl` (T > [`SHORT_T`]) or `delta_rule_backward_cols.wgsl`
+/// (reverse over chunks, recomputing inside each chunk from the saved boundary states),
+/// then `delta_rule_backward_finish.wgsl` (reductions, l2norm).
 pub(crate) fn backward(
     x: &Inputs,
     boundaries: &CubeTensor,
@@ -399,6 +411,7 @@ pub(crate) fn backward(
             .with("nvb", w.nvb)
             .with("c", c.chunk)
             .with("bv", bv)
+            .with("nbuf", cols_buffers(s.dk, bv))
             .launch(bv as u32, grid, &buffers, &params);
     } else {
         x.kernel("delta_rule_backward", BACKWARD_WGSL, c)
@@ -411,7 +424,7 @@ pub(crate) fn backward(
     let qk_len = s.b * s.t * s.hk * s.dk;
     let gate_len = s.b * s.t * s.hv;
     let fin = empty_f32(&x.q, [2 * qk_len + 2 * gate_len]);
-    let wg_fin = 64u32;
+    let wg_fin = (s.dk.next_power_of_two() as u32).clamp(8, 64);
     x.kernel("delta_rule_backward_finish", FINISH_WGSL, c)
         .with("nvb", w.nvb)
         .with("wg", wg_fin)
