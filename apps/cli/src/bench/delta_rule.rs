@@ -347,7 +347,7 @@ pub fn run(args: &Args) -> Result<()> {
         dk: args.dk,
         dv: args.dv,
     };
-    if shape.hv % shape.hk != 0 {
+    if !shape.hv.is_multiple_of(shape.hk) {
         return Err(format!("--hv {} is not a multiple of --hk {}", shape.hv, shape.hk).into());
     }
     let Shape { b, hk, hv, dk, dv } = shape;
