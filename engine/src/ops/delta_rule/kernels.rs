@@ -18,8 +18,8 @@ const RECURRENT_WGSL: &str = include_str!("../../../../shaders/delta_rule_recurr
 const BACKWARD_COLS_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_cols.wgsl");
 
 /// Longest sequence that takes the token-by-token kernels (one invocation per value column,
-/// no barriers in the forward, two per token in the backward) instead of the chunked ones:
-/// for short sequences the chunked kernels' fixed costs (UT transform, barrier-heavy
+/// no barriers in the forward, one or two per token in the backward) instead of the chunked
+/// ones: for short sequences the chunked kernels' fixed costs (UT transform, barrier-heavy
 /// 256-invocation workgroups) dominate.
 const SHORT_T: usize = 64;
 /// Invocations per workgroup of the token-by-token forward.
