@@ -1,7 +1,8 @@
 //! `sluice bench delta-rule`: the gated delta rule's WGSL kernels against the composed-ops
 //! reference (and optionally PyTorch on the CPU).
 //!
-//! Shape: B=1, Hk=Hv=4, dk=dv=64, f32, q/k l2-normalised in the op, g = -softplus(x - 1.5),
+//! Shape (default): B=1, Hk=Hv=4, dk=dv=64, f32 (`--b`, `--hk`, `--hv`, `--dk`, `--dv`,
+//! `--chunk` change it), q/k l2-normalised in the op, g = -softplus(x - 1.5),
 //! beta = sigmoid(x) as in `scripts/bench_torch_delta_rule.py`. Measured per T:
 //! - forward on the plain wgpu device (then `device.sync()`);
 //! - forward + backward on `device.autodiff()` with
@@ -25,14 +26,6 @@ use super::torch::{self, TorchResults};
 use super::{Measured, Table, fmt_ms, fmt_opt_ms, fmt_ratio, ratio, round, time_it};
 use crate::Result;
 
-/// Batch.
-const B: usize = 1;
-/// Heads (key heads = value heads).
-const H: usize = 4;
-/// Key head dim.
-const DK: usize = 64;
-/// Value head dim.
-const DV: usize = 64;
 /// From this T on the reference (a loop over tokens) gets at most [`LONG_REF_REPS`] reps.
 const LONG_T: usize = 4096;
 const LONG_REF_REPS: usize = 2;
@@ -75,6 +68,40 @@ pub struct Args {
     /// Print one JSON object per line instead of tables.
     #[arg(long)]
     json: bool,
+
+    /// Batch size.
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    b: usize,
+
+    /// Key heads.
+    #[arg(long, default_value_t = 4, value_parser = positive)]
+    hk: usize,
+
+    /// Value heads (a multiple of --hk).
+    #[arg(long, default_value_t = 4, value_parser = positive)]
+    hv: usize,
+
+    /// Key head dim.
+    #[arg(long, default_value_t = 64, value_parser = positive)]
+    dk: usize,
+
+    /// Value head dim.
+    #[arg(long, default_value_t = 64, value_parser = positive)]
+    dv: usize,
+
+    /// Chunk length of the chunked forward (16, 32 or 64).
+    #[arg(long, default_value_t = 64, value_parser = positive)]
+    chunk: usize,
+}
+
+/// The bench shape.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    b: usize,
+    hk: usize,
+    hv: usize,
+    dk: usize,
+    dv: usize,
 }
 
 fn positive(s: &str) -> std::result::Result<usize, String> {
@@ -102,16 +129,17 @@ fn randn<const D: usize>(shape: [usize; D], dev: &Device) -> Tensor<D> {
 }
 
 impl Inputs {
-    fn new(t: usize, dev: &Device) -> Self {
+    fn new(s: Shape, t: usize, dev: &Device) -> Self {
+        let Shape { b, hk, hv, dk, dv } = s;
         Self {
-            q: randn([B, t, H, DK], dev),
-            k: randn([B, t, H, DK], dev),
-            v: randn([B, t, H, DV], dev),
+            q: randn([b, t, hk, dk], dev),
+            k: randn([b, t, hk, dk], dev),
+            v: randn([b, t, hv, dv], dev),
             // Model-like gates: log-decay ≤ 0, mostly near 0; beta in (0, 1).
-            g: softplus(randn([B, t, H], dev).sub_scalar(1.5), 1.0).neg(),
-            beta: sigmoid(randn([B, t, H], dev)),
-            co: randn([B, t, H, DV], dev),
-            cs: randn([B, H, DK, DV], dev),
+            g: softplus(randn([b, t, hv], dev).sub_scalar(1.5), 1.0).neg(),
+            beta: sigmoid(randn([b, t, hv], dev)),
+            co: randn([b, t, hv, dv], dev),
+            cs: randn([b, hv, dk, dv], dev),
         }
     }
 }
@@ -192,9 +220,15 @@ fn time_forward_backward(
 }
 
 /// Median one-token decode step against a carried state.
-fn time_decode(which: Impl, dev: &Device, reps: usize, opts: &DeltaRuleOptions) -> Measured {
-    let x = Inputs::new(1, dev);
-    let state = randn([B, H, DK, DV], dev).mul_scalar(0.1);
+fn time_decode(
+    which: Impl,
+    s: Shape,
+    dev: &Device,
+    reps: usize,
+    opts: &DeltaRuleOptions,
+) -> Measured {
+    let x = Inputs::new(s, 1, dev);
+    let state = randn([s.b, s.hv, s.dk, s.dv], dev).mul_scalar(0.1);
     time_it(5, reps, || {
         let (q, k, v, g, beta) = (&x.q, &x.k, &x.v, &x.g, &x.beta);
         let out = match which {
@@ -222,8 +256,8 @@ fn mib(bytes: usize) -> f64 {
 
 /// Saved-for-backward state memory: (chunk-boundary states of the WGSL op, what a per-token
 /// recurrence keeps), in MiB.
-fn state_memory_mib(t: usize, chunk: usize) -> (f64, f64) {
-    let per_state = B * H * DK * DV * 4;
+fn state_memory_mib(s: Shape, t: usize, chunk: usize) -> (f64, f64) {
+    let per_state = s.b * s.hv * s.dk * s.dv * 4;
     (mib(t.div_ceil(chunk) * per_state), mib(t * per_state))
 }
 
@@ -302,7 +336,21 @@ fn progress(msg: &str) {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let opts = DeltaRuleOptions::default();
+    let opts = DeltaRuleOptions {
+        chunk_size: args.chunk,
+        ..DeltaRuleOptions::default()
+    };
+    let shape = Shape {
+        b: args.b,
+        hk: args.hk,
+        hv: args.hv,
+        dk: args.dk,
+        dv: args.dv,
+    };
+    if !shape.hv.is_multiple_of(shape.hk) {
+        return Err(format!("--hv {} is not a multiple of --hk {}", shape.hv, shape.hk).into());
+    }
+    let Shape { b, hk, hv, dk, dv } = shape;
     let build = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -335,7 +383,7 @@ pub fn run(args: &Args) -> Result<()> {
         "env": {
             "device": format!("{dev:?}"),
             "build": build,
-            "B": B, "Hk": H, "Hv": H, "dk": DK, "dv": DV,
+            "B": b, "Hk": hk, "Hv": hv, "dk": dk, "dv": dv,
             "dtype": "f32",
             "chunk_size": opts.chunk_size,
             "use_qk_l2norm": opts.use_qk_l2norm,
@@ -347,14 +395,15 @@ pub fn run(args: &Args) -> Result<()> {
         println!("{env}");
     } else {
         eprintln!(
-            "sluice bench delta-rule: B={B}, H={H} (Hk=Hv), dk={DK}, dv={DV}, f32, {build} build"
+            "sluice bench delta-rule: B={b}, Hk={hk}, Hv={hv}, dk={dk}, dv={dv}, chunk {}, f32, {build} build",
+            opts.chunk_size
         );
         progress("starting the wgpu device and compiling kernels");
     }
 
     let mut rows = Vec::new();
     for &t in &args.t {
-        let x = Inputs::new(t, &dev);
+        let x = Inputs::new(shape, t, &dev);
         let ref_reps = if t >= LONG_T {
             args.reps.min(LONG_REF_REPS)
         } else {
@@ -381,7 +430,7 @@ pub fn run(args: &Args) -> Result<()> {
             let fb = time_forward_backward(Impl::Reference, &x, &dev, ref_reps, &opts);
             (f, fb)
         };
-        let (mem_chunk_mib, mem_token_mib) = state_memory_mib(t, opts.chunk_size);
+        let (mem_chunk_mib, mem_token_mib) = state_memory_mib(shape, t, opts.chunk_size);
         let row = Row {
             t,
             wgsl_fwd,
@@ -400,14 +449,14 @@ pub fn run(args: &Args) -> Result<()> {
 
     progress(&format!("decode step ({} reps)", args.decode_reps));
     let decode = DecodeRow {
-        wgsl: time_decode(Impl::Wgsl, &dev, args.decode_reps, &opts),
-        reference: time_decode(Impl::Reference, &dev, args.decode_reps, &opts),
+        wgsl: time_decode(Impl::Wgsl, shape, &dev, args.decode_reps, &opts),
+        reference: time_decode(Impl::Reference, shape, &dev, args.decode_reps, &opts),
         torch_ms: torch.as_ref().and_then(|t| t.decode_step_ms),
     };
     if args.json {
         println!("{}", decode.json());
     } else {
-        print_tables(&rows, &decode, torch.as_ref(), &opts, build);
+        print_tables(shape, &rows, &decode, torch.as_ref(), &opts, build);
     }
 
     let failed = rows
@@ -422,6 +471,7 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn print_tables(
+    shape: Shape,
     rows: &[Row],
     decode: &DecodeRow,
     torch: Option<&TorchResults>,
@@ -429,7 +479,8 @@ fn print_tables(
     build: &str,
 ) {
     println!();
-    println!("Gated delta rule, B={B}, H={H} (Hk=Hv), dk={DK}, dv={DV}, f32 ({build} build)");
+    let Shape { b, hk, hv, dk, dv } = shape;
+    println!("Gated delta rule, B={b}, Hk={hk}, Hv={hv}, dk={dk}, dv={dv}, f32 ({build} build)");
     println!("Median wall time in ms after 1 warm-up run; WGSL = Sluice's kernels,");
     println!("ref = the same maths in composed Burn tensor ops (per-token loop), same device.");
     println!();
@@ -585,10 +636,17 @@ mod tests {
     #[test]
     fn state_memory() {
         // One [4, 64, 64] f32 state is 64 KiB.
-        let (chunk, token) = state_memory_mib(4096, 64);
+        let s = Shape {
+            b: 1,
+            hk: 4,
+            hv: 4,
+            dk: 64,
+            dv: 64,
+        };
+        let (chunk, token) = state_memory_mib(s, 4096, 64);
         assert_eq!(chunk, 64.0 * 64.0 / 1024.0);
         assert_eq!(token, 4096.0 * 64.0 / 1024.0);
-        let (chunk, _) = state_memory_mib(65, 64);
+        let (chunk, _) = state_memory_mib(s, 65, 64);
         assert_eq!(chunk, 2.0 * 64.0 / 1024.0);
     }
 

@@ -14,6 +14,16 @@ const PREP_WGSL: &str = include_str!("../../../../shaders/delta_rule_chunk_prep.
 const SCAN_WGSL: &str = include_str!("../../../../shaders/delta_rule_chunk_scan.wgsl");
 const BACKWARD_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward.wgsl");
 const FINISH_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_finish.wgsl");
+const RECURRENT_WGSL: &str = include_str!("../../../../shaders/delta_rule_recurrent.wgsl");
+const BACKWARD_COLS_WGSL: &str = include_str!("../../../../shaders/delta_rule_backward_cols.wgsl");
+
+/// Longest sequence that takes the token-by-token kernels (one invocation per value column,
+/// no barriers in the forward, one or two per token in the backward) instead of the chunked
+/// ones: for short sequences the chunked kernels' fixed costs (UT transform, barrier-heavy
+/// 256-invocation workgroups) dominate.
+const SHORT_T: usize = 64;
+/// Invocations per workgroup of the token-by-token forward.
+const RECURRENT_WG: u32 = 64;
 
 /// Invocations per workgroup of the chunked kernels (WebGPU's default maximum).
 const WG: u32 = 256;
@@ -194,9 +204,13 @@ fn scan_block(dk: usize) -> usize {
 }
 
 /// Chunked forward (UT/WY form): `delta_rule_chunk_prep.wgsl` over all chunks in parallel,
-/// then `delta_rule_chunk_scan.wgsl` carrying the state across chunks.
+/// then `delta_rule_chunk_scan.wgsl` carrying the state across chunks; for T ≤ [`SHORT_T`]
+/// the token-by-token `delta_rule_recurrent.wgsl` instead.
 pub(crate) fn forward(x: &Inputs, c: KernelConfig) -> Forward {
     let s = x.sizes();
+    if s.t <= SHORT_T {
+        return forward_recurrent(x, c);
+    }
     let w = Work::new(s, c.chunk);
     let work = empty_f32(&x.q, [w.len]);
     let params = w.params(s);
@@ -224,6 +238,61 @@ pub(crate) fn forward(x: &Inputs, c: KernelConfig) -> Forward {
             &params,
         );
     Forward { packed, boundaries }
+}
+
+/// g and beta back to back, `[2·B·T·Hv]` (one binding: WebGPU's default limit is 8 storage
+/// buffers per stage).
+fn gates(x: &Inputs, s: Sizes) -> CubeTensor {
+    let n = s.b * s.t * s.hv;
+    Cube::float_cat(
+        vec![
+            Cube::float_reshape(x.g.clone(), Shape::from([n])),
+            Cube::float_reshape(x.beta.clone(), Shape::from([n])),
+        ],
+        0,
+    )
+}
+
+/// Token-by-token forward for short sequences (`delta_rule_recurrent.wgsl`), saving the
+/// same chunk-boundary states as the chunked forward.
+fn forward_recurrent(x: &Inputs, c: KernelConfig) -> Forward {
+    let s = x.sizes();
+    let n = s.t.div_ceil(c.chunk);
+    let packed = packed_out(&x.q, s);
+    let boundaries = empty_f32(&x.q, [s.b, s.hv, n, s.dk, s.dv]);
+    let gates = gates(x, s);
+    x.kernel("delta_rule_recurrent", RECURRENT_WGSL, c)
+        .with("c", c.chunk)
+        .with("wg", RECURRENT_WG)
+        .launch(
+            RECURRENT_WG,
+            [
+                (s.hv * s.dv).div_ceil(RECURRENT_WG as usize) as u32,
+                s.b as u32,
+                1,
+            ],
+            &[&x.q, &x.k, &x.v, &gates, &x.h0, &packed, &boundaries],
+            &[u32_param(s.b), u32_param(s.t), u32_param(n)],
+        );
+    Forward { packed, boundaries }
+}
+
+/// Value columns per workgroup of the token-by-token backward (one invocation each): its
+/// column reductions [2, DK, BV] must fit in 16 KiB of workgroup memory.
+fn cols_block(dk: usize, dv: usize) -> usize {
+    let bv = match dk {
+        0..=64 => 16,
+        65..=128 => 8,
+        _ => 4,
+    };
+    bv.min(dv.next_multiple_of(4))
+}
+
+/// Reduction buffers of the token-by-token backward: two (one barrier per token) when they
+/// fit in 16 KiB of workgroup memory, else one (two barriers per token).
+fn cols_buffers(dk: usize, bv: usize) -> usize {
+    let floats = 2 * dk * bv + 2 * bv;
+    if 2 * floats * 4 <= 16 * 1024 { 2 } else { 1 }
 }
 
 /// Gradients w.r.t. every input.
@@ -313,8 +382,9 @@ fn region(t: &CubeTensor, offset: usize, shape: &[usize]) -> CubeTensor {
 }
 
 /// Backward from the packed cotangent `[do | d final state]`:
-/// `delta_rule_backward.wgsl` (reverse over chunks, recomputing inside each chunk from the
-/// saved boundary states), then `delta_rule_backward_finish.wgsl` (reductions, l2norm).
+/// `delta_rule_backward.wgsl` (T > [`SHORT_T`]) or `delta_rule_backward_cols.wgsl`
+/// (reverse over chunks, recomputing inside each chunk from the saved boundary states),
+/// then `delta_rule_backward_finish.wgsl` (reductions, l2norm).
 pub(crate) fn backward(
     x: &Inputs,
     boundaries: &CubeTensor,
@@ -323,34 +393,38 @@ pub(crate) fn backward(
 ) -> Grads {
     let s = x.sizes();
     let n = s.t.div_ceil(c.chunk);
-    let bv = scan_block(s.dk);
+    let short = s.t <= SHORT_T;
+    let bv = if short {
+        cols_block(s.dk, s.dv)
+    } else {
+        scan_block(s.dk)
+    };
     let w = BackwardWork::new(s, c.chunk, bv);
     let grad = contiguous(grad);
     let ws = empty_f32(&x.q, [w.len]);
     let params = w.params(s, n, c.chunk);
-    // g and beta share one binding (WebGPU's default limit is 8 storage buffers).
-    let gates = Cube::float_cat(
-        vec![
-            Cube::float_reshape(x.g.clone(), Shape::from([s.b * s.t * s.hv])),
-            Cube::float_reshape(x.beta.clone(), Shape::from([s.b * s.t * s.hv])),
-        ],
-        0,
-    );
-    x.kernel("delta_rule_backward", BACKWARD_WGSL, c)
-        .with("nvb", w.nvb)
-        .with("c", c.chunk)
-        .with("wg", WG)
-        .with("bv", bv)
-        .launch(
-            WG,
-            [w.nvb as u32, s.hv as u32, s.b as u32],
-            &[&x.q, &x.k, &x.v, &gates, boundaries, &grad, &ws],
-            &params,
-        );
+    let gates = gates(x, s);
+    let buffers = [&x.q, &x.k, &x.v, &gates, boundaries, &grad, &ws];
+    let grid = [w.nvb as u32, s.hv as u32, s.b as u32];
+    if short {
+        x.kernel("delta_rule_backward_cols", BACKWARD_COLS_WGSL, c)
+            .with("nvb", w.nvb)
+            .with("c", c.chunk)
+            .with("bv", bv)
+            .with("nbuf", cols_buffers(s.dk, bv))
+            .launch(bv as u32, grid, &buffers, &params);
+    } else {
+        x.kernel("delta_rule_backward", BACKWARD_WGSL, c)
+            .with("nvb", w.nvb)
+            .with("c", c.chunk)
+            .with("wg", WG)
+            .with("bv", bv)
+            .launch(WG, grid, &buffers, &params);
+    }
     let qk_len = s.b * s.t * s.hk * s.dk;
     let gate_len = s.b * s.t * s.hv;
     let fin = empty_f32(&x.q, [2 * qk_len + 2 * gate_len]);
-    let wg_fin = 64u32;
+    let wg_fin = (s.dk.next_power_of_two() as u32).clamp(8, 64);
     x.kernel("delta_rule_backward_finish", FINISH_WGSL, c)
         .with("nvb", w.nvb)
         .with("wg", wg_fin)

@@ -10,7 +10,10 @@
 //!
 //! On a wgpu device the WGSL kernels in `shaders/delta_rule_*.wgsl` run: a chunked UT/WY
 //! forward that saves only chunk-boundary states, a backward that recomputes within chunks
-//! from them, and a one-token decode kernel. Elsewhere [`reference`] (plain tensor ops) runs.
+//! from them, and a one-token decode kernel; short sequences (T ≤ 64) take token-by-token
+//! kernels with one invocation per value column instead (same boundary states, no UT
+//! transform, one barrier per token in the backward). Elsewhere [`reference`] (plain tensor
+//! ops) runs.
 //!
 //! - [`delta_rule`]: prefill / training, differentiable through Burn's autodiff.
 //! - [`delta_rule_decode`]: one token against a carried state (generation).
