@@ -89,9 +89,15 @@ fn every_preset_runs_a_step() {
         ))
         .unwrap_or_else(|e| panic!("{preset}: {e}"));
         let rec = rep.to_record();
-        assert!(rec["reward"].as_f64().unwrap().is_finite(), "{preset}: {rec}");
+        assert!(
+            rec["reward"].as_f64().unwrap().is_finite(),
+            "{preset}: {rec}"
+        );
         if rep.no_update {
-            assert!(objective.shaping.dynamic_sampling, "{preset}: only DAPO may skip");
+            assert!(
+                objective.shaping.dynamic_sampling,
+                "{preset}: only DAPO may skip"
+            );
             continue;
         }
         assert!(rec["loss"].as_f64().unwrap().is_finite(), "{preset}: {rec}");

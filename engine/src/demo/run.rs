@@ -182,9 +182,15 @@ impl Demo {
             sampling: Default::default(),
             eos_token_ids: vec![EOS],
         };
-        let out = generate_async(&model, &prompts, &opts, &self.device.clone().inner(), |_, _| {})
-            .await
-            .map_err(|e| DemoError::Run(e.to_string()))?;
+        let out = generate_async(
+            &model,
+            &prompts,
+            &opts,
+            &self.device.clone().inner(),
+            |_, _| {},
+        )
+        .await
+        .map_err(|e| DemoError::Run(e.to_string()))?;
         let right = self
             .heldout
             .iter()

@@ -113,7 +113,12 @@ impl Task {
         match self {
             Task::Sort { len } => 10u64.pow(*len as u32),
             Task::Addition { digits } => {
-                let n = 10u64.pow(*digits) - if *digits > 1 { 10u64.pow(digits - 1) } else { 0 };
+                let n = 10u64.pow(*digits)
+                    - if *digits > 1 {
+                        10u64.pow(digits - 1)
+                    } else {
+                        0
+                    };
                 n * n
             }
         }
@@ -218,8 +223,16 @@ mod tests {
     fn task_names_parse() {
         assert_eq!("sort".parse::<Task>(), Ok(Task::Sort { len: 5 }));
         assert_eq!("sort:7".parse::<Task>(), Ok(Task::Sort { len: 7 }));
-        assert_eq!("addition:3".parse::<Task>(), Ok(Task::Addition { digits: 3 }));
-        assert!("sort:x".parse::<Task>().unwrap_err().contains("not a number"));
+        assert_eq!(
+            "addition:3".parse::<Task>(),
+            Ok(Task::Addition { digits: 3 })
+        );
+        assert!(
+            "sort:x"
+                .parse::<Task>()
+                .unwrap_err()
+                .contains("not a number")
+        );
         assert!("mul".parse::<Task>().unwrap_err().contains("unknown task"));
         assert_eq!(Task::Sort { len: 5 }.to_string(), "sort:5");
     }

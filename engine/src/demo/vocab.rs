@@ -119,6 +119,9 @@ mod tests {
     #[test]
     fn model_config_parses() {
         let cfg = crate::model::Config::from_json(&model_config_json(64)).unwrap();
-        assert_eq!((cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers), (14, 64, 4));
+        assert_eq!(
+            (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers),
+            (14, 64, 4)
+        );
     }
 }

@@ -406,7 +406,14 @@ pub async fn update_async(
     };
     let ref_lp = match reference {
         Some(r) if kl_in_loss || kl_in_reward => {
-            let s = score(&r.valid(), ro, &all, cfg.temperature, false, &device.clone().inner())?;
+            let s = score(
+                &r.valid(),
+                ro,
+                &all,
+                cfg.temperature,
+                false,
+                &device.clone().inner(),
+            )?;
             Some(Tensor::<2>::from_inner(s.logp))
         }
         _ => None,
@@ -454,11 +461,7 @@ pub async fn update_async(
             let lens: Vec<f64> = mask.iter().map(|r| r.iter().sum()).collect();
             let seq_adv = sequence_advantages(&objective.advantage, &scores, &lens, &ro.groups)?;
             Some(conflict_token_weights(
-                &ids,
-                &mask,
-                &seq_adv,
-                &ro.groups,
-                w,
+                &ids, &mask, &seq_adv, &ro.groups, w,
             )?)
         }
         None => None,

@@ -47,10 +47,9 @@ pub struct Args {
 pub fn demo_config(args: &Args) -> Result<DemoConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("reading {}: {e}", p.display()))?;
-            toml::from_str::<DemoConfig>(&text)
-                .map_err(|e| format!("{}: {e}", p.display()))?
+            let text =
+                std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+            toml::from_str::<DemoConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
         }
         None => DemoConfig::default(),
     };
@@ -117,8 +116,10 @@ pub fn run(args: &Args) -> Result<()> {
     let base = eval(&demo)?;
     eprintln!("held-out accuracy before training: {base:.3}");
     let mut global = 0usize;
-    log.write(&json!({"phase": "sft", "step": 0, "global_step": 0, "accuracy": base,
-        "seconds": t0.elapsed().as_secs_f64()}))?;
+    log.write(
+        &json!({"phase": "sft", "step": 0, "global_step": 0, "accuracy": base,
+        "seconds": t0.elapsed().as_secs_f64()}),
+    )?;
     let mut sft_acc = base;
     let mut rl_acc = f64::NAN;
     let mut pb = bar(cfg.sft_steps, "SFT", args.quiet);
@@ -239,7 +240,10 @@ pub fn run(args: &Args) -> Result<()> {
 fn save_demo_model(demo: &Demo, dir: &Path) -> Result<()> {
     use burn::module::Module;
     let extra = vec![
-        ("tokenizer.json".to_string(), vocab::tokenizer_json().into_bytes()),
+        (
+            "tokenizer.json".to_string(),
+            vocab::tokenizer_json().into_bytes(),
+        ),
         (
             "tokenizer_config.json".to_string(),
             vocab::TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),

@@ -18,8 +18,7 @@ pub struct MetricsLog {
 impl MetricsLog {
     /// A new, empty log at `path` (an existing file is replaced).
     pub fn create(path: &Path) -> Result<Self> {
-        let file =
-            File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let file = File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -81,7 +80,8 @@ mod tests {
         let p = dir.join("m.jsonl");
         let mut log = MetricsLog::create(&p).unwrap();
         for s in 1..=5 {
-            log.write(&json!({"global_step": s, "loss": 1.0 / s as f64})).unwrap();
+            log.write(&json!({"global_step": s, "loss": 1.0 / s as f64}))
+                .unwrap();
         }
         drop(log);
         // A torn line at the end is ignored.

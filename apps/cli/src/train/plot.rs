@@ -130,9 +130,8 @@ pub fn plot_metrics(
             let color = colors[i % colors.len()];
             let line = chart.draw_series(LineSeries::new(s.points.iter().copied(), color))?;
             if text {
-                line.label(s.label.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color)
-                });
+                line.label(s.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             }
         }
         if text && data.len() > 1 {
@@ -165,7 +164,10 @@ mod tests {
         assert_eq!(s[0].label, "sft");
         assert_eq!(s[0].points, vec![(0.0, 2.0), (1.0, 1.5)]);
         assert_eq!(s[1].points, vec![(2.0, 0.1)]);
-        assert_eq!(series(&recs, "step", "accuracy")[0].points, vec![(1.0, 0.1)]);
+        assert_eq!(
+            series(&recs, "step", "accuracy")[0].points,
+            vec![(1.0, 0.1)]
+        );
     }
 
     #[test]
@@ -176,7 +178,13 @@ mod tests {
         let recs: Vec<Value> = (0..20)
             .map(|i| json!({"step": i, "phase": if i < 10 {"sft"} else {"rl"}, "loss": 1.0 / (1.0 + i as f64)}))
             .collect();
-        plot_metrics(&recs, "step", &[("loss", "loss"), ("reward", "reward")], &path).unwrap();
+        plot_metrics(
+            &recs,
+            "step",
+            &[("loss", "loss"), ("reward", "reward")],
+            &path,
+        )
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 1000);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -211,10 +211,13 @@ epsilon_high = 0.3
             ("preset = \"dapo\"", "preset = \"ppo\""),
         ] {
             let text = FULL.replacen(patch, want, 1);
-            assert!(Recipe::from_toml(&text).is_err(), "{want} should be rejected");
+            assert!(
+                Recipe::from_toml(&text).is_err(),
+                "{want} should be rejected"
+            );
         }
-        let e = Recipe::from_toml(&FULL.replacen("seed = 3", "seed = 3\nbogus = 1", 1))
-            .unwrap_err();
+        let e =
+            Recipe::from_toml(&FULL.replacen("seed = 3", "seed = 3\nbogus = 1", 1)).unwrap_err();
         assert!(e.contains("bogus"), "{e}");
         let e = Recipe::from_toml(&FULL.replacen("preset = \"dapo\"", "preset = \"ppo\"", 1))
             .unwrap_err();

@@ -70,7 +70,9 @@ enum RlData {
 
 /// Seed of the RNG for step `step` of stream `stream` (independent streams per purpose).
 fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -79,7 +81,10 @@ fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
 fn tokenizer_files(tok_dir: Option<&Path>, demo: bool) -> Vec<(String, Vec<u8>)> {
     if demo {
         return vec![
-            ("tokenizer.json".into(), vocab::tokenizer_json().into_bytes()),
+            (
+                "tokenizer.json".into(),
+                vocab::tokenizer_json().into_bytes(),
+            ),
             (
                 "tokenizer_config.json".into(),
                 vocab::TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),
@@ -87,10 +92,19 @@ fn tokenizer_files(tok_dir: Option<&Path>, demo: bool) -> Vec<(String, Vec<u8>)>
         ];
     }
     let Some(dir) = tok_dir else { return vec![] };
-    ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]
-        .iter()
-        .filter_map(|n| std::fs::read(dir.join(n)).ok().map(|b| ((*n).to_string(), b)))
-        .collect()
+    [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    ]
+    .iter()
+    .filter_map(|n| {
+        std::fs::read(dir.join(n))
+            .ok()
+            .map(|b| ((*n).to_string(), b))
+    })
+    .collect()
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -103,7 +117,13 @@ pub fn run(args: &Args) -> Result<()> {
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let recipe = Recipe::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_dir.join(p)
+        }
+    };
     let out = resolve(&recipe.out);
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let ckpt_dir = out.join("checkpoint");
@@ -116,15 +136,12 @@ pub fn run(args: &Args) -> Result<()> {
     let tokenizer: Option<Tokenizer> = if demo {
         Some(vocab::tokenizer()?)
     } else {
-        model_dir
-            .as_ref()
-            .and_then(|d| Tokenizer::from_dir(d).ok())
+        model_dir.as_ref().and_then(|d| Tokenizer::from_dir(d).ok())
     };
     let (config, mut model, mut opt, mut state): (Config, HybridModel, AdamW, TrainerState) =
         if args.resume {
-            let r = sluice::train::files::load_checkpoint(&ckpt_dir, &ad).map_err(|e| {
-                format!("--resume: loading {}: {e}", ckpt_dir.display())
-            })?;
+            let r = sluice::train::files::load_checkpoint(&ckpt_dir, &ad)
+                .map_err(|e| format!("--resume: loading {}: {e}", ckpt_dir.display()))?;
             eprintln!("sluice train: resuming at step {}", r.state.step);
             (r.config, r.model, r.optimizer, r.state)
         } else {
@@ -138,14 +155,23 @@ pub fn run(args: &Args) -> Result<()> {
                 }
                 _ => unreachable!("validated"),
             };
-            (config, model, AdamW::new(recipe.optim.clone()), TrainerState::default())
+            (
+                config,
+                model,
+                AdamW::new(recipe.optim.clone()),
+                TrainerState::default(),
+            )
         };
     let eos: Vec<u32> = if demo {
         vec![vocab::EOS]
     } else if !config.eos_token_ids.is_empty() {
         config.eos_token_ids.clone()
     } else {
-        tokenizer.as_ref().and_then(Tokenizer::eos_token_id).into_iter().collect()
+        tokenizer
+            .as_ref()
+            .and_then(Tokenizer::eos_token_id)
+            .into_iter()
+            .collect()
     };
     let extra = tokenizer_files(model_dir.as_deref(), demo);
 
@@ -342,7 +368,8 @@ fn load_sft(
     let mut examples = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         examples.push(
-            tokenize(r, tok, s.max_len).map_err(|e| format!("{} record {}: {e}", path.display(), i + 1))?,
+            tokenize(r, tok, s.max_len)
+                .map_err(|e| format!("{} record {}: {e}", path.display(), i + 1))?,
         );
     }
     if s.packing {
@@ -388,7 +415,9 @@ fn load_rl(
         } else {
             p.to_string()
         };
-        let ids = tok.encode(&rendered, false).map_err(|e| bad(e.to_string()))?;
+        let ids = tok
+            .encode(&rendered, false)
+            .map_err(|e| bad(e.to_string()))?;
         if ids.is_empty() {
             return Err(bad("the prompt encodes to no tokens".into()).into());
         }

@@ -1,0 +1,183 @@
+//! `sluice demo` and `sluice train` end to end (tiny sizes, headless on lavapipe): the demo's
+//! JSON summary and files, and a recipe run split by `--stop-after` + `--resume` ending
+//! bit-identical to the uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn sluice(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    cmd.output().expect("running the sluice binary")
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sluice-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn demo_reports_json_and_writes_its_files() {
+    let dir = temp_dir("demo");
+    let cfg = dir.join("demo.toml");
+    std::fs::write(
+        &cfg,
+        "hidden = 16\neval_size = 16\nsft_steps = 3\nsft_batch = 8\nrl_steps = 2\n\
+         [rl]\npreset = \"dapo\"\ngroup_size = 4\nprompts_per_step = 2\n",
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let o = sluice(&[
+        "demo",
+        "--quiet",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o, "sluice demo");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.lines().last().expect("a summary line");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    for k in ["base_accuracy", "sft_accuracy", "rl_accuracy", "seconds"] {
+        let x = v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+        assert!((0.0..=1.0).contains(&x) || k == "seconds", "{k} = {x}");
+    }
+    assert_eq!(v["task"], "sort:5");
+    // 1 base eval + 3 SFT + 2 RL records.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6, "{metrics}");
+    assert!(metrics.lines().last().unwrap().contains("\"phase\":\"rl\""));
+    let png = std::fs::read(out.join("training.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    // The saved model loads in `sluice generate` with its tokenizer.
+    let model = out.join("model");
+    let o = sluice(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "31415=",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert_ok(&o, "generate with the demo model");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn recipe(dir: &Path) -> PathBuf {
+    let p = dir.join("recipe.toml");
+    std::fs::write(
+        &p,
+        r#"
+seed = 5
+out = "run"
+save_every = 100
+[model]
+demo_hidden = 16
+[optim]
+weight_decay = 0.01
+[sft]
+task = "sort:4"
+steps = 2
+batch_size = 4
+grad_accum = 2
+schedule = { kind = "warmup_cosine", peak_lr = 1e-2, min_lr = 1e-3, warmup_steps = 1, total_steps = 2 }
+[rl]
+task = "sort:4"
+steps = 2
+schedule = { kind = "constant", lr = 1e-3 }
+rewards = [{ kind = "exact_match" }, { kind = "length", weight = 0.1, max_len = 6, cache = 2 }]
+[rl.sampling]
+preset = "grpo"
+group_size = 3
+prompts_per_step = 2
+max_new_tokens = 6
+num_iterations = 2
+"#,
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn resumed_training_equals_the_uninterrupted_run() {
+    let whole = temp_dir("train-whole");
+    let split = temp_dir("train-split");
+    let (rw, rs) = (recipe(&whole), recipe(&split));
+    let o = sluice(&["train", "--quiet", "--config", rw.to_str().unwrap()]);
+    assert_ok(&o, "train (whole)");
+    // Interrupted after 3 steps (SFT done, one RL step), then resumed.
+    let o = sluice(&[
+        "train",
+        "--quiet",
+        "--config",
+        rs.to_str().unwrap(),
+        "--stop-after",
+        "3",
+    ]);
+    assert_ok(&o, "train (first part)");
+    let o = sluice(&[
+        "train",
+        "--quiet",
+        "--config",
+        rs.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert_ok(&o, "train (resumed)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at step 3"));
+    for f in ["model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(whole.join("run/checkpoint").join(f)).unwrap();
+        let b = std::fs::read(split.join("run/checkpoint").join(f)).unwrap();
+        assert!(a == b, "{f} differs between the whole and the resumed run");
+    }
+    let metrics = std::fs::read_to_string(split.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4);
+    let state = std::fs::read_to_string(split.join("run/checkpoint/trainer_state.json")).unwrap();
+    assert!(
+        state.contains("\"step\": 4") || state.contains("\"step\":4"),
+        "{state}"
+    );
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+}
+
+#[test]
+fn bad_recipes_are_clear_errors() {
+    let dir = temp_dir("train-bad");
+    let p = dir.join("r.toml");
+    std::fs::write(&p, "out = \"x\"\n[model]\ndemo_hidden = 16\n").unwrap();
+    let o = sluice(&["train", "--config", p.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("neither an [sft] nor an [rl] phase"));
+    let o = sluice(&[
+        "train",
+        "--config",
+        dir.join("missing.toml").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
+    let o = sluice(&["train", "--config", p.to_str().unwrap(), "--resume"]);
+    assert!(!o.status.success());
+    let o = sluice(&["train", "--help-recipe"]);
+    assert_ok(&o, "--help-recipe");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("[rl.sampling]"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
