@@ -10,8 +10,8 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -52,6 +52,10 @@ pub struct DemoConfig {
     pub eval_every: usize,
     pub sft_steps: usize,
     pub sft_batch: usize,
+    /// Size of the fixed pool of SFT demonstrations (0: a fresh problem every time). A small
+    /// pool models the usual situation — demonstrations are scarce, prompts and a verifier
+    /// are cheap — where RL on fresh prompts can go past what SFT on the pool reaches.
+    pub sft_examples: usize,
     /// Peak SFT learning rate (warmup then cosine to 10%).
     pub sft_lr: f64,
     pub rl_steps: usize,
@@ -71,6 +75,7 @@ impl Default for DemoConfig {
             eval_every: 20,
             sft_steps: 60,
             sft_batch: 32,
+            sft_examples: 0,
             sft_lr: 1e-2,
             rl_steps: 40,
             rl_lr: 2e-3,
@@ -110,6 +115,7 @@ pub struct Demo {
     kl: KlController,
     rng: StdRng,
     heldout: Vec<Problem>,
+    sft_pool: Vec<Problem>,
     device: Device,
 }
 
@@ -144,7 +150,12 @@ impl Demo {
         };
         let model = crate::model::init::init_model(&config, cfg.seed, &device);
         let heldout = task.heldout(cfg.eval_size, cfg.seed ^ 0x5EED);
+        let mut pool_rng = StdRng::seed_from_u64(cfg.seed ^ 0xD47A);
+        let sft_pool = (0..cfg.sft_examples)
+            .map(|_| task.train_problem(&mut pool_rng))
+            .collect();
         Ok(Demo {
+            sft_pool,
             optimizer: AdamW::new(Self::adamw()),
             rng: StdRng::seed_from_u64(cfg.seed),
             kl: objective.reward_kl.controller.clone(),
@@ -240,7 +251,11 @@ impl Demo {
     async fn sft_step(&mut self) -> Result<Value, DemoError> {
         let batch: Vec<SftExample> = (0..self.cfg.sft_batch)
             .map(|_| {
-                let p = self.task.train_problem(&mut self.rng);
+                let p = if self.sft_pool.is_empty() {
+                    self.task.train_problem(&mut self.rng)
+                } else {
+                    self.sft_pool[self.rng.random_range(0..self.sft_pool.len())].clone()
+                };
                 let prompt = p.prompt_ids();
                 let np = prompt.len();
                 let mut ids = prompt;
