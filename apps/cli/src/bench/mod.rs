@@ -8,6 +8,7 @@ mod attention;
 mod delta_rule;
 mod generate;
 mod torch;
+mod train;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// Generation with a checkpoint: prefill and decode tokens/s at batch 1 and 8, memory,
     /// and the state size as a sequence grows.
     Generate(generate::Args),
+    /// Training steps on the demo model: SFT step, RL rollout tokens/s, update steps/s and
+    /// whole RL step time, and optionally TRL's GRPOTrainer on the CPU (`--trl`).
+    Train(train::Args),
 }
 
 /// Runs one `bench` subcommand.
@@ -39,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::DeltaRule(args) => delta_rule::run(&args),
         BenchCommand::Attention(args) => attention::run(&args),
         BenchCommand::Generate(args) => generate::run(&args),
+        BenchCommand::Train(args) => train::run(&args),
     }
 }
 
