@@ -229,7 +229,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut model_dir = None;
     let s = measure(args, &device, |demo| {
         if args.trl {
-            let dir = std::env::temp_dir().join(format!("sluice-bench-train-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("sluice-bench-train-{}", std::process::id()));
             save_model(demo, &dir)?;
             model_dir = Some(dir);
         }
@@ -381,10 +382,8 @@ fn measure(
             sft_times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let sft = Timing::from_samples(sft_times).map_or_else(
-        || Measured::Skipped("--sft-steps 0".into()),
-        Measured::Done,
-    );
+    let sft = Timing::from_samples(sft_times)
+        .map_or_else(|| Measured::Skipped("--sft-steps 0".into()), Measured::Done);
     after_sft(&demo)?;
 
     let task = demo.task;
@@ -495,7 +494,8 @@ fn measure(
         }
     }
     let done = |v: Vec<f64>| {
-        Timing::from_samples(v).map_or_else(|| Measured::Failed("no timed run".into()), Measured::Done)
+        Timing::from_samples(v)
+            .map_or_else(|| Measured::Failed("no timed run".into()), Measured::Done)
     };
     let last5 = &rewards_seen[rewards_seen.len().saturating_sub(5)..];
     Ok(SluiceTimes {
@@ -556,7 +556,10 @@ fn run_trl(args: &Args, model_dir: &Path) -> Result<TrlTimes> {
     if !out.status.success() {
         return Err(format!("`{shown}` failed ({})", out.status).into());
     }
-    parse_trl(&String::from_utf8_lossy(&out.stdout), &format!("{python} {TRL_SCRIPT}"))
+    parse_trl(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!("{python} {TRL_SCRIPT}"),
+    )
 }
 
 /// The script in the current directory's `scripts/`, else in this source tree's.
@@ -591,17 +594,45 @@ mod tests {
     fn parses_defaults_and_flags() {
         let a = parse(&[]).unwrap();
         assert_eq!(
-            (a.hidden, a.group, a.prompts, a.max_new_tokens, a.steps, a.warmup),
+            (
+                a.hidden,
+                a.group,
+                a.prompts,
+                a.max_new_tokens,
+                a.steps,
+                a.warmup
+            ),
             (64, 8, 8, 8, 10, 2)
         );
-        assert_eq!((a.preset.as_str(), a.sft_steps, a.trl, a.json), ("grpo", 10, false, false));
+        assert_eq!(
+            (a.preset.as_str(), a.sft_steps, a.trl, a.json),
+            ("grpo", 10, false, false)
+        );
         let a = parse(&[
-            "--hidden", "32", "--group", "4", "--prompts", "2", "--max-new-tokens", "6",
-            "--steps", "3", "--warmup", "0", "--preset", "dapo", "--sft-steps", "0", "--json",
+            "--hidden",
+            "32",
+            "--group",
+            "4",
+            "--prompts",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--steps",
+            "3",
+            "--warmup",
+            "0",
+            "--preset",
+            "dapo",
+            "--sft-steps",
+            "0",
+            "--json",
             "--trl",
         ])
         .unwrap();
-        assert_eq!((a.hidden, a.group, a.prompts, a.max_new_tokens), (32, 4, 2, 6));
+        assert_eq!(
+            (a.hidden, a.group, a.prompts, a.max_new_tokens),
+            (32, 4, 2, 6)
+        );
         assert_eq!((a.steps, a.warmup, a.sft_steps), (3, 0, 0));
         assert_eq!((a.preset.as_str(), a.json, a.trl), ("dapo", true, true));
         assert!(parse(&["--steps", "0"]).is_err());
