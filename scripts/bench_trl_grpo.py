@@ -24,7 +24,8 @@ one-token decode steps) — what TRL on a CPU uses.
 
 Timing: wall clock of each trainer step (on_step_begin → on_step_end: generation, rewards,
 reference and policy log-probs, loss, backward, optimizer step), median over `--steps` steps
-after `--warmup`; generation alone (transformers `generate` inside TRL) is timed by wrapping
+after `--warmup` (torch's OpenMP threads wait passively unless OMP_WAIT_POLICY says
+otherwise: other processes share the CPU here); generation alone (transformers `generate` inside TRL) is timed by wrapping
 the trainer's single-turn generation. The last stdout line is one JSON object.
 """
 
@@ -102,6 +103,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3, help="as `sluice demo`'s rl_lr")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--omp-wait-policy", default="PASSIVE",
+                    help="OMP_WAIT_POLICY for torch's OpenMP threads unless the environment sets "
+                    "it (PASSIVE: idle threads sleep instead of spinning; on a shared, busy CPU "
+                    "spinning made steps 10-50x slower)")
     ap.add_argument("--model", help="a Hugging Face model folder to start from "
                     "(default: random init with the demo config)")
     args = ap.parse_args()
@@ -109,6 +114,7 @@ def main() -> None:
         ap.error("group >= 2 and prompts, max-new-tokens, steps >= 1")
 
     warnings.filterwarnings("ignore")
+    os.environ.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     torch.set_num_threads(args.threads)
@@ -198,6 +204,7 @@ def main() -> None:
         "impl": "trl_grpo",
         "env": {"torch": torch.__version__, "transformers": transformers.__version__,
                 "trl": trl.__version__, "threads": torch.get_num_threads(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "python": platform.python_version(),
                 "linear_attention": "transformers torch fallback (no flash-linear-attention)",
                 "loadavg": list(os.getloadavg())},
@@ -205,9 +212,10 @@ def main() -> None:
                    "max_new_tokens": args.max_new_tokens, "steps": args.steps,
                    "warmup": args.warmup, "lr": args.lr, "loss_type": "grpo", "beta": 0.04,
                    "model": source, "parameters": n_params},
-        "step_s": {"median": statistics.median(timed), "min": min(timed), "reps": len(timed)},
-        "generate_s": {"median": statistics.median([t for t, _ in gen_timed])} if gen_timed
-        else None,
+        "step_s": {"median": statistics.median(timed), "min": min(timed), "reps": len(timed),
+                   "all": [round(t, 4) for t in step_times]},
+        "generate_s": {"median": statistics.median([t for t, _ in gen_timed]),
+                       "all": [round(t, 4) for t in gen_times]} if gen_timed else None,
         "rollout_tokens_per_s": gen_tok / gen_s if gen_s > 0 else None,
         "completion_length_mean": statistics.mean(lengths[args.warmup:] or lengths),
         "reward_first": rewards[0] if rewards else None,

@@ -2,7 +2,8 @@
 //!
 //! Shared pieces live here: timing ([`time_it`]), text tables ([`Table`]) and the PyTorch
 //! baseline reader ([`torch`]). Each benchmark has its own module: `delta-rule`,
-//! `attention` (the ops) and `generate` (a whole checkpoint).
+//! `attention` (the ops), `generate` (a whole checkpoint) and `train` (SFT and RL steps on the
+//! demo model, optionally against TRL).
 
 mod attention;
 mod delta_rule;
