@@ -25,8 +25,9 @@ one-token decode steps) — what TRL on a CPU uses.
 Timing: wall clock of each trainer step (on_step_begin → on_step_end: generation, rewards,
 reference and policy log-probs, loss, backward, optimizer step), median over `--steps` steps
 after `--warmup` (torch's OpenMP threads wait passively unless OMP_WAIT_POLICY says
-otherwise: other processes share the CPU here); generation alone (transformers `generate` inside TRL) is timed by wrapping
-the trainer's single-turn generation. The last stdout line is one JSON object.
+otherwise: other processes share the CPU here); generation alone (transformers `generate`
+inside TRL) is timed by wrapping the trainer's single-turn generation. The last stdout line
+is one JSON object.
 """
 
 import argparse

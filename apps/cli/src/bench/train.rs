@@ -6,16 +6,17 @@
 //! steps (default 10, batch `--sft-batch`), so that RL rollouts end with `<eos>` at about
 //! the answer's length as in a real run (`--sft-steps 0`: RL from the random init, whose
 //! completions run to about `--max-new-tokens`). The SFT steps after the first
-//! `min(warmup, sft_steps − 1)` are timed. Then, `--warmup` untimed then `--steps` timed
-//! iterations of:
+//! `min(warmup, sft_steps − 1)` are timed. Then, each `--warmup` untimed then `--steps`
+//! timed times:
 //!
-//! 1. a whole RL step (`rl_step_async`: rollout of prompts × G completions, exact-match
-//!    rewards, advantages, loss, backward, AdamW step), the figure compared with TRL;
-//! 2. a rollout alone (`rollout_async` on fresh prompts): completion tokens ÷ time;
-//! 3. an update alone (`update_async` on that rollout): one optimiser step.
+//! 1. whole RL steps (`rl_step_async`: rollout of prompts × G completions, exact-match
+//!    rewards, advantages, loss, backward, AdamW step), the figure compared with TRL; the
+//!    reward reported is theirs (after warmup + steps updates, as TRL's);
+//! 2. then rollouts alone (`rollout_async` on fresh prompts: completion tokens ÷ time), each
+//!    followed by
+//! 3. an update alone (`update_async` on that rollout: one optimiser step).
 //!
-//! So the model takes two RL updates per iteration; each call reads its results back to the
-//! host, so a timing covers the device work. With `--trl`, the SFT-trained model is saved to
+//! Each call reads its results back to the host, so a timing covers the device work. With `--trl`, the SFT-trained model is saved to
 //! a temporary folder and the script trains a copy of it with the same group size, prompts,
 //! completion length, temperature, loss ("grpo", β = 0.04) and learning rate; the ratio is
 //! TRL's seconds per step ÷ Sluice's.
@@ -79,6 +80,10 @@ pub struct Args {
     lr: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Device: `wgpu` (Sluice's kernels; lavapipe on a machine without a GPU) or `flex`
+    /// (Burn's CPU backend; the reference implementations of Sluice's ops).
+    #[arg(long, default_value = "wgpu", value_parser = ["wgpu", "flex"])]
+    device: String,
     /// Also run TRL's GRPOTrainer on the CPU (`scripts/bench_trl_grpo.py` with
     /// `$SLUICE_PYTHON`, default `python3`; needs torch, transformers, trl, datasets).
     #[arg(long)]
@@ -224,7 +229,10 @@ pub fn run(args: &Args) -> Result<()> {
     if args.group < 2 {
         return Err("--group must be at least 2".into());
     }
-    let device = sluice::device::wgpu();
+    let device = match args.device.as_str() {
+        "flex" => Device::flex(),
+        _ => sluice::device::wgpu(),
+    };
     let load = loadavg();
     let mut model_dir = None;
     let s = measure(args, &device, |demo| {
@@ -255,7 +263,7 @@ pub fn run(args: &Args) -> Result<()> {
             "config": {"hidden": args.hidden, "group": args.group, "prompts": args.prompts,
                 "max_new_tokens": args.max_new_tokens, "steps": args.steps,
                 "warmup": args.warmup, "preset": args.preset, "sft_steps": args.sft_steps,
-                "sft_batch": args.sft_batch, "lr": args.lr, "seed": args.seed,
+                "sft_batch": args.sft_batch, "lr": args.lr, "seed": args.seed, "device": args.device,
                 "parameters": s.parameters},
             "loadavg_before": load,
             "loadavg_after": loadavg(),
@@ -298,7 +306,8 @@ pub fn run(args: &Args) -> Result<()> {
         args.warmup
     );
     println!(
-        "device: {device:?}; load average before {} after {}",
+        "device: {} ({device:?}); load average before {} after {}",
+        args.device,
         fmt_load(load),
         fmt_load(loadavg())
     );
@@ -428,10 +437,10 @@ fn measure(
     let (mut step_t, mut roll_t, mut upd_t) = (Vec::new(), Vec::new(), Vec::new());
     let (mut roll_tokens, mut roll_secs) = (0usize, 0.0f64);
     let (mut rewards_seen, mut lens) = (Vec::new(), Vec::new());
-    for it in 0..args.warmup + args.steps {
-        let timed = it >= args.warmup;
-        let seed = args.seed.wrapping_mul(1_000_003) + 2 * it as u64;
-        // 1. Whole step.
+    let n = args.warmup + args.steps;
+    let seed_of = |it: usize| args.seed.wrapping_mul(1_000_003) + it as u64;
+    // 1. Whole steps (their rewards are the "reward after N steps": N updates, as TRL's).
+    for it in 0..n {
         let t0 = Instant::now();
         let rep = pollster::block_on(rl_step_async(
             Policy {
@@ -447,16 +456,19 @@ fn measure(
             &mut next,
             &[EOS],
             &decode,
-            seed,
+            seed_of(it),
             &ad,
         ))?;
         let dt = t0.elapsed().as_secs_f64();
         rewards_seen.push(rep.score_mean);
-        if timed {
+        if it >= args.warmup {
             step_t.push(dt * 1e3);
             lens.push(rep.response_len);
         }
-        // 2. Rollout alone.
+    }
+    // 2. and 3. Rollouts alone, each followed by an update alone on it.
+    for it in 0..n {
+        let timed = it >= args.warmup;
         let sampler = model.valid();
         let prompts = next(args.prompts);
         let t0 = Instant::now();
@@ -467,7 +479,7 @@ fn measure(
             &[EOS],
             &rewards,
             &decode,
-            seed + 1,
+            seed_of(n + it),
             &base,
         ))?;
         let dt = t0.elapsed().as_secs_f64();
@@ -476,7 +488,6 @@ fn measure(
             roll_tokens += ro.num_tokens();
             roll_secs += dt;
         }
-        // 3. Update alone, on that rollout.
         let t0 = Instant::now();
         pollster::block_on(update_async(
             &mut model,
