@@ -2,6 +2,7 @@
 # Builds (release) and runs the `sluice` CLI, making sure a Vulkan driver is present first
 # (installs Mesa's lavapipe as root when none is). The loader's choice of adapter is kept:
 # a real GPU is used when its driver is installed; set VK_DRIVER_FILES to force one.
+#   ./scripts/run.sh demo            (the main job)
 #   ./scripts/run.sh bench delta-rule [--reps N] [--t 256,1024] [--torch] [--json]
 set -euo pipefail
 

@@ -10,19 +10,19 @@
 
 use burn::module::Module;
 use burn::tensor::Device;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::task::{Problem, Task};
 use super::vocab::{self, EOS};
-use crate::model::generate::{GenerateOptions, generate_async};
+use crate::model::generate::{GenerateOptions, Sampling, generate_async, generate_groups_async};
 use crate::model::{Config, HybridModel};
 use crate::rl::kl::KlController;
 use crate::rl::presets::RlObjective;
-use crate::rl::rewards::WeightedRewards;
 use crate::rl::rewards::rule::{ExactMatchReward, Extractor};
+use crate::rl::rewards::{FnReward, Sample, WeightedRewards};
 use crate::rl::step::{Policy, Prompt, RlConfig, preset_objective, rl_step_async};
 use crate::train::optim::{AdamW, AdamWConfig, Grads};
 use crate::train::schedule::LrSchedule;
@@ -50,13 +50,25 @@ pub struct DemoConfig {
     pub eval_size: usize,
     /// Evaluate every this many steps within a phase (0: only at phase ends).
     pub eval_every: usize,
+    /// Samples per held-out problem for the sampled pass@1 (0: greedy only).
+    pub eval_samples: usize,
+    /// Keep the SFT optimizer's moments for RL (false: a fresh AdamW, as a separate TRL run).
+    pub keep_optimizer: bool,
     pub sft_steps: usize,
     pub sft_batch: usize,
+    /// Size of the fixed pool of SFT demonstrations (0: a fresh problem every time). A small
+    /// pool models the usual situation — demonstrations are scarce, prompts and a verifier
+    /// are cheap — where RL on fresh prompts can go past what SFT on the pool reaches.
+    pub sft_examples: usize,
     /// Peak SFT learning rate (warmup then cosine to 10%).
     pub sft_lr: f64,
     pub rl_steps: usize,
     /// RL learning rate (constant after a short warmup).
     pub rl_lr: f64,
+    /// RL reward: `exact` (1 if the completion is exactly the answer then `<eos>`, else 0) or
+    /// `partial` (the fraction of answer positions, `<eos>` included, that the completion
+    /// gets right, over the longer of the two — a graded verifier; 1 only when exact).
+    pub reward: String,
     /// Rollout and optimisation settings; `rl.preset` names the objective (default `grpo`).
     pub rl: RlConfig,
 }
@@ -69,11 +81,15 @@ impl Default for DemoConfig {
             seed: 0,
             eval_size: 200,
             eval_every: 20,
+            eval_samples: 4,
+            keep_optimizer: false,
             sft_steps: 60,
             sft_batch: 32,
+            sft_examples: 0,
             sft_lr: 1e-2,
             rl_steps: 40,
             rl_lr: 2e-3,
+            reward: "exact".into(),
             rl: RlConfig {
                 preset: Some("grpo".into()),
                 group_size: 8,
@@ -83,6 +99,16 @@ impl Default for DemoConfig {
             },
         }
     }
+}
+
+/// Held-out accuracies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Eval {
+    /// Greedy decoding.
+    pub greedy: f64,
+    /// pass@1 at temperature 1 (mean over `eval_samples` samples per problem); NaN when
+    /// `eval_samples` is 0.
+    pub sampled: f64,
 }
 
 /// Which phase the run is in.
@@ -110,6 +136,7 @@ pub struct Demo {
     kl: KlController,
     rng: StdRng,
     heldout: Vec<Problem>,
+    sft_pool: Vec<Problem>,
     device: Device,
 }
 
@@ -128,6 +155,12 @@ impl Demo {
                 "sft_batch and eval_size must be positive".into(),
             ));
         }
+        if !matches!(cfg.reward.as_str(), "exact" | "partial") {
+            return Err(DemoError::Config(format!(
+                "reward must be `exact` or `partial`, got `{}`",
+                cfg.reward
+            )));
+        }
         if cfg.rl.max_new_tokens == 0 {
             cfg.rl.max_new_tokens = task.max_answer_tokens() + 2;
         }
@@ -144,7 +177,12 @@ impl Demo {
         };
         let model = crate::model::init::init_model(&config, cfg.seed, &device);
         let heldout = task.heldout(cfg.eval_size, cfg.seed ^ 0x5EED);
+        let mut pool_rng = StdRng::seed_from_u64(cfg.seed ^ 0xD47A);
+        let sft_pool = (0..cfg.sft_examples)
+            .map(|_| task.train_problem(&mut pool_rng))
+            .collect();
         Ok(Demo {
+            sft_pool,
             optimizer: AdamW::new(Self::adamw()),
             rng: StdRng::seed_from_u64(cfg.seed),
             kl: objective.reward_kl.controller.clone(),
@@ -173,31 +211,48 @@ impl Demo {
         &self.heldout
     }
 
-    /// Greedy held-out accuracy (exact answer then `<eos>`).
-    pub async fn evaluate_async(&self) -> Result<f64, DemoError> {
+    /// Held-out accuracy (exact answer then `<eos>`): greedy, and pass@1 of the policy's own
+    /// sampling (temperature 1, the mean over `eval_samples` samples per problem, fixed seed).
+    pub async fn evaluate_async(&self) -> Result<Eval, DemoError> {
         let model = self.model.valid();
+        let device = self.device.clone().inner();
         let prompts: Vec<Vec<u32>> = self.heldout.iter().map(Problem::prompt_ids).collect();
-        let opts = GenerateOptions {
+        let mut opts = GenerateOptions {
             max_new_tokens: self.task.max_answer_tokens() + 2,
             sampling: Default::default(),
             eos_token_ids: vec![EOS],
         };
-        let out = generate_async(
-            &model,
-            &prompts,
-            &opts,
-            &self.device.clone().inner(),
-            |_, _| {},
-        )
-        .await
-        .map_err(|e| DemoError::Run(e.to_string()))?;
-        let right = self
+        let err = |e: crate::model::generate::GenerateError| DemoError::Run(e.to_string());
+        let out = generate_async(&model, &prompts, &opts, &device, |_, _| {})
+            .await
+            .map_err(err)?;
+        let n = self.heldout.len() as f64;
+        let greedy = self
             .heldout
             .iter()
             .zip(&out)
             .filter(|(p, o)| p.is_correct(o))
-            .count();
-        Ok(right as f64 / self.heldout.len() as f64)
+            .count() as f64
+            / n;
+        let k = self.cfg.eval_samples;
+        let sampled = if k == 0 {
+            f64::NAN
+        } else {
+            opts.sampling = Sampling {
+                temperature: 1.0,
+                seed: self.cfg.seed ^ 0xE7A1,
+                ..Sampling::default()
+            };
+            let out = generate_groups_async(&model, &prompts, k, &opts, &device, |_, _| {})
+                .await
+                .map_err(err)?;
+            out.iter()
+                .enumerate()
+                .filter(|(r, o)| self.heldout[r / k].is_correct(o))
+                .count() as f64
+                / (n * k as f64)
+        };
+        Ok(Eval { greedy, sampled })
     }
 
     /// True when the step just taken should be followed by an evaluation.
@@ -232,7 +287,9 @@ impl Demo {
     fn start_rl(&mut self) {
         self.phase = Phase::Rl;
         self.step = 0;
-        self.optimizer = AdamW::new(Self::adamw());
+        if !self.cfg.keep_optimizer {
+            self.optimizer = AdamW::new(Self::adamw());
+        }
         // The reference model is the policy at the start of RL (frozen, no gradients).
         self.reference = Some(self.model.valid());
     }
@@ -240,7 +297,11 @@ impl Demo {
     async fn sft_step(&mut self) -> Result<Value, DemoError> {
         let batch: Vec<SftExample> = (0..self.cfg.sft_batch)
             .map(|_| {
-                let p = self.task.train_problem(&mut self.rng);
+                let p = if self.sft_pool.is_empty() {
+                    self.task.train_problem(&mut self.rng)
+                } else {
+                    self.sft_pool[self.rng.random_range(0..self.sft_pool.len())].clone()
+                };
                 let prompt = p.prompt_ids();
                 let np = prompt.len();
                 let mut ids = prompt;
@@ -300,13 +361,17 @@ impl Demo {
                 })
                 .collect()
         };
-        let rewards = WeightedRewards::new().with(
-            ExactMatchReward {
-                extractor: Extractor::Whole,
-                normalize: false,
-            },
-            1.0,
-        );
+        let rewards = if self.cfg.reward == "partial" {
+            WeightedRewards::new().with(FnReward::new("partial", partial_credit), 1.0)
+        } else {
+            WeightedRewards::new().with(
+                ExactMatchReward {
+                    extractor: Extractor::Whole,
+                    normalize: false,
+                },
+                1.0,
+            )
+        };
         let seed = self.cfg.seed.wrapping_mul(1_000_003) + self.step as u64;
         let uses_reference = self.objective.kl_placement != crate::rl::presets::KlPlacement::None;
         let rep = rl_step_async(
@@ -338,5 +403,39 @@ impl Demo {
         rec["step"] = json!(self.step);
         rec["lr"] = json!(lr);
         Ok(rec)
+    }
+}
+
+/// Graded verifier: matching positions of completion and answer (`<eos>` included) over the
+/// longer of the two; 1 exactly when the completion is the answer then `<eos>`.
+pub fn partial_credit(s: &Sample) -> Option<f64> {
+    let got = s.completion_ids.as_ref()?;
+    let mut want = vocab::encode(s.reference.as_deref()?);
+    want.push(EOS);
+    let right = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    Some(right as f64 / got.len().max(want.len()) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_credit_grades_positions() {
+        let s = |c: &str, eos: bool| {
+            let mut ids = vocab::encode(c);
+            if eos {
+                ids.push(EOS);
+            }
+            Sample::new("31415=", c)
+                .with_reference("11345")
+                .with_ids(vocab::encode("31415="), ids)
+        };
+        assert_eq!(partial_credit(&s("11345", true)), Some(1.0));
+        assert_eq!(partial_credit(&s("11345", false)), Some(5.0 / 6.0));
+        assert_eq!(partial_credit(&s("11346", true)), Some(5.0 / 6.0));
+        assert_eq!(partial_credit(&s("113455", true)), Some(5.0 / 7.0));
+        assert_eq!(partial_credit(&s("", true)), Some(0.0));
+        assert_eq!(partial_credit(&Sample::new("a", "b")), None);
     }
 }

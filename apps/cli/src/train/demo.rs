@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
-use sluice::demo::run::{Demo, DemoConfig, Phase};
+use sluice::demo::run::{Demo, DemoConfig, Eval, Phase};
 use sluice::demo::vocab;
 
 use super::metrics::MetricsLog;
@@ -114,14 +114,20 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let eval = |demo: &Demo| pollster::block_on(demo.evaluate_async());
     let base = eval(&demo)?;
-    eprintln!("held-out accuracy before training: {base:.3}");
+    eprintln!(
+        "held-out accuracy before training: {:.3} (sampled pass@1 {:.3})",
+        base.greedy, base.sampled
+    );
     let mut global = 0usize;
     log.write(
-        &json!({"phase": "sft", "step": 0, "global_step": 0, "accuracy": base,
-        "seconds": t0.elapsed().as_secs_f64()}),
+        &json!({"phase": "sft", "step": 0, "global_step": 0, "accuracy": base.greedy,
+        "sampled_accuracy": base.sampled, "seconds": t0.elapsed().as_secs_f64()}),
     )?;
     let mut sft_acc = base;
-    let mut rl_acc = f64::NAN;
+    let mut rl_acc = Eval {
+        greedy: f64::NAN,
+        sampled: f64::NAN,
+    };
     let mut pb = bar(cfg.sft_steps, "SFT", args.quiet);
     let mut phase = Phase::Sft;
     let mut phase_t0 = Instant::now();
@@ -133,7 +139,10 @@ pub fn run(args: &Args) -> Result<()> {
         if demo.phase != phase {
             // The first RL step just ran: close the SFT bar.
             pb.finish();
-            eprintln!("held-out accuracy after SFT: {sft_acc:.3}");
+            eprintln!(
+                "held-out accuracy after SFT: {:.3} (sampled pass@1 {:.3})",
+                sft_acc.greedy, sft_acc.sampled
+            );
             pb = bar(cfg.rl_steps, "RL", args.quiet);
             phase = demo.phase;
             phase_t0 = Instant::now();
@@ -149,7 +158,8 @@ pub fn run(args: &Args) -> Result<()> {
         }
         if demo.eval_due() {
             let acc = eval(&demo)?;
-            rec["accuracy"] = json!(acc);
+            rec["accuracy"] = json!(acc.greedy);
+            rec["sampled_accuracy"] = json!(acc.sampled);
             match demo.phase {
                 Phase::Sft => sft_acc = acc,
                 _ => rl_acc = acc,
@@ -179,13 +189,18 @@ pub fn run(args: &Args) -> Result<()> {
     }
     pb.finish();
     if phase == Phase::Sft {
-        eprintln!("held-out accuracy after SFT: {sft_acc:.3}");
+        eprintln!(
+            "held-out accuracy after SFT: {:.3} (sampled pass@1 {:.3})",
+            sft_acc.greedy, sft_acc.sampled
+        );
     }
     if cfg.rl_steps == 0 {
         rl_acc = sft_acc;
     }
     eprintln!(
-        "held-out accuracy after RL: {rl_acc:.3} (RL phase {:.0} s)",
+        "held-out accuracy after RL: {:.3} (sampled pass@1 {:.3}; RL phase {:.0} s)",
+        rl_acc.greedy,
+        rl_acc.sampled,
         phase_t0.elapsed().as_secs_f64()
     );
     let plot = args.out.join("training.png");
@@ -198,8 +213,8 @@ pub fn run(args: &Args) -> Result<()> {
             ("KL to reference (RL)", "kl"),
             ("loss", "loss"),
             ("response length (RL)", "response_length"),
-            ("held-out accuracy", "accuracy"),
-            ("entropy (RL)", "entropy"),
+            ("held-out accuracy (greedy)", "accuracy"),
+            ("held-out pass@1 (sampled, T=1)", "sampled_accuracy"),
         ],
         &plot,
     )?;
@@ -219,9 +234,12 @@ pub fn run(args: &Args) -> Result<()> {
         "{}",
         json!({
             "task": demo.task.to_string(),
-            "base_accuracy": base,
-            "sft_accuracy": sft_acc,
-            "rl_accuracy": rl_acc,
+            "base_accuracy": base.greedy,
+            "sft_accuracy": sft_acc.greedy,
+            "rl_accuracy": rl_acc.greedy,
+            "base_sampled_accuracy": base.sampled,
+            "sft_sampled_accuracy": sft_acc.sampled,
+            "rl_sampled_accuracy": rl_acc.sampled,
             "seconds": seconds,
             "preset": cfg.rl.preset.as_deref().unwrap_or("grpo"),
             "sft_steps": cfg.sft_steps,
