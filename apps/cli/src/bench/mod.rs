@@ -2,12 +2,14 @@
 //!
 //! Shared pieces live here: timing ([`time_it`]), text tables ([`Table`]) and the PyTorch
 //! baseline reader ([`torch`]). Each benchmark has its own module: `delta-rule`,
-//! `attention` (the ops) and `generate` (a whole checkpoint).
+//! `attention` (the ops), `generate` (a whole checkpoint) and `train` (SFT and RL steps on the
+//! demo model, optionally against TRL).
 
 mod attention;
 mod delta_rule;
 mod generate;
 mod torch;
+mod train;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
@@ -28,6 +30,9 @@ pub enum BenchCommand {
     /// Generation with a checkpoint: prefill and decode tokens/s at batch 1 and 8, memory,
     /// and the state size as a sequence grows.
     Generate(generate::Args),
+    /// Training steps on the demo model: SFT step, RL rollout tokens/s, update steps/s and
+    /// whole RL step time, and optionally TRL's GRPOTrainer on the CPU (`--trl`).
+    Train(train::Args),
 }
 
 /// Runs one `bench` subcommand.
@@ -39,6 +44,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::DeltaRule(args) => delta_rule::run(&args),
         BenchCommand::Attention(args) => attention::run(&args),
         BenchCommand::Generate(args) => generate::run(&args),
+        BenchCommand::Train(args) => train::run(&args),
     }
 }
 
