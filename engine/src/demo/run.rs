@@ -83,7 +83,7 @@ impl Default for DemoConfig {
             eval_every: 20,
             eval_samples: 4,
             keep_optimizer: true,
-            sft_steps: 60,
+            sft_steps: 100,
             sft_batch: 32,
             sft_examples: 0,
             sft_lr: 1e-2,
