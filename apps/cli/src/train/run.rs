@@ -299,7 +299,15 @@ pub fn run(args: &Args) -> Result<()> {
             rec["phase"] = json!("rl");
             rec["lr"] = json!(lr);
             let dt = ts.elapsed().as_secs_f64();
-            rec["rollout_tokens_per_s"] = json!(rep.rollout_tokens as f64 / dt);
+            rec["tokens_per_s"] = json!(rep.rollout_tokens as f64 / dt);
+            // Rollout accuracy: the mean of a binary verifier (exact match / numeric accuracy).
+            if let Some((_, acc)) = rep
+                .rewards
+                .iter()
+                .find(|(name, _)| name == "exact_match" || name == "accuracy")
+            {
+                rec["accuracy"] = json!(acc);
+            }
             rec
         };
         state.step += 1;
@@ -307,13 +315,18 @@ pub fn run(args: &Args) -> Result<()> {
         rec["global_step"] = json!(state.step);
         rec["step_seconds"] = json!(dt);
         rec["seconds"] = json!(t0.elapsed().as_secs_f64());
+        if rec.get("tokens_per_s").is_none() {
+            rec["tokens_per_s"] = json!(rec["tokens"].as_f64().unwrap_or(0.0) / dt);
+        }
+        let num = |k: &str| rec[k].as_f64().unwrap_or(f64::NAN);
         let msg = match rec.get("reward").and_then(Value::as_f64) {
             Some(r) => format!(
-                "reward {r:.3} kl {:.4} loss {:.4}",
-                rec["kl"].as_f64().unwrap_or(f64::NAN),
-                rec["loss"].as_f64().unwrap_or(f64::NAN)
+                "reward {r:.3} kl {:.4} loss {:.4} {:.0} tok/s",
+                num("kl"),
+                num("loss"),
+                num("tokens_per_s")
             ),
-            None => format!("loss {:.4}", rec["loss"].as_f64().unwrap_or(f64::NAN)),
+            None => format!("loss {:.4} {:.0} tok/s", num("loss"), num("tokens_per_s")),
         };
         if args.quiet {
             eprintln!("step {}: {msg}", state.step);
@@ -337,8 +350,8 @@ pub fn run(args: &Args) -> Result<()> {
             ("KL", "kl"),
             ("loss", "loss"),
             ("response length", "response_length"),
+            ("rollout accuracy", "accuracy"),
             ("entropy", "entropy"),
-            ("grad norm", "grad_norm"),
         ],
         &plot,
     )?;
