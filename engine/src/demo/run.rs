@@ -297,17 +297,11 @@ impl Demo {
     async fn sft_step(&mut self) -> Result<Value, DemoError> {
         let batch: Vec<SftExample> = (0..self.cfg.sft_batch)
             .map(|_| {
-                let p = if self.sft_pool.is_empty() {
-                    self.task.train_problem(&mut self.rng)
+                if self.sft_pool.is_empty() {
+                    self.task.train_problem(&mut self.rng).sft_example()
                 } else {
-                    self.sft_pool[self.rng.random_range(0..self.sft_pool.len())].clone()
-                };
-                let prompt = p.prompt_ids();
-                let np = prompt.len();
-                let mut ids = prompt;
-                ids.extend(p.completion_ids());
-                let targets = (0..ids.len()).map(|i| i >= np).collect();
-                SftExample { ids, targets }
+                    self.sft_pool[self.rng.random_range(0..self.sft_pool.len())].sft_example()
+                }
             })
             .collect();
         let (loss, n) = sft_loss(&self.model, &batch, &self.device)
@@ -351,14 +345,7 @@ impl Demo {
         let rng = &mut self.rng;
         let mut next = |n: usize| -> Vec<Prompt> {
             (0..n)
-                .map(|_| {
-                    let p = task.train_problem(rng);
-                    Prompt {
-                        ids: p.prompt_ids(),
-                        text: p.prompt,
-                        reference: Some(p.answer),
-                    }
-                })
+                .map(|_| task.train_problem(rng).rl_prompt())
                 .collect()
         };
         let rewards = if self.cfg.reward == "partial" {

@@ -9,6 +9,8 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::vocab::{EOS, encode};
+use crate::rl::step::Prompt;
+use crate::train::sft::SftExample;
 
 /// One problem: prompt text and the correct answer text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +29,24 @@ impl Problem {
         let mut ids = encode(&self.answer);
         ids.push(EOS);
         ids
+    }
+
+    /// The SFT example: prompt then answer + `<eos>`, the answer part as targets.
+    pub fn sft_example(&self) -> SftExample {
+        let mut ids = self.prompt_ids();
+        let np = ids.len();
+        ids.extend(self.completion_ids());
+        let targets = (0..ids.len()).map(|i| i >= np).collect();
+        SftExample { ids, targets }
+    }
+
+    /// The RL prompt, with the answer as the verifier's reference.
+    pub fn rl_prompt(&self) -> Prompt {
+        Prompt {
+            ids: self.prompt_ids(),
+            text: self.prompt.clone(),
+            reference: Some(self.answer.clone()),
+        }
     }
 
     /// True when generated `ids` are exactly the answer followed by `<eos>`.

@@ -62,6 +62,18 @@ pub fn tokenizer_json() -> String {
 pub const TOKENIZER_CONFIG_JSON: &str =
     r#"{"eos_token": "<eos>", "pad_token": "<pad>", "clean_up_tokenization_spaces": false}"#;
 
+/// `tokenizer.json` and `tokenizer_config.json` as (file name, bytes), to save beside a demo
+/// model so it loads like any checkpoint.
+pub fn tokenizer_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("tokenizer.json".into(), tokenizer_json().into_bytes()),
+        (
+            "tokenizer_config.json".into(),
+            TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),
+        ),
+    ]
+}
+
 /// The demo tokenizer.
 pub fn tokenizer() -> Result<Tokenizer, TokenizerError> {
     Tokenizer::from_bytes(tokenizer_json().as_bytes())?.with_config(TOKENIZER_CONFIG_JSON)

@@ -136,6 +136,14 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// Scores with "no reward applied" (NaN) counted as 0.
+    pub fn finite_scores(&self) -> Vec<f64> {
+        self.scores
+            .iter()
+            .map(|s| if s.is_finite() { *s } else { 0.0 })
+            .collect()
+    }
+
     /// Number of completion tokens generated.
     pub fn num_tokens(&self) -> usize {
         self.completions.iter().map(Vec::len).sum()
@@ -372,11 +380,7 @@ pub async fn update_async(
     let (ids, mut mask) = grids(&ro.completions);
     let tc = mask[0].len();
     // Scores: unapplicable rewards count 0; DAPO soft overlong punishment added.
-    let mut scores: Vec<f64> = ro
-        .scores
-        .iter()
-        .map(|s| if s.is_finite() { *s } else { 0.0 })
-        .collect();
+    let mut scores = ro.finite_scores();
     if let Some(ol) = &sh.overlong {
         for (s, c) in scores.iter_mut().zip(&ro.completions) {
             *s += overlong_penalty(c.len(), ol)?;
@@ -507,16 +511,14 @@ pub async fn update_async(
             // Entropy is always computed for the metrics (cheap next to the logits themselves).
             let s = score(policy, ro, &rows, cfg.temperature, true, device)?;
             let logp = pad_cols(s.logp, tc);
-            let sel = |t: &Tensor<2>| {
-                let idx = Tensor::<1, burn::tensor::Int>::from_data(
-                    burn::tensor::TensorData::new(
-                        rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
-                        [rows.len()],
-                    ),
-                    device,
-                );
-                t.clone().select(0, idx)
-            };
+            let idx = Tensor::<1, burn::tensor::Int>::from_data(
+                burn::tensor::TensorData::new(
+                    rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                    [rows.len()],
+                ),
+                device,
+            );
+            let sel = |t: &Tensor<2>| t.clone().select(0, idx.clone());
             let mut inputs = LossInputs::new(
                 logp,
                 rows_tensor(&advantages, &rows, device)?,
@@ -606,11 +608,7 @@ fn scale_stats(mut s: LossStats, k: f64) -> LossStats {
 /// DAPO dynamic sampling over a rollout: keeps the groups whose scores differ. Returns the
 /// kept rollout and the number of groups dropped.
 pub fn keep_informative_groups(ro: &Rollout) -> Result<(Rollout, usize), RlStepError> {
-    let scores: Vec<f64> = ro
-        .scores
-        .iter()
-        .map(|s| if s.is_finite() { *s } else { 0.0 })
-        .collect();
+    let scores = ro.finite_scores();
     let ds = dynamic_sampling(&scores, &ro.groups)?;
     let keep: Vec<usize> = (0..ro.prompts.len())
         .filter(|g| !ds.dropped_groups.contains(g))
@@ -712,12 +710,7 @@ pub async fn rl_step_async(
         rewards: (0..first.reward_names.len())
             .map(|f| (first.reward_names[f].clone(), first.reward_mean(f)))
             .collect(),
-        score_mean: first
-            .scores
-            .iter()
-            .map(|s| if s.is_finite() { *s } else { 0.0 })
-            .sum::<f64>()
-            / first.scores.len() as f64,
+        score_mean: first.finite_scores().iter().sum::<f64>() / first.scores.len() as f64,
         response_len: first.num_tokens() as f64 / first.completions.len() as f64,
         truncated_frac: first.ended.iter().filter(|e| !**e).count() as f64
             / first.ended.len() as f64,

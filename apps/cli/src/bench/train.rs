@@ -239,7 +239,7 @@ pub fn run(args: &Args) -> Result<()> {
         if args.trl {
             let dir =
                 std::env::temp_dir().join(format!("sluice-bench-train-{}", std::process::id()));
-            save_model(demo, &dir)?;
+            crate::train::demo::save_demo_model(demo, &dir)?;
             model_dir = Some(dir);
         }
         Ok(())
@@ -415,14 +415,7 @@ fn measure(
     let mut rng = StdRng::seed_from_u64(args.seed ^ 0xBE4C);
     let mut next = |n: usize| -> Vec<Prompt> {
         (0..n)
-            .map(|_| {
-                let p = task.train_problem(&mut rng);
-                Prompt {
-                    ids: p.prompt_ids(),
-                    text: p.prompt,
-                    reference: Some(p.answer),
-                }
-            })
+            .map(|_| task.train_problem(&mut rng).rl_prompt())
             .collect()
     };
     let decode = |ids: &[u32]| vocab::decode(ids);
@@ -521,23 +514,6 @@ fn measure(
         reward_last5: last5.iter().sum::<f64>() / last5.len().max(1) as f64,
         parameters: demo.config.num_parameters(),
     })
-}
-
-/// Saves the (SFT-trained) model with the demo tokenizer, as `sluice demo` does.
-fn save_model(demo: &Demo, dir: &Path) -> Result<()> {
-    let extra = vec![
-        (
-            "tokenizer.json".to_string(),
-            vocab::tokenizer_json().into_bytes(),
-        ),
-        (
-            "tokenizer_config.json".to_string(),
-            vocab::TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),
-        ),
-    ];
-    sluice::train::files::save_model_dir(dir, &demo.config, &demo.model.valid(), &extra)
-        .map_err(|e| format!("saving the model to {}: {e}", dir.display()))?;
-    Ok(())
 }
 
 /// Runs the TRL script on the saved model with `$SLUICE_PYTHON` (default `python3`).

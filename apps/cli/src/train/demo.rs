@@ -255,18 +255,9 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 /// Saves the trained model with the demo tokenizer so `sluice generate` can load it.
-fn save_demo_model(demo: &Demo, dir: &Path) -> Result<()> {
+pub fn save_demo_model(demo: &Demo, dir: &Path) -> Result<()> {
     use burn::module::Module;
-    let extra = vec![
-        (
-            "tokenizer.json".to_string(),
-            vocab::tokenizer_json().into_bytes(),
-        ),
-        (
-            "tokenizer_config.json".to_string(),
-            vocab::TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),
-        ),
-    ];
+    let extra = vocab::tokenizer_files();
     sluice::train::files::save_model_dir(dir, &demo.config, &demo.model.valid(), &extra)
         .map_err(|e| format!("saving the model to {}: {e}", dir.display()))?;
     Ok(())

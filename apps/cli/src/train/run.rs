@@ -80,16 +80,7 @@ fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
 
 fn tokenizer_files(tok_dir: Option<&Path>, demo: bool) -> Vec<(String, Vec<u8>)> {
     if demo {
-        return vec![
-            (
-                "tokenizer.json".into(),
-                vocab::tokenizer_json().into_bytes(),
-            ),
-            (
-                "tokenizer_config.json".into(),
-                vocab::TOKENIZER_CONFIG_JSON.as_bytes().to_vec(),
-            ),
-        ];
+        return vocab::tokenizer_files();
     }
     let Some(dir) = tok_dir else { return vec![] };
     [
@@ -260,14 +251,7 @@ pub fn run(args: &Args) -> Result<()> {
                         .map(|_| ps.choose(&mut prng).expect("non-empty").clone())
                         .collect(),
                     RlData::Task(t) => (0..n)
-                        .map(|_| {
-                            let p = t.train_problem(&mut prng);
-                            Prompt {
-                                ids: p.prompt_ids(),
-                                text: p.prompt,
-                                reference: Some(p.answer),
-                            }
-                        })
+                        .map(|_| t.train_problem(&mut prng).rl_prompt())
                         .collect(),
                 }
             };
@@ -502,26 +486,25 @@ fn sft_step(
             SftData::Task(t) => {
                 let mut rng = StdRng::seed_from_u64(step_seed(seed, 1, step * 1024 + micro as u64));
                 (0..s.batch_size)
-                    .map(|_| {
-                        let p = t.train_problem(&mut rng);
-                        let mut ids = p.prompt_ids();
-                        let np = ids.len();
-                        ids.extend(p.completion_ids());
-                        let targets = (0..ids.len()).map(|i| i >= np).collect();
-                        SftExample { ids, targets }
-                    })
+                    .map(|_| t.train_problem(&mut rng).sft_example())
                     .collect()
             }
             SftData::Examples(ex) => {
-                // Example k of the run: epoch k / n, position in that epoch's shuffle.
+                // Example k of the run: epoch k / n, position in that epoch's shuffle (one
+                // shuffle per epoch a batch touches, not one per example).
                 let n = ex.len() as u64;
                 let first = (step * s.grad_accum as u64 + micro as u64) * s.batch_size as u64;
+                let mut order: Option<(u64, Vec<usize>)> = None;
                 (first..first + s.batch_size as u64)
                     .map(|k| {
                         let (epoch, pos) = (k / n, k % n);
-                        let mut order: Vec<usize> = (0..ex.len()).collect();
-                        order.shuffle(&mut StdRng::seed_from_u64(step_seed(seed, 0, epoch)));
-                        ex[order[pos as usize]].clone()
+                        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                            let mut o: Vec<usize> = (0..ex.len()).collect();
+                            o.shuffle(&mut StdRng::seed_from_u64(step_seed(seed, 0, epoch)));
+                            order = Some((epoch, o));
+                        }
+                        let (_, o) = order.as_ref().expect("set above");
+                        ex[o[pos as usize]].clone()
                     })
                     .collect()
             }
