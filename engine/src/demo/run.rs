@@ -7,6 +7,11 @@
 //! Demo::new → evaluate (base) → sft step × sft_steps → evaluate (sft) → rl step × rl_steps
 //!           → evaluate (rl)
 //! ```
+//!
+//! [`Demo::from_model`] starts from a trained model instead (e.g. straight into RL, as the
+//! browser demo does); [`Demo::checkpoint_files_async`] / [`Demo::restore`] save and resume a
+//! run exactly (every step's random draws come from `(seed, stream, step)`, see
+//! [`crate::train::seeds`], so there is no RNG state to keep).
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -18,14 +23,20 @@ use serde_json::{Value, json};
 use super::task::{Problem, Task};
 use super::vocab::{self, EOS};
 use crate::model::generate::{GenerateOptions, Sampling, generate_async, generate_groups_async};
+use crate::model::weights::Buffer;
 use crate::model::{Config, HybridModel};
 use crate::rl::kl::KlController;
 use crate::rl::presets::RlObjective;
 use crate::rl::rewards::rule::{ExactMatchReward, Extractor};
 use crate::rl::rewards::{FnReward, Sample, WeightedRewards};
 use crate::rl::step::{Policy, Prompt, RlConfig, preset_objective, rl_step_async};
+use crate::train::checkpoint::{
+    CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files_async,
+    restore,
+};
 use crate::train::optim::{AdamW, AdamWConfig, Grads};
 use crate::train::schedule::LrSchedule;
+use crate::train::seeds::step_seed;
 use crate::train::sft::{SftExample, sft_loss};
 
 /// Errors of the demo run.
@@ -111,8 +122,17 @@ pub struct Eval {
     pub sampled: f64,
 }
 
+/// The frozen RL reference model's file in a demo checkpoint (next to the policy's
+/// `model.safetensors`).
+pub const REFERENCE_FILE: &str = "reference.safetensors";
+
+/// RNG streams of [`step_seed`].
+const STREAM_SFT_DATA: u64 = 10;
+const STREAM_RL_PROMPTS: u64 = 11;
+const STREAM_RL_SAMPLING: u64 = 12;
+
 /// Which phase the run is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Sft,
@@ -134,7 +154,6 @@ pub struct Demo {
     reference: Option<HybridModel>,
     objective: RlObjective,
     kl: KlController,
-    rng: StdRng,
     heldout: Vec<Problem>,
     sft_pool: Vec<Problem>,
     device: Device,
@@ -184,7 +203,6 @@ impl Demo {
         Ok(Demo {
             sft_pool,
             optimizer: AdamW::new(Self::adamw()),
-            rng: StdRng::seed_from_u64(cfg.seed),
             kl: objective.reward_kl.controller.clone(),
             cfg,
             task,
@@ -197,6 +215,126 @@ impl Demo {
             heldout,
             device,
         })
+    }
+
+    /// Starts from a trained demo model (`config` must be a demo-vocabulary config, `model`
+    /// its weights, built on `device.autodiff()`) instead of a fresh one; `cfg.sft_steps` may be 0 to go straight to RL.
+    /// `cfg.hidden` is taken from `config`.
+    pub fn from_model(
+        mut cfg: DemoConfig,
+        config: Config,
+        model: HybridModel,
+        device: &Device,
+    ) -> Result<Self, DemoError> {
+        if config.vocab_size != vocab::VOCAB.len() {
+            return Err(DemoError::Config(format!(
+                "the demo needs a model with the demo's {}-token vocabulary; this one has {}",
+                vocab::VOCAB.len(),
+                config.vocab_size
+            )));
+        }
+        let on_autodiff = crate::model::save::named_params(&model)
+            .first()
+            .is_some_and(|(_, p)| p.flat().is_autodiff());
+        if !on_autodiff {
+            return Err(DemoError::Config(
+                "the model must be built on an autodiff device (`device.autodiff()`)".into(),
+            ));
+        }
+        cfg.hidden = config.hidden_size;
+        let mut demo = Self::new(cfg, device)?;
+        demo.model = model;
+        demo.config = config;
+        Ok(demo)
+    }
+
+    /// The run as checkpoint files (HF model folder + optimizer + trainer state, and the RL
+    /// reference model once RL started); [`Demo::restore`] continues it bit-identically.
+    pub async fn checkpoint_files_async(&self) -> Result<Vec<(String, Vec<u8>)>, DemoError> {
+        let err = |e: &dyn std::fmt::Display| DemoError::Run(format!("checkpoint: {e}"));
+        let state = TrainerState {
+            step: self.step as u64,
+            metadata: json!({
+                "demo": self.cfg,
+                "phase": self.phase,
+                "kl_controller": self.kl,
+            }),
+            ..TrainerState::default()
+        };
+        let mut files = checkpoint_files_async(&self.config, &self.model, &self.optimizer, &state)
+            .await
+            .map_err(|e| err(&e))?;
+        if let Some(reference) = &self.reference {
+            let bytes = crate::model::save::model_safetensors(&self.config, reference)
+                .await
+                .map_err(|e| err(&e))?;
+            // The trainer state stays the last file written.
+            files.insert(files.len() - 1, (REFERENCE_FILE.into(), bytes));
+        }
+        Ok(files)
+    }
+
+    /// Resumes a run from [`Demo::checkpoint_files_async`]'s files (any order).
+    pub fn restore(files: Vec<(String, Vec<u8>)>, device: &Device) -> Result<Self, DemoError> {
+        let mut files: std::collections::BTreeMap<String, Vec<u8>> = files.into_iter().collect();
+        let mut take = |name: &str| {
+            files
+                .remove(name)
+                .ok_or_else(|| DemoError::Config(format!("checkpoint: `{name}` is missing")))
+        };
+        let text = |name: &str, b: Vec<u8>| {
+            String::from_utf8(b).map_err(|_| DemoError::Config(format!("{name}: not UTF-8")))
+        };
+        let config_json = text(CONFIG_FILE, take(CONFIG_FILE)?)?;
+        let model: Buffer = Box::new(take(MODEL_FILE)?);
+        let optimizer = take(OPTIMIZER_FILE)?;
+        let state_json = text(STATE_FILE, take(STATE_FILE)?)?;
+        let reference = files.remove(REFERENCE_FILE);
+        let device = if device.is_autodiff() {
+            device.clone()
+        } else {
+            device.clone().autodiff()
+        };
+        let err = |e: &dyn std::fmt::Display| DemoError::Config(format!("checkpoint: {e}"));
+        let r =
+            restore(&config_json, model, &optimizer, &state_json, &device).map_err(|e| err(&e))?;
+        let meta = &r.state.metadata;
+        let field = |k: &str| {
+            meta.get(k)
+                .cloned()
+                .ok_or_else(|| DemoError::Config(format!("{STATE_FILE}: no `metadata.{k}`")))
+        };
+        let cfg: DemoConfig = serde_json::from_value(field("demo")?).map_err(|e| err(&e))?;
+        let phase: Phase = serde_json::from_value(field("phase")?).map_err(|e| err(&e))?;
+        let kl: KlController =
+            serde_json::from_value(field("kl_controller")?).map_err(|e| err(&e))?;
+        let mut demo = Self::from_model(cfg, r.config, r.model, &device)?;
+        demo.optimizer = r.optimizer;
+        demo.phase = phase;
+        demo.step = r.state.step as usize;
+        demo.kl = kl;
+        if phase != Phase::Sft {
+            let bytes = reference.ok_or_else(|| {
+                DemoError::Config(format!(
+                    "checkpoint: `{REFERENCE_FILE}` is missing (RL phase)"
+                ))
+            })?;
+            let weights = crate::model::weights::Weights::new(vec![(
+                REFERENCE_FILE.to_string(),
+                Box::new(bytes) as Buffer,
+            )])
+            .map_err(|e| err(&e))?;
+            let inner = device.clone().inner();
+            let reference =
+                crate::model::load::build(&demo.config, &weights, &inner).map_err(|e| err(&e))?;
+            demo.reference = Some(reference);
+        }
+        Ok(demo)
+    }
+
+    /// The (autodiff) device the run trains on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     fn adamw() -> AdamWConfig {
@@ -295,12 +433,14 @@ impl Demo {
     }
 
     async fn sft_step(&mut self) -> Result<Value, DemoError> {
+        let mut rng =
+            StdRng::seed_from_u64(step_seed(self.cfg.seed, STREAM_SFT_DATA, self.step as u64));
         let batch: Vec<SftExample> = (0..self.cfg.sft_batch)
             .map(|_| {
                 if self.sft_pool.is_empty() {
-                    self.task.train_problem(&mut self.rng).sft_example()
+                    self.task.train_problem(&mut rng).sft_example()
                 } else {
-                    self.sft_pool[self.rng.random_range(0..self.sft_pool.len())].sft_example()
+                    self.sft_pool[rng.random_range(0..self.sft_pool.len())].sft_example()
                 }
             })
             .collect();
@@ -342,10 +482,14 @@ impl Demo {
         }
         .lr(self.step as u64);
         let task = self.task;
-        let rng = &mut self.rng;
+        let mut rng = StdRng::seed_from_u64(step_seed(
+            self.cfg.seed,
+            STREAM_RL_PROMPTS,
+            self.step as u64,
+        ));
         let mut next = |n: usize| -> Vec<Prompt> {
             (0..n)
-                .map(|_| task.train_problem(rng).rl_prompt())
+                .map(|_| task.train_problem(&mut rng).rl_prompt())
                 .collect()
         };
         let rewards = if self.cfg.reward == "partial" {
@@ -359,7 +503,7 @@ impl Demo {
                 1.0,
             )
         };
-        let seed = self.cfg.seed.wrapping_mul(1_000_003) + self.step as u64;
+        let seed = step_seed(self.cfg.seed, STREAM_RL_SAMPLING, self.step as u64);
         let uses_reference = self.objective.kl_placement != crate::rl::presets::KlPlacement::None;
         let rep = rl_step_async(
             Policy {

@@ -109,9 +109,7 @@ fn hash(s: &str) -> u64 {
     for b in s.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    h ^ (h >> 31)
+    crate::train::seeds::mix64(h)
 }
 
 impl Task {

@@ -9,6 +9,8 @@
 //! Sampling follows transformers' processors, in order: repetition penalty over prompt and
 //! generated tokens, temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax).
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -219,6 +221,24 @@ pub async fn generate_groups_async(
     device: &Device,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
+    generate_streaming_async(model, prompts, group, opts, device, |r, t| {
+        on_token(r, t);
+        ControlFlow::Continue(())
+    })
+    .await
+}
+
+/// [`generate_groups_async`] whose callback can stop generation: after `on_token` returns
+/// `ControlFlow::Break`, no further step runs and the tokens chosen so far are returned
+/// (a UI's "stop" button, a streaming client that went away).
+pub async fn generate_streaming_async(
+    model: &HybridModel,
+    prompts: &[Vec<u32>],
+    group: usize,
+    opts: &GenerateOptions,
+    device: &Device,
+    mut on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>, GenerateError> {
     check_prompts(prompts, model.vocab_size())?;
     if group == 0 {
         return Err(GenerateError::Input("group size must be at least 1".into()));
@@ -251,6 +271,7 @@ pub async fn generate_groups_async(
     let padding = pads.iter().any(|&p| p > 0).then(|| KeyPadding::left(&pads));
     for step in 0..opts.max_new_tokens {
         let mut next = vec![0i64; b];
+        let mut stop = false;
         for r in 0..b {
             let row = &mut logits[r * vocab..(r + 1) * vocab];
             let tok = sample(row, &seen[r], &opts.sampling, &mut rng);
@@ -258,11 +279,11 @@ pub async fn generate_groups_async(
             if !done[r] {
                 out[r].push(tok);
                 seen[r].push(tok);
-                on_token(r, tok);
+                stop |= on_token(r, tok).is_break();
                 done[r] = opts.eos_token_ids.contains(&tok);
             }
         }
-        if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+        if stop || done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
             break;
         }
         let pos: Vec<f32> = (0..b).map(|r| (prompts[r].len() + step) as f32).collect();

@@ -30,6 +30,7 @@ use sluice::rl::rewards::rule::{
 use sluice::rl::step::{Policy, Prompt, preset_objective, rl_step_async};
 use sluice::train::checkpoint::TrainerState;
 use sluice::train::optim::{AdamW, Grads};
+use sluice::train::seeds::step_seed;
 use sluice::train::sft::{SftExample, pack, parse_jsonl, sft_loss, tokenize};
 
 use super::metrics::MetricsLog;
@@ -66,16 +67,6 @@ enum SftData {
 enum RlData {
     Prompts(Vec<Prompt>),
     Task(Task),
-}
-
-/// Seed of the RNG for step `step` of stream `stream` (independent streams per purpose).
-fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
-    let mut z = seed
-        ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn tokenizer_files(tok_dir: Option<&Path>, demo: bool) -> Vec<(String, Vec<u8>)> {
