@@ -20,7 +20,13 @@
 // Thread p owns state entries (d, c) = (p / BV + m·RG, p % BV), m < MPT (RG = WG / BV).
 // Workgroup memory: DK·BV + RG·BV + 4·DK + 6·BV floats (DK = 128, BV = 16: 10.6 KiB).
 // Template constants: HK, HV, DK, DV, C, WG, BV, NVB, L2NORM, SCALE.
-// Run-time `params`: B, T, N (chunks), NT, OFF_* (see load_params).
+// Run-time `params`: B, T, N (chunks), NT, OFF_* (see load_params), then N_LO, N_HI.
+//
+// One dispatch runs chunks N_HI - 1 down to N_LO; the host launches ranges from the last
+// chunk to the first, and dS is carried between dispatches in the DH0 region (a dispatch
+// with N_HI < N starts from it; the one with N_HI = N from the final-state gradient). Short
+// dispatches keep every invocation under llvmpipe's cap on loop iterations per invocation
+// (~65k in total; past it loops silently stop), which a whole long sequence would exceed.
 
 @group(0) @binding(0) var<storage, read_write> q: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
@@ -56,6 +62,8 @@ var<private> OFF_PDQ: u32;
 var<private> OFF_PDK: u32;
 var<private> OFF_PDG: u32;
 var<private> OFF_PDB: u32;
+var<private> N_LO: u32;
+var<private> N_HI: u32;
 
 var<workgroup> rowred: array<f32, DK * BV>;  // reductions over columns, indexed d·BV + c
 var<workgroup> colred: array<f32, WG>;       // reductions over rows, indexed rg·BV + c
@@ -131,6 +139,8 @@ fn load_params() {
     OFF_PDK = params[10u];
     OFF_PDG = params[11u];
     OFF_PDB = params[12u];
+    N_LO = params[13u];
+    N_HI = params[14u];
 }
 
 @compute @workgroup_size({{ wg }}, 1, 1)
@@ -150,7 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let hist0 = OFF_HIST + (bh * NVB + vb) * C * DK * BV;
     let kv0 = (bh * NVB + vb) * C * BV;
 
-    // dS starts as the gradient of the final state.
+    // dS starts as the gradient of the final state, or where the previous dispatch left it.
     var ds: array<f32, MPT>;
     var st: array<f32, MPT>;
     var sp: array<f32, MPT>;
@@ -158,12 +168,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var m = 0u; m < MPT; m++) {
         let d = rg + m * RG;
         if (d < DK && col_ok) {
-            ds[m] = grad[dstate0 + (bh * DK + d) * DV + col];
+            if (N_HI == N) {
+                ds[m] = grad[dstate0 + (bh * DK + d) * DV + col];
+            } else {
+                ds[m] = ws[OFF_DH0 + (bh * DK + d) * DV + col];
+            }
         }
     }
 
-    for (var nn = 0u; nn < N; nn++) {
-        let n = N - 1u - nn;
+    for (var n1 = N_HI; n1 > N_LO; n1--) {
+        let n = n1 - 1u;
         let t0 = n * C;
         let len = min(C, T - t0);
 
@@ -312,6 +326,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
     }
 
+    // dS after the range's first token: carried to the next dispatch, dh0 after the last.
     for (var m = 0u; m < MPT; m++) {
         let d = rg + m * RG;
         if (d < DK && col_ok) {

@@ -12,8 +12,68 @@ pub fn supports_wgsl(device: &Device) -> bool {
     }
 }
 
-/// The default wgpu device (Vulkan/Metal/DX12/WebGPU as the platform offers).
+/// The environment variable that pins the native graphics API: `vulkan`, `metal`, `dx12`,
+/// `gl` or `auto` (unset = `auto`: Metal on macOS; Vulkan, then DX12, then GL elsewhere).
+pub const BACKEND_ENV: &str = "SLUICE_WGPU_BACKEND";
+
+/// Parses a graphics API name (case-insensitive) as [`BACKEND_ENV`] takes it.
+pub fn parse_backend(name: &str) -> Result<burn::tensor::wgpu::WgpuBackend, String> {
+    use burn::tensor::wgpu::WgpuBackend as B;
+    match name.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => Ok(B::Auto),
+        "vulkan" => Ok(B::Vulkan),
+        "metal" => Ok(B::Metal),
+        "dx12" | "d3d12" | "directx" => Ok(B::Dx12),
+        "gl" | "opengl" | "gles" => Ok(B::Gl),
+        other => Err(format!(
+            "{BACKEND_ENV}={other:?}: expected one of auto, vulkan, metal, dx12, gl"
+        )),
+    }
+}
+
+/// The wgpu device on the graphics API [`BACKEND_ENV`] names (Vulkan/Metal/DX12/GL), created
+/// once per process and cloned afterwards. Errors name the variable or the API that failed.
+#[cfg(not(target_family = "wasm"))]
+pub fn try_wgpu() -> Result<Device, String> {
+    use std::sync::OnceLock;
+    static DEVICE: OnceLock<Result<Device, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let api = parse_backend(&std::env::var(BACKEND_ENV).unwrap_or_default())?;
+            if api == burn::tensor::wgpu::WgpuBackend::Auto {
+                return Ok(Device::wgpu(burn::tensor::DeviceKind::default()));
+            }
+            Device::wgpu_options()
+                .graphics_api(api)
+                .init()
+                .map_err(|e| format!("{BACKEND_ENV}: no usable {api:?} adapter: {e}"))
+        })
+        .clone()
+}
+
+/// [`try_wgpu`] for callers that checked it once already (programs call `try_wgpu` first
+/// and report its error).
+///
+/// # Panics
+/// When [`try_wgpu`] fails (a bad [`BACKEND_ENV`] value or no adapter for the named API).
 #[cfg(not(target_family = "wasm"))]
 pub fn wgpu() -> Device {
-    Device::wgpu(burn::tensor::DeviceKind::default())
+    try_wgpu().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::wgpu::WgpuBackend as B;
+
+    #[test]
+    fn backend_names() {
+        assert_eq!(parse_backend("").unwrap(), B::Auto);
+        assert_eq!(parse_backend("Vulkan").unwrap(), B::Vulkan);
+        assert_eq!(parse_backend("metal").unwrap(), B::Metal);
+        assert_eq!(parse_backend("DX12").unwrap(), B::Dx12);
+        assert_eq!(parse_backend("gl").unwrap(), B::Gl);
+        let e = parse_backend("cuda").unwrap_err();
+        assert!(e.contains(BACKEND_ENV) && e.contains("dx12"), "{e}");
+    }
 }

@@ -44,6 +44,14 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // A pinned graphics API is brought up first, so a bad value or a missing driver is
+    // reported here rather than as a panic inside a command.
+    if std::env::var_os(sluice::device::BACKEND_ENV).is_some()
+        && let Err(e) = sluice::device::try_wgpu()
+    {
+        eprintln!("sluice: error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Generate(args) => cmd::generate::run(&args),
         Command::Chat(args) => cmd::chat::run(&args),

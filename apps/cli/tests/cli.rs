@@ -348,3 +348,46 @@ fn chat_keeps_and_resets_the_conversation() {
     assert!(same_twice, "replies 1 and 2 differ:\n{out}");
     assert!(out.ends_with('\n'));
 }
+
+#[test]
+fn graphics_api_is_pinned_by_the_environment() {
+    let dir = fixture("qwen3_next_tiny");
+    let run = |api: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args([
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            "1,2,3",
+            "--max-new-tokens",
+            "3",
+            "--json",
+        ])
+        .env("SLUICE_WGPU_BACKEND", api)
+        .stdin(Stdio::null());
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+        cmd.output().expect("running the sluice binary")
+    };
+    // Vulkan (lavapipe here) pinned explicitly gives the same ids as the default choice.
+    let pinned = run("vulkan");
+    assert_ok(&pinned, "SLUICE_WGPU_BACKEND=vulkan");
+    let auto = run("auto");
+    assert_ok(&auto, "SLUICE_WGPU_BACKEND=auto");
+    let ids = |o: &Output| {
+        let v: serde_json::Value = serde_json::from_str(stdout(o).trim()).unwrap();
+        v["generated_ids"].clone()
+    };
+    assert_eq!(ids(&pinned), ids(&auto));
+    assert_fails_with(
+        &run("cuda"),
+        "expected one of auto, vulkan, metal, dx12",
+        "bad name",
+    );
+    if cfg!(target_os = "linux") {
+        // No Metal on Linux: a clear error naming the variable, not a panic.
+        assert_fails_with(&run("metal"), "SLUICE_WGPU_BACKEND", "metal on linux");
+    }
+}

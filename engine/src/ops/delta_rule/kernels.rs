@@ -351,8 +351,9 @@ impl BackwardWork {
         }
     }
 
-    /// Run-time `params` of the backward kernels: B, T, N, NT, OFF_*.
-    fn params(&self, s: Sizes, n: usize, chunk: usize) -> Vec<u32> {
+    /// Run-time `params` of the backward kernels: B, T, N, NT, OFF_*, then the chunk range
+    /// `lo..hi` one dispatch of `delta_rule_backward.wgsl` covers.
+    fn params(&self, s: Sizes, n: usize, chunk: usize, (lo, hi): (usize, usize)) -> Vec<u32> {
         [
             s.b,
             s.t,
@@ -367,6 +368,8 @@ impl BackwardWork {
             self.off_pdk,
             self.off_pdg,
             self.off_pdb,
+            lo,
+            hi,
         ]
         .iter()
         .map(|&x| u32_param(x))
@@ -402,7 +405,7 @@ pub(crate) fn backward(
     let w = BackwardWork::new(s, c.chunk, bv);
     let grad = contiguous(grad);
     let ws = empty_f32(&x.q, [w.len]);
-    let params = w.params(s, n, c.chunk);
+    let params = w.params(s, n, c.chunk, (0, n));
     let gates = gates(x, s);
     let buffers = [&x.q, &x.k, &x.v, &gates, boundaries, &grad, &ws];
     let grid = [w.nvb as u32, s.hv as u32, s.b as u32];
@@ -414,12 +417,16 @@ pub(crate) fn backward(
             .with("nbuf", cols_buffers(s.dk, bv))
             .launch(bv as u32, grid, &buffers, &params);
     } else {
-        x.kernel("delta_rule_backward", BACKWARD_WGSL, c)
-            .with("nvb", w.nvb)
-            .with("c", c.chunk)
-            .with("wg", WG)
-            .with("bv", bv)
-            .launch(WG, grid, &buffers, &params);
+        // One dispatch per chunk, last to first (dS carried in the workspace): see the
+        // shader's note on per-invocation loop caps.
+        for hi in (1..=n).rev() {
+            x.kernel("delta_rule_backward", BACKWARD_WGSL, c)
+                .with("nvb", w.nvb)
+                .with("c", c.chunk)
+                .with("wg", WG)
+                .with("bv", bv)
+                .launch(WG, grid, &buffers, &w.params(s, n, c.chunk, (hi - 1, hi)));
+        }
     }
     let qk_len = s.b * s.t * s.hk * s.dk;
     let gate_len = s.b * s.t * s.hv;
