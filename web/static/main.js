@@ -30,6 +30,12 @@ worker.onmessage = (ev) => {
 };
 worker.onerror = (e) => {
   e.preventDefault();
+  if (state.ready) {
+    // An error outside any request (e.g. a background task): report it, keep the page.
+    state.workerErrors = [...(state.workerErrors || []), e.message];
+    console.error("engine worker:", e.message);
+    return;
+  }
   fail(`The engine worker failed to start: ${e.message || "see the console"}. ` +
     "Module workers need Chrome 80+, Safari 15+ or Firefox 114+.");
 };
@@ -68,7 +74,7 @@ const fmt = (x, d = 3) => (typeof x === "number" && Number.isFinite(x) ? x.toFix
 function drawChart() {
   const c = $("chart");
   const g = c.getContext("2d");
-  const W = c.width, H = c.height, L = 44, R = 50, T = 12, B = 28;
+  const W = c.width, H = c.height, L = 44, R = 64, T = 12, B = 28;
   g.clearRect(0, 0, W, H);
   g.font = "12px system-ui, sans-serif";
   const steps = state.steps;
@@ -270,7 +276,7 @@ async function start() {
       `adapter: ${[a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "(no info)"}` +
       `${a.isFallbackAdapter ? " (fallback adapter: CPU)" : ""}\n` +
       `wgpu: ${JSON.stringify(r.engineAdapter)}\n` +
-      `limits: ${JSON.stringify(a.limits)}\nfeatures: ${a.features.join(", ")}`;
+      `limits: ${Object.entries(a.limits).map(([k, v]) => `${k} ${v}`).join(", ")}\nfeatures: ${a.features.join(", ")}`;
     const t = r.info.training;
     setStatus(
       (t ? `Resumed the stored training run at step ${t.step} (${t.phase}).` : "Demo model loaded.") +

@@ -146,6 +146,7 @@ let failed = false;
 // Console output of the page and its worker, for diagnosis.
 const consoleLines = [];
 cdp.on((m) => {
+  if (process.env.CDP_DEBUG && m.method) console.log("cdp event", m.method, m.sessionId ?? "", JSON.stringify(m.params).slice(0, 300));
   if (m.method === "Runtime.consoleAPICalled") {
     const text = m.params.args.map((a) => a.value ?? a.description ?? "").join(" ");
     consoleLines.push(`[${m.params.type}] ${text}`);
@@ -179,7 +180,7 @@ try {
   const waitReady = async (timeoutS) => {
     const t0 = Date.now();
     while (Date.now() - t0 < timeoutS * 1000) {
-      const st = await evaluate("window.__sluice ? JSON.stringify({ready: __sluice.ready, error: __sluice.error}) : null", 10).catch(() => null);
+      const st = await evaluate("!window.__stale && window.__sluice ? JSON.stringify({ready: __sluice.ready, error: __sluice.error}) : null", 10).catch(() => null);
       if (st) {
         const { ready, error } = JSON.parse(st);
         if (error) throw new Error(`the page reports: ${error}`);
@@ -210,6 +211,11 @@ try {
     );
   }
 
+  if (args.quick) {
+    log("--quick: stopping after generation");
+    throw new Error("quick");
+  }
+
   // 3. Two training steps: finite, changing loss.
   const steps = [];
   for (let i = 0; i < 2; i++) {
@@ -229,6 +235,7 @@ try {
 
   // 4. Reload: the run comes back from OPFS and continues at step 3.
   t0 = Date.now();
+  await evaluate("window.__stale = true"); // marks the old document until the new one loads
   await cdp.send("Page.navigate", { url }, s);
   const again = await waitReady(180);
   check(again.info.training?.step === 2, `after a reload the stored run is resumed at step ${again.info.training?.step}`);
@@ -246,9 +253,13 @@ try {
   log(`  training: ${ms.map((m) => (m / 1000).toFixed(2)).join(", ")} s per step ` +
     `(${(1000 / (ms.slice(1).reduce((a, b) => a + b, 0) / (ms.length - 1))).toFixed(3)} steps/s after the first)`);
   writeFileSync(join(dist, "browser-test.json"), JSON.stringify({ init, rows, steps: [...steps, r3] }, null, 1));
+  const workerErrors = await evaluate("JSON.stringify(__sluice.workerErrors || [])");
+  if (workerErrors !== "[]") log(`worker errors outside requests: ${workerErrors}`);
+  const noisy = consoleLines.filter((l) => /^\[(error|warning|exception)\]/.test(l));
+  if (noisy.length) log(`page/worker console errors and warnings:\n  ${noisy.slice(-20).join("\n  ")}`);
   log("PASS");
 } catch (e) {
-  failed = true;
+  failed = e.message !== "quick";
   console.error(`browser-test: ${e.message}`);
   console.error("browser-test: page/worker console:\n  " + consoleLines.slice(-40).join("\n  "));
   if (stderr.trim()) console.error("browser-test: chromium stderr (tail):\n" + stderr.split("\n").slice(-20).join("\n"));
