@@ -256,7 +256,10 @@ try {
   const workerErrors = await evaluate("JSON.stringify(__sluice.workerErrors || [])");
   if (workerErrors !== "[]") log(`worker errors outside requests: ${workerErrors}`);
   const noisy = consoleLines.filter((l) => /^\[(error|warning|exception)\]/.test(l));
-  if (noisy.length) log(`page/worker console errors and warnings:\n  ${noisy.slice(-20).join("\n  ")}`);
+  if (noisy.length) log(`page/worker console errors and warnings (first 8):\n  ${noisy.slice(0, 8).join("\n  ")}`);
+  // A WebGPU validation error (e.g. a WGSL kernel the browser rejects) poisons the device
+  // in a background task: the run may look fine while an op silently did nothing.
+  check(workerErrors === "[]", "no engine errors outside requests (WebGPU validation errors, panics)");
   log("PASS");
 } catch (e) {
   failed = e.message !== "quick";
