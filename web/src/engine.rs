@@ -85,8 +85,7 @@ impl Generation {
     /// New tokens after the first one over the time after the first one.
     pub fn decode_tokens_per_s(&self) -> Option<f64> {
         let t = (self.total_ms - self.ttft_ms) / 1e3;
-        (self.generated_ids.len() > 1 && t > 0.0)
-            .then(|| (self.generated_ids.len() - 1) as f64 / t)
+        (self.generated_ids.len() > 1 && t > 0.0).then(|| (self.generated_ids.len() - 1) as f64 / t)
     }
 
     pub fn to_json(&self) -> Value {
@@ -329,7 +328,10 @@ impl Engine {
     /// `step_ms`), or `None` when the run is over.
     pub async fn train_step(&mut self) -> Result<Option<Value>, Error> {
         let clock = self.clock;
-        let demo = self.demo.as_mut().ok_or("no training run (start one first)")?;
+        let demo = self
+            .demo
+            .as_mut()
+            .ok_or("no training run (start one first)")?;
         let t0 = clock();
         let rec = demo.step_async().await.map_err(|e| e.to_string())?;
         Ok(rec.map(|mut r| {
@@ -340,7 +342,10 @@ impl Engine {
 
     /// Held-out greedy accuracy of the run's model (and sampled pass@1 when configured).
     pub async fn evaluate(&self) -> Result<Value, Error> {
-        let demo = self.demo.as_ref().ok_or("no training run (start one first)")?;
+        let demo = self
+            .demo
+            .as_ref()
+            .ok_or("no training run (start one first)")?;
         let t0 = (self.clock)();
         let e = demo.evaluate_async().await.map_err(|e| e.to_string())?;
         Ok(json!({
@@ -415,18 +420,24 @@ mod tests {
 
     #[test]
     fn overrides_merge_and_reject_unknown_fields() {
-        let c = demo_config_with(web_demo_config(), r#"{"seed": 3, "rl": {"group_size": 8}}"#)
-            .unwrap();
+        let c =
+            demo_config_with(web_demo_config(), r#"{"seed": 3, "rl": {"group_size": 8}}"#).unwrap();
         assert_eq!((c.seed, c.rl.group_size, c.rl.prompts_per_step), (3, 8, 4));
         assert!(demo_config_with(web_demo_config(), r#"{"nope": 1}"#).is_err());
         assert!(demo_config_with(web_demo_config(), "[1]").is_err());
-        assert_eq!(demo_config_with(web_demo_config(), " ").unwrap(), web_demo_config());
+        assert_eq!(
+            demo_config_with(web_demo_config(), " ").unwrap(),
+            web_demo_config()
+        );
     }
 
     fn clock() -> f64 {
         use std::sync::OnceLock;
         static T0: OnceLock<std::time::Instant> = OnceLock::new();
-        T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+        T0.get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3
     }
 
     /// The demo model through the engine (as the page uses it), natively on wgpu.
@@ -462,6 +473,9 @@ mod tests {
         e2.restore(files).unwrap();
         let g2 = pollster::block_on(e2.generate(&req, |_, _| true)).unwrap();
         assert_eq!(g2.generated_ids, g.generated_ids);
-        assert!(e.train_start(r#"{"rl": {"group_size": 0}}"#, false).is_err());
+        assert!(
+            e.train_start(r#"{"rl": {"group_size": 0}}"#, false)
+                .is_err()
+        );
     }
 }

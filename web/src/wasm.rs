@@ -25,7 +25,9 @@ extern "C" {
 /// Rust panics go to the console (they abort the call; the worker reports the failure).
 #[wasm_bindgen(start)]
 pub fn start() {
-    std::panic::set_hook(Box::new(|info| console_error(&format!("sluice panicked: {info}"))));
+    std::panic::set_hook(Box::new(|info| {
+        console_error(&format!("sluice panicked: {info}"))
+    }));
 }
 
 type Shared = Rc<RefCell<Option<Engine>>>;
@@ -81,7 +83,9 @@ fn sampling_from_json(s: &str) -> Result<Option<Sampling>, Error> {
         seed: v.get("seed").and_then(Value::as_u64).unwrap_or(0),
     };
     if !(s.temperature >= 0.0 && s.top_p > 0.0 && s.top_p <= 1.0 && s.repetition_penalty > 0.0) {
-        return Err("sampling settings: need temperature ≥ 0, 0 < top_p ≤ 1, repetition penalty > 0".into());
+        return Err(
+            "sampling settings: need temperature ≥ 0, 0 < top_p ≤ 1, repetition penalty > 0".into(),
+        );
     }
     Ok(Some(s))
 }
@@ -90,8 +94,13 @@ fn files_from_js(files: &Array) -> Result<Vec<(String, Vec<u8>)>, Error> {
     files
         .iter()
         .map(|pair| {
-            let pair: Array = pair.dyn_into().map_err(|_| "expected [name, bytes] pairs")?;
-            let name = pair.get(0).as_string().ok_or("a file name is not a string")?;
+            let pair: Array = pair
+                .dyn_into()
+                .map_err(|_| "expected [name, bytes] pairs")?;
+            let name = pair
+                .get(0)
+                .as_string()
+                .ok_or("a file name is not a string")?;
             let bytes: Uint8Array = pair
                 .get(1)
                 .dyn_into()
