@@ -150,11 +150,15 @@ cdp.on((m) => {
   if (m.method === "Runtime.consoleAPICalled") {
     const text = m.params.args.map((a) => a.value ?? a.description ?? "").join(" ");
     consoleLines.push(`[${m.params.type}] ${text}`);
+  } else if (m.method === "Log.entryAdded") {
+    // Browser-side messages, e.g. WGSL compilation errors of a rejected shader module.
+    consoleLines.push(`[${m.params.entry.level === "error" ? "error" : "warning"}] ${m.params.entry.source}: ${m.params.entry.text}`);
   } else if (m.method === "Runtime.exceptionThrown") {
     consoleLines.push(`[exception] ${m.params.exceptionDetails?.exception?.description ?? m.params.exceptionDetails?.text}`);
   } else if (m.method === "Target.attachedToTarget") {
     const sid = m.params.sessionId;
     cdp.send("Runtime.enable", {}, sid).catch(() => {});
+    cdp.send("Log.enable", {}, sid).catch(() => {});
     cdp.send("Runtime.runIfWaitingForDebugger", {}, sid).catch(() => {});
   }
 });
@@ -164,6 +168,7 @@ try {
   const { sessionId: s } = await cdp.send("Target.attachToTarget", { targetId, flatten: true });
   await cdp.send("Runtime.enable", {}, s);
   await cdp.send("Page.enable", {}, s);
+  await cdp.send("Log.enable", {}, s);
   await cdp.send("Target.setAutoAttach", { autoAttach: true, waitForDebuggerOnStart: false, flatten: true }, s);
 
   const evaluate = async (expr, timeoutS = 300) => {
