@@ -1,0 +1,259 @@
+// Sluice engine worker (module worker): owns the WebGPU device and the wasm engine, answers
+// the page's requests one at a time, streams tokens, and keeps the training run's latest
+// checkpoint in the Origin Private File System so a reload resumes it.
+//
+// Page → worker: {id, op, ...args}. Worker → page: {id, ok: true, result} or
+// {id, ok: false, error}; while generating also {id, event: "token", token, piece}.
+
+import init, { Session } from "./pkg/sluice_web.js";
+
+// What the WGSL kernels need (WebGPU's default limits).
+const REQUIRED_LIMITS = {
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxStorageBuffersPerShaderStage: 8,
+  maxStorageBufferBindingSize: 128 * 1024 * 1024,
+};
+const MODEL_DIR = "./demo-model/";
+const OPFS_DIR = "sluice-run";
+
+let session = null;
+let autosave = true;
+let queue = Promise.resolve();
+
+/** Checks WebGPU and the adapter's limits; throws a message naming what is missing. */
+async function checkWebGpu() {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    throw new Error(
+      "WebGPU is not available here (navigator.gpu is missing in the worker). Use a browser " +
+        "with WebGPU enabled: Chrome/Edge 113+, Safari 26+, Firefox 141+ (Windows) or with " +
+        "dom.webgpu.enabled; headless Chromium needs --enable-unsafe-webgpu.",
+    );
+  }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) {
+    throw new Error(
+      "navigator.gpu.requestAdapter() returned null: the browser has WebGPU but no usable " +
+        "adapter (GPU blocklisted or disabled; Chrome: chrome://gpu, Firefox: " +
+        "gfx.webgpu.ignore-blocklist).",
+    );
+  }
+  const low = Object.entries(REQUIRED_LIMITS)
+    .filter(([name, need]) => !(adapter.limits[name] >= need))
+    .map(([name, need]) => `${name} is ${adapter.limits[name]}, the kernels need ≥ ${need}`);
+  if (low.length) {
+    throw new Error(`This WebGPU adapter's limits are too low: ${low.join("; ")}.`);
+  }
+  const info = adapter.info || {};
+  const limits = {};
+  for (const name of Object.keys(REQUIRED_LIMITS)) limits[name] = adapter.limits[name];
+  return {
+    vendor: info.vendor || "",
+    architecture: info.architecture || "",
+    device: info.device || "",
+    description: info.description || "",
+    isFallbackAdapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
+    features: [...adapter.features].sort(),
+    limits,
+  };
+}
+
+// ---- OPFS: one folder per saved step, `current` names the complete one -------------------
+
+async function opfsRoot() {
+  if (!navigator.storage || !navigator.storage.getDirectory) return null;
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle(OPFS_DIR, { create: true });
+}
+
+async function readText(dir, name) {
+  const fh = await dir.getFileHandle(name);
+  return (await fh.getFile()).text();
+}
+
+async function writeFile(dir, name, bytes) {
+  const fh = await dir.getFileHandle(name, { create: true });
+  const w = await fh.createWritable();
+  await w.write(bytes);
+  await w.close();
+}
+
+/** Saves checkpoint files as a new folder, then points `current` at it, then prunes. */
+async function saveToOpfs(files, tag) {
+  const root = await opfsRoot();
+  if (!root) throw new Error("this browser has no Origin Private File System");
+  const name = `ckpt-${tag}-${Date.now()}`;
+  const dir = await root.getDirectoryHandle(name, { create: true });
+  for (const [file, bytes] of files) await writeFile(dir, file, bytes);
+  await writeFile(root, "current", new TextEncoder().encode(name));
+  for await (const [entry] of root.entries()) {
+    if (entry !== name && entry !== "current") await root.removeEntry(entry, { recursive: true });
+  }
+  return name;
+}
+
+/** The stored checkpoint's files, or null. */
+async function loadFromOpfs() {
+  const root = await opfsRoot();
+  if (!root) return null;
+  let name;
+  try {
+    name = (await readText(root, "current")).trim();
+  } catch {
+    return null;
+  }
+  const dir = await root.getDirectoryHandle(name);
+  const files = [];
+  for await (const [file, handle] of dir.entries()) {
+    if (handle.kind !== "file") continue;
+    files.push([file, new Uint8Array(await (await handle.getFile()).arrayBuffer())]);
+  }
+  return { name, files };
+}
+
+async function clearOpfs() {
+  if (!navigator.storage || !navigator.storage.getDirectory) return;
+  const root = await navigator.storage.getDirectory();
+  try {
+    await root.removeEntry(OPFS_DIR, { recursive: true });
+  } catch {
+    // nothing stored
+  }
+}
+
+// ---- requests ---------------------------------------------------------------------------
+
+async function fetchBytes(url, optional = false) {
+  const r = await fetch(url);
+  if (!r.ok) {
+    if (optional) return null;
+    throw new Error(`fetching ${url}: HTTP ${r.status}`);
+  }
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+async function loadDemoModel() {
+  const [config, weights, tokenizer] = await Promise.all([
+    fetch(MODEL_DIR + "config.json").then((r) => {
+      if (!r.ok) throw new Error(`fetching ${MODEL_DIR}config.json: HTTP ${r.status}`);
+      return r.text();
+    }),
+    fetchBytes(MODEL_DIR + "model.safetensors"),
+    fetchBytes(MODEL_DIR + "tokenizer.json", true),
+  ]);
+  return JSON.parse(await session.loadModel(config, weights, tokenizer ?? undefined));
+}
+
+async function persist(tag) {
+  const files = await session.checkpointFiles();
+  return saveToOpfs(files, tag);
+}
+
+const ops = {
+  async init({ fresh }) {
+    const adapter = await checkWebGpu();
+    const t0 = performance.now();
+    await init();
+    session = await Session.create();
+    const engineAdapter = JSON.parse(session.adapter);
+    let resumed = null;
+    let info = null;
+    if (fresh) await clearOpfs();
+    const stored = await loadFromOpfs().catch(() => null);
+    if (stored) {
+      try {
+        info = JSON.parse(await session.restore(stored.files));
+        resumed = stored.name;
+      } catch (e) {
+        // A stale or broken stored run must not block the demo.
+        console.warn("ignoring the stored checkpoint:", e);
+        await clearOpfs();
+      }
+    }
+    if (!info) info = await loadDemoModel();
+    return { adapter, engineAdapter, info, resumed, initMs: performance.now() - t0 };
+  },
+
+  async generate({ id, prompt, maxNewTokens, sampling }) {
+    const out = await session.generate(prompt, maxNewTokens, sampling || "", (token, piece) => {
+      postMessage({ id, event: "token", token, piece });
+      return true;
+    });
+    return JSON.parse(out);
+  },
+
+  async trainStart({ settings, fromScratch }) {
+    const info = JSON.parse(await session.trainStart(settings || "", Boolean(fromScratch)));
+    if (autosave) info.saved = await persist("step0");
+    return info;
+  },
+
+  async trainStep() {
+    const out = await session.trainStep();
+    if (out == null) return null;
+    const rec = JSON.parse(out);
+    if (autosave) {
+      const t0 = performance.now();
+      rec.saved = await persist(`step${rec.step}`);
+      rec.save_ms = performance.now() - t0;
+    }
+    return rec;
+  },
+
+  async evaluate() {
+    return JSON.parse(await session.evaluate());
+  },
+
+  async checkpoint() {
+    return session.checkpointFiles();
+  },
+
+  async loadFiles({ files }) {
+    const info = JSON.parse(await session.restore(files));
+    if (autosave && info.training) info.saved = await persist("loaded");
+    return info;
+  },
+
+  async loadDemo() {
+    await clearOpfs();
+    return loadDemoModel();
+  },
+
+  async save() {
+    return persist("manual");
+  },
+
+  async forget() {
+    await clearOpfs();
+    return true;
+  },
+
+  async setAutosave({ on }) {
+    autosave = Boolean(on);
+    return autosave;
+  },
+
+  async info() {
+    return JSON.parse(session.info());
+  },
+};
+
+function errorText(e) {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+onmessage = (ev) => {
+  const msg = ev.data;
+  const op = ops[msg.op];
+  queue = queue.then(async () => {
+    try {
+      if (!op) throw new Error(`unknown request ${msg.op}`);
+      if (!session && msg.op !== "init") throw new Error("the engine is not initialised");
+      const result = await op(msg);
+      postMessage({ id: msg.id, ok: true, result });
+    } catch (e) {
+      postMessage({ id: msg.id, ok: false, error: errorText(e) });
+    }
+  });
+};

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The browser test, one command: installs headless Chromium if missing (Debian, as root),
+# builds web/dist (web/build.sh; dev profile unless SLUICE_WEB_PROFILE=release), gets the
+# native greedy ids of the demo model from `sluice generate` (pinned to lavapipe unless a
+# Vulkan driver is already pinned), then drives the page in headless Chromium
+# (web/test/browser_test.mjs) and checks ids, training and resume. Exits non-zero on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR"
+
+chromium=/usr/lib/chromium/chromium
+if [[ ! -x $chromium ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "web/test.sh: installing chromium" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "web/test.sh: $chromium is missing; install Debian's chromium package" >&2
+    exit 1
+  fi
+fi
+if ! command -v node >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null
+  else
+    echo "web/test.sh: node is missing" >&2
+    exit 1
+  fi
+fi
+
+if [[ "${SLUICE_WEB_PROFILE:-dev}" == release ]]; then web/build.sh --release; else web/build.sh --dev; fi
+
+# Native greedy ids (and timings) of the same model.
+if [[ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]] && ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  VK_DRIVER_FILES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | paste -sd:)
+  export VK_DRIVER_FILES
+fi
+cargo build -q -p sluice-cli
+sluice="${CARGO_TARGET_DIR:-target}/debug/sluice"
+native=web/dist/native.json
+{
+  echo "{"
+  sep=""
+  for p in "31415=" "90210=" "55555="; do
+    printf '%s"%s": ' "$sep" "$p"
+    "$sluice" generate --model assets/demo-model --prompt "$p" --max-new-tokens 8 --json
+    sep=","
+  done
+  echo "}"
+} > "$native"
+
+node web/test/browser_test.mjs --dist web/dist --native "$native" --browser "$chromium"
+
+if command -v firefox-esr >/dev/null || command -v firefox >/dev/null; then
+  echo "web/test.sh: Firefox is installed, but this test drives Chromium only" >&2
+fi
