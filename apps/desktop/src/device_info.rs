@@ -54,7 +54,10 @@ impl DeviceInfo {
                 l.max_compute_workgroups_per_dimension.to_string(),
             ),
             ("max_bind_groups", l.max_bind_groups.to_string()),
-            ("max_texture_dimension_2d", l.max_texture_dimension_2d.to_string()),
+            (
+                "max_texture_dimension_2d",
+                l.max_texture_dimension_2d.to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -71,7 +71,9 @@ pub enum Command {
         max_steps: Option<usize>,
     },
     /// Stop after the current step, save the run (if it has unsaved steps) to the folder, exit.
-    Shutdown { checkpoint_dir: PathBuf },
+    Shutdown {
+        checkpoint_dir: PathBuf,
+    },
 }
 
 /// What the loaded chat model is.

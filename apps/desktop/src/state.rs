@@ -251,7 +251,9 @@ pub enum Shutdown {
 
 /// Reads a number from a step record (NaN and absent → None).
 pub fn field(rec: &Value, key: &str) -> Option<f64> {
-    rec.get(key).and_then(Value::as_f64).filter(|v| v.is_finite())
+    rec.get(key)
+        .and_then(Value::as_f64)
+        .filter(|v| v.is_finite())
 }
 
 /// Everything the UI shows.
@@ -639,7 +641,10 @@ impl AppState {
                 if let EndReason::Failed(e) = &reason {
                     self.train_error = Some(e.clone());
                 }
-                self.note(format!("training: {}", TrainStatus::Ended(reason.clone()).label()));
+                self.note(format!(
+                    "training: {}",
+                    TrainStatus::Ended(reason.clone()).label()
+                ));
                 self.status = TrainStatus::Ended(reason);
             }
             Event::CheckpointSaved(dir) => {
@@ -777,10 +782,14 @@ mod tests {
         assert_eq!(s.status, TrainStatus::Starting);
         s.apply(Event::TrainingStarted(info(1, 3, 0)));
         assert_eq!(s.status, TrainStatus::Running);
-        s.apply(Event::Step(json!({"phase": "sft", "global_step": 1, "loss": 2.5,
-            "step_seconds": 0.5})));
-        s.apply(Event::Step(json!({"phase": "rl", "global_step": 2, "loss": 0.1,
-            "reward": 0.25, "kl": null, "step_seconds": 1.5})));
+        s.apply(Event::Step(
+            json!({"phase": "sft", "global_step": 1, "loss": 2.5,
+            "step_seconds": 0.5}),
+        ));
+        s.apply(Event::Step(
+            json!({"phase": "rl", "global_step": 2, "loss": 0.1,
+            "reward": 0.25, "kl": null, "step_seconds": 1.5}),
+        ));
         assert_eq!(s.metrics.loss, vec![[1.0, 2.5], [2.0, 0.1]]);
         assert_eq!(s.metrics.reward, vec![[2.0, 0.25]]);
         assert!(s.metrics.kl.is_empty());
@@ -830,7 +839,9 @@ mod tests {
     fn failures_show_errors() {
         let mut s = state();
         s.start_training().expect("start");
-        s.apply(Event::TrainingEnded(EndReason::Failed("out of memory".into())));
+        s.apply(Event::TrainingEnded(EndReason::Failed(
+            "out of memory".into(),
+        )));
         assert_eq!(s.train_error.as_deref(), Some("out of memory"));
         assert!(s.status.label().contains("out of memory"));
         assert!(!s.status.is_active());
@@ -850,7 +861,10 @@ mod tests {
         s.model_path = tmp.display().to_string();
         assert!(s.load_dir().unwrap_err().contains("config.json"));
         std::fs::write(tmp.join("config.json"), "{}").expect("write");
-        assert_eq!(s.load_dir(), Ok(Command::LoadModel(ModelSource::Dir(tmp.clone()))));
+        assert_eq!(
+            s.load_dir(),
+            Ok(Command::LoadModel(ModelSource::Dir(tmp.clone())))
+        );
         assert!(s.model_loading);
         std::fs::remove_dir_all(&tmp).ok();
         s.model_path = "  ".into();
@@ -919,10 +933,19 @@ mod tests {
     fn rl_from_loaded_model_needs_a_model_and_save_needs_a_run() {
         let mut s = state();
         s.form.start = StartFrom::LoadedModel;
-        assert!(s.start_training().unwrap_err().contains("load the demo model"));
+        assert!(
+            s.start_training()
+                .unwrap_err()
+                .contains("load the demo model")
+        );
         assert!(s.save_checkpoint().is_err());
         assert!(s.use_trained().is_err());
+        s.form.start = StartFrom::Scratch;
         s.checkpoint_dir = "/no/such/ckpt".into();
-        assert!(s.resume_from_checkpoint().unwrap_err().contains("no checkpoint"));
+        assert!(
+            s.resume_from_checkpoint()
+                .unwrap_err()
+                .contains("no checkpoint")
+        );
     }
 }

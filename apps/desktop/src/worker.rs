@@ -249,7 +249,12 @@ impl<N: Notify> Worker<N> {
         let (name, config, model, tokenizer) = match src {
             ModelSource::Demo => {
                 let (config, model) = demo_model(&device)?;
-                ("built-in demo model (sorts digits)".to_string(), config, model, demo_tokenizer()?)
+                (
+                    "built-in demo model (sorts digits)".to_string(),
+                    config,
+                    model,
+                    demo_tokenizer()?,
+                )
             }
             ModelSource::Dir(dir) => {
                 let (config, model) = sluice::model::files::load_model(dir, &device)
@@ -484,7 +489,8 @@ impl<N: Notify> Worker<N> {
 
     fn save(&mut self, dir: &Path) -> Result<(), String> {
         let run = self.run.as_mut().ok_or("no run to save")?;
-        let files = pollster::block_on(run.demo.checkpoint_files_async()).map_err(|e| e.to_string())?;
+        let files =
+            pollster::block_on(run.demo.checkpoint_files_async()).map_err(|e| e.to_string())?;
         sluice::train::files::write_dir_atomic(dir, &files)
             .map_err(|e| format!("writing {}: {e}", dir.display()))?;
         run.saved = Some((dir.to_path_buf(), global_step(&run.demo)));
@@ -539,7 +545,11 @@ mod tests {
     use crate::state::TrainForm;
     use std::sync::mpsc::channel;
 
-    fn start() -> (Sender<Command>, Receiver<Event>, std::thread::JoinHandle<WorkerExit>) {
+    fn start() -> (
+        Sender<Command>,
+        Receiver<Event>,
+        std::thread::JoinHandle<WorkerExit>,
+    ) {
         let (ctx, crx) = channel();
         let (etx, erx) = channel();
         let h = spawn(
@@ -572,7 +582,10 @@ mod tests {
     fn demo_config_summary_and_checkpoint_reading() {
         let c = Config::from_json(demo_model::CONFIG).expect("demo config");
         let s = config_summary(&c);
-        assert!(s.contains("4 layers (2 Gated DeltaNet, 2 gated attention)"), "{s}");
+        assert!(
+            s.contains("4 layers (2 Gated DeltaNet, 2 gated attention)"),
+            "{s}"
+        );
         assert!(s.contains("vocab 14"), "{s}");
         let dir = std::env::temp_dir().join(format!("sluice-desktop-read-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub")).expect("dirs");
@@ -586,8 +599,11 @@ mod tests {
     #[test]
     fn demo_model_streams_the_sorted_digits_and_training_saves_on_shutdown() {
         let (tx, rx, handle) = start();
-        tx.send(Command::LoadModel(ModelSource::Demo)).expect("send");
-        let evs = until(&rx, |e| matches!(e, Event::ModelLoaded(_) | Event::ModelFailed(_)));
+        tx.send(Command::LoadModel(ModelSource::Demo))
+            .expect("send");
+        let evs = until(&rx, |e| {
+            matches!(e, Event::ModelLoaded(_) | Event::ModelFailed(_))
+        });
         let Some(Event::ModelLoaded(info)) = evs.last() else {
             panic!("demo model failed to load: {evs:?}");
         };
@@ -615,9 +631,33 @@ mod tests {
             })
             .collect();
         assert!(texts.len() > 1, "tokens stream one by one: {evs:?}");
-        assert_eq!(texts.last().map(|t| t.as_str()), Some("11345<eos>"));
+        // The same tokens as the engine's own generation from the demo vocabulary's ids.
+        let (_, model) = demo_model(&sluice::device::wgpu()).expect("demo model");
+        let opts = GenerateOptions {
+            max_new_tokens: 8,
+            sampling: Sampling::default(),
+            eos_token_ids: vec![sluice::demo::vocab::EOS],
+        };
+        let ids = sluice::demo::vocab::encode("31415=");
+        let want = sluice::model::generate::generate(
+            &model,
+            &[ids],
+            &opts,
+            &sluice::device::wgpu(),
+            |_, _| {},
+        )
+        .expect("generate");
+        assert_eq!(want[0].last(), Some(&sluice::demo::vocab::EOS));
+        let want = format!("{}<eos>", sluice::demo::vocab::decode(&want[0]));
+        assert_eq!(texts.last().map(|t| t.as_str()), Some(want.as_str()));
+        assert_eq!(
+            want.len(),
+            "11345<eos>".len(),
+            "five digits then <eos>: {want}"
+        );
 
-        let dir = std::env::temp_dir().join(format!("sluice-desktop-worker-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("sluice-desktop-worker-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cfg = TrainForm::tiny().to_config().expect("tiny");
         tx.send(Command::StartTraining(TrainRequest {
@@ -640,8 +680,11 @@ mod tests {
         .expect("send");
         let exit = handle.join().expect("worker");
         assert_eq!(exit.checkpoint.as_deref(), Some(dir.as_path()), "{exit:?}");
-        let demo = Demo::restore(read_dir_files(&dir).expect("files"), &sluice::device::wgpu())
-            .expect("restore");
+        let demo = Demo::restore(
+            read_dir_files(&dir).expect("files"),
+            &sluice::device::wgpu(),
+        )
+        .expect("restore");
         assert_eq!(global_step(&demo), 1);
         std::fs::remove_dir_all(&dir).ok();
     }

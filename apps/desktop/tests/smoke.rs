@@ -14,9 +14,8 @@ use sluice::demo::run::{Demo, Phase};
 const SIZE: [u32; 2] = [1024, 700];
 
 fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
 }
 
 /// The app's command line wrapped for a display; fails clearly when there is none.
@@ -114,7 +113,11 @@ fn check_png(path: &Path) {
     let mut reader = dec.read_info().expect("PNG header");
     let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
     let info = reader.next_frame(&mut buf).expect("PNG data");
-    assert_eq!([info.width, info.height], SIZE, "screenshot has the window's size");
+    assert_eq!(
+        [info.width, info.height],
+        SIZE,
+        "screenshot has the window's size"
+    );
     let px = info.color_type.samples();
     let mut colours: Vec<&[u8]> = buf[..info.buffer_size()].chunks(px).collect();
     colours.sort_unstable();
@@ -139,7 +142,11 @@ fn read_checkpoint(dir: &Path) -> Vec<(String, Vec<u8>)> {
     for e in std::fs::read_dir(dir).expect("checkpoint folder") {
         let p = e.expect("entry").path();
         if p.is_file() {
-            let name = p.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_string();
             files.push((name, std::fs::read(&p).expect("read")));
         }
     }

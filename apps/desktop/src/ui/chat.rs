@@ -12,11 +12,19 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         ui.label("max new tokens");
         ui.add(egui::DragValue::new(&mut s.max_new_tokens).range(1..=4096));
         ui.label("temperature");
-        ui.add(egui::DragValue::new(&mut s.temperature).range(0.0..=5.0).speed(0.01));
+        ui.add(
+            egui::DragValue::new(&mut s.temperature)
+                .range(0.0..=5.0)
+                .speed(0.01),
+        );
         ui.label("top-k");
         ui.add(egui::DragValue::new(&mut s.top_k).range(0..=100_000));
         ui.label("top-p");
-        ui.add(egui::DragValue::new(&mut s.top_p).range(0.01..=1.0).speed(0.01));
+        ui.add(
+            egui::DragValue::new(&mut s.top_p)
+                .range(0.01..=1.0)
+                .speed(0.01),
+        );
         ui.label("seed");
         ui.add(egui::DragValue::new(&mut s.seed));
     });
@@ -52,16 +60,27 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
             .desired_rows(2)
             .desired_width(f32::INFINITY),
     );
-    let send_key = edit.has_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter) && i.modifiers.ctrl);
+    let send_key =
+        edit.has_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter) && i.modifiers.ctrl);
     ui.horizontal(|ui| {
-        if ui.add_enabled(!generating, egui::Button::new("Send")).clicked() || send_key {
+        if ui
+            .add_enabled(!generating, egui::Button::new("Send"))
+            .clicked()
+            || send_key
+        {
             let cmd = app.state.generate();
             app.send_result(cmd);
         }
-        if ui.add_enabled(generating, egui::Button::new("Stop")).clicked() {
+        if ui
+            .add_enabled(generating, egui::Button::new("Stop"))
+            .clicked()
+        {
             app.state.stop_generation();
         }
-        if ui.add_enabled(!generating, egui::Button::new("Clear")).clicked() {
+        if ui
+            .add_enabled(!generating, egui::Button::new("Clear"))
+            .clicked()
+        {
             app.state.clear_chat();
         }
         if generating {

@@ -22,7 +22,7 @@ pub enum Tab {
 /// An error line (red).
 pub fn error_line(ui: &mut egui::Ui, err: &Option<String>) {
     if let Some(e) = err {
-        ui.colored_label(Color32::from_rgb(0xe0, 0x40, 0x40), format!("⚠ {e}"));
+        ui.colored_label(Color32::from_rgb(0xe0, 0x40, 0x40), format!("Error: {e}"));
     }
 }
 

@@ -65,7 +65,11 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
                 ui.label(format!("{}", m.vocab_size));
                 ui.end_row();
                 ui.label("chat template");
-                ui.label(if m.chat_template { "yes" } else { "no (plain text)" });
+                ui.label(if m.chat_template {
+                    "yes"
+                } else {
+                    "no (plain text)"
+                });
                 ui.end_row();
                 ui.label("load time");
                 ui.label(format!("{:.2} s", m.load_seconds));

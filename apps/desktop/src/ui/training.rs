@@ -25,8 +25,16 @@ fn settings(app: &mut App, ui: &mut egui::Ui, editable: bool) {
                     .hint_text("sort:5"),
             )
             .on_hover_text("sort, sort:N, addition, addition:N");
-            ui.radio_value(&mut f.start, StartFrom::Scratch, "from scratch (SFT, then RL)");
-            ui.radio_value(&mut f.start, StartFrom::LoadedModel, "RL from the loaded model");
+            ui.radio_value(
+                &mut f.start,
+                StartFrom::Scratch,
+                "from scratch (SFT, then RL)",
+            );
+            ui.radio_value(
+                &mut f.start,
+                StartFrom::LoadedModel,
+                "RL from the loaded model",
+            );
         });
         ui.horizontal_wrapped(|ui| {
             let num = |ui: &mut egui::Ui, label: &str, v: &mut usize, max: usize| {
@@ -170,7 +178,9 @@ pub fn show(app: &mut App, ui: &mut egui::Ui) {
         let cell = |ui: &mut egui::Ui, f: &dyn Fn(&mut egui::Ui)| {
             ui.allocate_ui(egui::vec2(w, h + 24.0), |ui| f(ui));
         };
-        cell(ui, &|ui| plot(ui, "reward", "reward", &[("reward", &m.reward)], h));
+        cell(ui, &|ui| {
+            plot(ui, "reward", "reward", &[("reward", &m.reward)], h)
+        });
         cell(ui, &|ui| plot(ui, "kl", "KL", &[("kl", &m.kl)], h));
         ui.end_row();
         cell(ui, &|ui| plot(ui, "loss", "loss", &[("loss", &m.loss)], h));
