@@ -69,33 +69,28 @@ fn controls(app: &mut App, ui: &mut egui::Ui) {
             app.send_result(cmd);
         }
         let paused = matches!(status, TrainStatus::Paused | TrainStatus::Pausing);
-        if paused {
-            if ui.button("Resume").clicked() {
-                if let Some(c) = app.state.resume() {
-                    app.send(c);
-                }
-            }
-        } else if ui
-            .add_enabled(status == TrainStatus::Running, egui::Button::new("Pause"))
+        let cmd = if paused {
+            ui.button("Resume")
+                .clicked()
+                .then(|| app.state.resume())
+                .flatten()
+        } else {
+            ui.add_enabled(status == TrainStatus::Running, egui::Button::new("Pause"))
+                .clicked()
+                .then(|| app.state.pause())
+                .flatten()
+        };
+        let can_stop = matches!(
+            status,
+            TrainStatus::Running | TrainStatus::Pausing | TrainStatus::Paused
+        );
+        let stop = ui
+            .add_enabled(can_stop, egui::Button::new("Stop"))
             .clicked()
-        {
-            if let Some(c) = app.state.pause() {
-                app.send(c);
-            }
-        }
-        if ui
-            .add_enabled(
-                matches!(
-                    status,
-                    TrainStatus::Running | TrainStatus::Pausing | TrainStatus::Paused
-                ),
-                egui::Button::new("Stop"),
-            )
-            .clicked()
-        {
-            if let Some(c) = app.state.stop() {
-                app.send(c);
-            }
+            .then(|| app.state.stop())
+            .flatten();
+        for c in cmd.into_iter().chain(stop) {
+            app.send(c);
         }
         ui.separator();
         ui.label("checkpoint folder");
