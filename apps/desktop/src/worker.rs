@@ -1,0 +1,691 @@
+//! The engine worker: one thread owns the models and the training run, runs the UI's
+//! [`Command`]s and reports [`Event`]s. Training advances one step at a time, with the
+//! command queue checked between steps (pause, stop, save, chat all interleave).
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde_json::json;
+use sluice::demo::run::{Demo, Phase};
+use sluice::model::chat::{ChatOptions, Message};
+use sluice::model::generate::{GenerateOptions, Sampling, generate_streaming_async};
+use sluice::model::tokenizer::Tokenizer;
+use sluice::model::weights::{Buffer, Weights};
+use sluice::model::{Config, HybridModel};
+
+use crate::protocol::{
+    Command, EndReason, Event, GenRequest, ModelInfo, ModelSource, RunInfo, StartFrom,
+    TrainRequest, WorkerExit,
+};
+
+/// The built-in demo model (sorts digits: `31415=` → `11345<eos>`).
+pub mod demo_model {
+    pub const CONFIG: &str = include_str!("../../../assets/demo-model/config.json");
+    pub const WEIGHTS: &[u8] = include_bytes!("../../../assets/demo-model/model.safetensors");
+    pub const TOKENIZER: &[u8] = include_bytes!("../../../assets/demo-model/tokenizer.json");
+    pub const TOKENIZER_CONFIG: &str =
+        include_str!("../../../assets/demo-model/tokenizer_config.json");
+}
+
+/// Something the UI can be told about (the UI's `request_repaint` goes here).
+pub trait Notify: Send + 'static {
+    fn notify(&self);
+}
+
+impl<F: Fn() + Send + 'static> Notify for F {
+    fn notify(&self) {
+        self()
+    }
+}
+
+struct ChatModel {
+    model: HybridModel,
+    tokenizer: Tokenizer,
+    eos: Vec<u32>,
+    source: ModelSource,
+}
+
+struct Run {
+    demo: Demo,
+    /// Stop after this global step.
+    stop_at: Option<usize>,
+    paused: bool,
+    active: bool,
+    /// Folder and global step of the last save.
+    saved: Option<(PathBuf, usize)>,
+}
+
+/// Steps done by `demo` over both phases.
+pub fn global_step(demo: &Demo) -> usize {
+    match demo.phase {
+        Phase::Sft => demo.step,
+        Phase::Rl => demo.cfg.sft_steps + demo.step,
+        Phase::Done => demo.cfg.sft_steps + demo.cfg.rl_steps,
+    }
+}
+
+/// Reads every file of a checkpoint folder (plain names → bytes).
+pub fn read_dir_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push((name.to_string(), bytes));
+    }
+    Ok(files)
+}
+
+/// A one-line description of a model config.
+pub fn config_summary(c: &Config) -> String {
+    let linear = c
+        .layer_types
+        .iter()
+        .filter(|t| format!("{t:?}").to_lowercase().contains("linear"))
+        .count();
+    let moe = c
+        .moe
+        .as_ref()
+        .map(|m| {
+            format!(
+                ", MoE {} experts (top {})",
+                m.num_experts, m.num_experts_per_tok
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{:?}: {} layers ({} Gated DeltaNet, {} gated attention), hidden {}, {} attention heads \
+         ({} KV) × {}, {} linear heads (k {} / v {}), vocab {}{moe}",
+        c.family,
+        c.num_hidden_layers,
+        linear,
+        c.num_hidden_layers - linear,
+        c.hidden_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.linear_num_value_heads,
+        c.linear_key_head_dim,
+        c.linear_value_head_dim,
+        c.vocab_size,
+    )
+}
+
+/// The embedded demo model on `device`.
+pub fn demo_model(device: &Device) -> Result<(Config, HybridModel), String> {
+    let config = Config::from_json(demo_model::CONFIG).map_err(|e| format!("config: {e}"))?;
+    let weights = Weights::new(vec![(
+        "model.safetensors".into(),
+        Box::new(demo_model::WEIGHTS) as Buffer,
+    )])
+    .map_err(|e| e.to_string())?;
+    let model = sluice::model::load::build(&config, &weights, device).map_err(|e| e.to_string())?;
+    Ok((config, model))
+}
+
+fn demo_tokenizer() -> Result<Tokenizer, String> {
+    Tokenizer::from_bytes(demo_model::TOKENIZER)
+        .and_then(|t| t.with_config(demo_model::TOKENIZER_CONFIG))
+        .map_err(|e| format!("tokenizer: {e}"))
+}
+
+/// The worker's state.
+pub struct Worker<N: Notify> {
+    device: Device,
+    events: Sender<Event>,
+    notify: N,
+    stop_generation: Arc<AtomicBool>,
+    chat: Option<ChatModel>,
+    run: Option<Run>,
+}
+
+impl<N: Notify> Worker<N> {
+    pub fn new(
+        device: Device,
+        events: Sender<Event>,
+        notify: N,
+        stop_generation: Arc<AtomicBool>,
+    ) -> Self {
+        Worker {
+            device,
+            events,
+            notify,
+            stop_generation,
+            chat: None,
+            run: None,
+        }
+    }
+
+    fn send(&self, ev: Event) {
+        // The UI may be gone (closing); nothing to do then.
+        let _ = self.events.send(ev);
+        self.notify.notify();
+    }
+
+    /// Runs until a `Shutdown` command or until the UI hangs up; returns what shutdown did.
+    pub fn run(mut self, commands: Receiver<Command>) -> WorkerExit {
+        loop {
+            let stepping = self.run.as_ref().is_some_and(|r| r.active && !r.paused);
+            let cmd = if stepping {
+                match commands.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return WorkerExit::default(),
+                }
+            } else {
+                match commands.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return WorkerExit::default(),
+                }
+            };
+            match cmd {
+                Some(Command::Shutdown { checkpoint_dir }) => {
+                    let exit = self.shutdown(&checkpoint_dir);
+                    self.send(Event::ShutdownDone(exit.clone()));
+                    return exit;
+                }
+                Some(c) => self.handle(c),
+                None => self.train_step(),
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::LoadModel(src) => {
+                let t0 = Instant::now();
+                match self.load(&src) {
+                    Ok(mut info) => {
+                        info.load_seconds = t0.elapsed().as_secs_f64();
+                        self.send(Event::ModelLoaded(info));
+                    }
+                    Err(e) => self.send(Event::ModelFailed(e)),
+                }
+            }
+            Command::Generate(req) => self.generate(&req),
+            Command::StartTraining(req) => self.start(req),
+            Command::ResumeFrom { dir, max_steps } => self.resume_from(&dir, max_steps),
+            Command::Pause => {
+                if let Some(r) = self.run.as_mut().filter(|r| r.active) {
+                    r.paused = true;
+                    self.send(Event::Paused);
+                }
+            }
+            Command::Resume => {
+                if let Some(r) = self.run.as_mut().filter(|r| r.active) {
+                    r.paused = false;
+                    self.send(Event::Resumed);
+                }
+            }
+            Command::Stop => {
+                if let Some(r) = self.run.as_mut().filter(|r| r.active) {
+                    r.active = false;
+                    self.send(Event::TrainingEnded(EndReason::Stopped));
+                }
+            }
+            Command::SaveCheckpoint(dir) => match self.save(&dir) {
+                Ok(()) => self.send(Event::CheckpointSaved(dir)),
+                Err(e) => self.send(Event::CheckpointFailed(e)),
+            },
+            Command::Shutdown { .. } => unreachable!("handled by run"),
+        }
+    }
+
+    fn load(&mut self, src: &ModelSource) -> Result<ModelInfo, String> {
+        let device = self.device.clone();
+        let (name, config, model, tokenizer) = match src {
+            ModelSource::Demo => {
+                let (config, model) = demo_model(&device)?;
+                (
+                    "built-in demo model (sorts digits)".to_string(),
+                    config,
+                    model,
+                    demo_tokenizer()?,
+                )
+            }
+            ModelSource::Dir(dir) => {
+                let (config, model) = sluice::model::files::load_model(dir, &device)
+                    .map_err(|e| format!("loading {}: {e}", dir.display()))?;
+                let tokenizer = Tokenizer::from_dir(dir)
+                    .map_err(|e| format!("tokenizer in {}: {e}", dir.display()))?;
+                (dir.display().to_string(), config, model, tokenizer)
+            }
+            ModelSource::Trained => {
+                let run = self.run.as_ref().ok_or("no training run")?;
+                let tokenizer = sluice::demo::vocab::tokenizer().map_err(|e| e.to_string())?;
+                (
+                    format!("the training run's model ({})", run.demo.task),
+                    run.demo.config.clone(),
+                    run.demo.model.valid(),
+                    tokenizer,
+                )
+            }
+        };
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(format!(
+                "the tokenizer has {} tokens, the model only {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ));
+        }
+        let mut eos = config.eos_token_ids.clone();
+        eos.extend(tokenizer.eos_token_id());
+        let info = ModelInfo {
+            name,
+            summary: config_summary(&config),
+            parameters: model.num_params(),
+            vocab_size: config.vocab_size,
+            chat_template: tokenizer.chat_template_names().next().is_some(),
+            load_seconds: 0.0,
+        };
+        self.chat = Some(ChatModel {
+            model,
+            tokenizer,
+            eos,
+            source: src.clone(),
+        });
+        Ok(info)
+    }
+
+    fn generate(&mut self, req: &GenRequest) {
+        let t0 = Instant::now();
+        let mut count = 0usize;
+        let mut stopped = false;
+        let res = self.generate_inner(req, &mut count, &mut stopped);
+        match res {
+            Ok(()) => self.send(Event::GenerationDone {
+                tokens: count,
+                seconds: t0.elapsed().as_secs_f64(),
+                stopped,
+            }),
+            Err(e) => self.send(Event::GenerationFailed(e)),
+        }
+    }
+
+    fn generate_inner(
+        &self,
+        req: &GenRequest,
+        count: &mut usize,
+        stopped: &mut bool,
+    ) -> Result<(), String> {
+        let chat = self.chat.as_ref().ok_or("no model loaded")?;
+        let tok = &chat.tokenizer;
+        let ids = if tok.chat_template_names().next().is_some() {
+            let mut messages = Vec::new();
+            for t in &req.history {
+                messages.push(Message::user(t.user.clone()));
+                messages.push(Message::assistant(t.assistant.clone()));
+            }
+            messages.push(Message::user(req.prompt.clone()));
+            tok.encode_chat(&messages, &ChatOptions::generation())
+        } else {
+            tok.encode(&req.prompt, true)
+        }
+        .map_err(|e| e.to_string())?;
+        if ids.is_empty() {
+            return Err("the prompt encodes to no tokens".into());
+        }
+        let opts = GenerateOptions {
+            max_new_tokens: req.max_new_tokens.max(1),
+            sampling: Sampling {
+                temperature: req.temperature,
+                top_k: req.top_k,
+                top_p: req.top_p,
+                seed: req.seed,
+                ..Sampling::default()
+            },
+            eos_token_ids: chat.eos.clone(),
+        };
+        let mut out: Vec<u32> = Vec::new();
+        let device = self.device.clone();
+        let stop = self.stop_generation.clone();
+        let prompts = [ids];
+        let fut = generate_streaming_async(&chat.model, &prompts, 1, &opts, &device, |_, t| {
+            out.push(t);
+            *count += 1;
+            // Special tokens stay visible (`<eos>` shows where the model stopped).
+            let text = tok.decode(&out, false).unwrap_or_else(|e| format!("<{e}>"));
+            let _ = self.events.send(Event::Generated(text));
+            self.notify.notify();
+            if stop.load(Ordering::SeqCst) {
+                *stopped = true;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        pollster::block_on(fut).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn start(&mut self, req: TrainRequest) {
+        let demo = match req.start {
+            StartFrom::Scratch => Demo::new(req.cfg, &self.device).map_err(|e| e.to_string()),
+            StartFrom::LoadedModel => self.demo_from_loaded(req.cfg),
+        };
+        match demo {
+            Ok(demo) => self.begin(demo, req.max_steps, None),
+            Err(e) => self.send(Event::TrainingEnded(EndReason::Failed(e))),
+        }
+    }
+
+    /// RL from the chat model: rebuilt on the autodiff device from its source.
+    fn demo_from_loaded(&self, cfg: sluice::demo::run::DemoConfig) -> Result<Demo, String> {
+        let chat = self.chat.as_ref().ok_or("load a model first")?;
+        let ad = self.device.clone().autodiff();
+        let (config, model) = match &chat.source {
+            ModelSource::Demo => demo_model(&ad)?,
+            ModelSource::Dir(dir) => {
+                sluice::model::files::load_model(dir, &ad).map_err(|e| e.to_string())?
+            }
+            ModelSource::Trained => {
+                let r = self.run.as_ref().ok_or("no training run")?;
+                (r.demo.config.clone(), r.demo.model.clone())
+            }
+        };
+        Demo::from_model(cfg, config, model, &self.device).map_err(|e| e.to_string())
+    }
+
+    fn resume_from(&mut self, dir: &Path, max_steps: Option<usize>) {
+        let res = read_dir_files(dir)
+            .and_then(|files| Demo::restore(files, &self.device).map_err(|e| e.to_string()));
+        match res {
+            Ok(demo) => self.begin(demo, max_steps, Some(dir.to_path_buf())),
+            Err(e) => self.send(Event::TrainingEnded(EndReason::Failed(format!(
+                "resuming from {}: {e}",
+                dir.display()
+            )))),
+        }
+    }
+
+    fn begin(&mut self, demo: Demo, max_steps: Option<usize>, resumed_from: Option<PathBuf>) {
+        let done = global_step(&demo);
+        let info = RunInfo {
+            task: demo.task.to_string(),
+            preset: demo.cfg.rl.preset.clone().unwrap_or_else(|| "grpo".into()),
+            parameters: demo.model.num_params(),
+            sft_steps: demo.cfg.sft_steps,
+            rl_steps: demo.cfg.rl_steps,
+            done,
+            resumed_from: resumed_from.clone(),
+        };
+        self.send(Event::TrainingStarted(info));
+        // Accuracy before training (fresh runs only: a resumed run has its curve already).
+        if done == 0 {
+            match pollster::block_on(demo.evaluate_async()) {
+                Ok(e) => self.send(Event::Eval {
+                    global_step: 0,
+                    greedy: e.greedy,
+                    sampled: e.sampled,
+                }),
+                Err(e) => {
+                    self.send(Event::TrainingEnded(EndReason::Failed(e.to_string())));
+                    return;
+                }
+            }
+        }
+        self.run = Some(Run {
+            demo,
+            stop_at: max_steps.map(|n| done + n),
+            paused: false,
+            active: true,
+            saved: resumed_from.map(|d| (d, done)),
+        });
+    }
+
+    fn train_step(&mut self) {
+        let Some(run) = self.run.as_mut() else {
+            return;
+        };
+        let t0 = Instant::now();
+        let res = pollster::block_on(run.demo.step_async());
+        let ev = match res {
+            Ok(Some(mut rec)) => {
+                let g = global_step(&run.demo);
+                rec["global_step"] = json!(g);
+                rec["step_seconds"] = json!(t0.elapsed().as_secs_f64());
+                let mut evs = vec![Event::Step(rec)];
+                if run.demo.eval_due() {
+                    match pollster::block_on(run.demo.evaluate_async()) {
+                        Ok(e) => evs.push(Event::Eval {
+                            global_step: g,
+                            greedy: e.greedy,
+                            sampled: e.sampled,
+                        }),
+                        Err(e) => evs.push(Event::TrainingEnded(EndReason::Failed(e.to_string()))),
+                    }
+                }
+                let total = run.demo.cfg.sft_steps + run.demo.cfg.rl_steps;
+                if g >= total {
+                    evs.push(Event::TrainingEnded(EndReason::Finished));
+                } else if run.stop_at.is_some_and(|s| g >= s) {
+                    evs.push(Event::TrainingEnded(EndReason::StepLimit));
+                }
+                evs
+            }
+            Ok(None) => vec![Event::TrainingEnded(EndReason::Finished)],
+            Err(e) => vec![Event::TrainingEnded(EndReason::Failed(e.to_string()))],
+        };
+        if ev.iter().any(|e| matches!(e, Event::TrainingEnded(_))) {
+            run.active = false;
+        }
+        for e in ev {
+            self.send(e);
+        }
+    }
+
+    fn save(&mut self, dir: &Path) -> Result<(), String> {
+        let run = self.run.as_mut().ok_or("no run to save")?;
+        let files =
+            pollster::block_on(run.demo.checkpoint_files_async()).map_err(|e| e.to_string())?;
+        sluice::train::files::write_dir_atomic(dir, &files)
+            .map_err(|e| format!("writing {}: {e}", dir.display()))?;
+        run.saved = Some((dir.to_path_buf(), global_step(&run.demo)));
+        Ok(())
+    }
+
+    /// Saves the run to `dir` unless it is saved there as it is (the current step already
+    /// finished: the worker only reads commands between steps).
+    fn shutdown(&mut self, dir: &Path) -> WorkerExit {
+        let Some(r) = self.run.as_ref() else {
+            return WorkerExit::default();
+        };
+        let g = global_step(&r.demo);
+        if g == 0 {
+            return WorkerExit::default();
+        }
+        if r.saved.as_ref() == Some(&(dir.to_path_buf(), g)) {
+            return WorkerExit {
+                checkpoint: Some(dir.to_path_buf()),
+                error: None,
+            };
+        }
+        match self.save(dir) {
+            Ok(()) => WorkerExit {
+                checkpoint: Some(dir.to_path_buf()),
+                error: None,
+            },
+            Err(e) => WorkerExit {
+                checkpoint: None,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// Starts the worker thread.
+pub fn spawn<N: Notify>(
+    device: Device,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    notify: N,
+    stop_generation: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<WorkerExit>> {
+    std::thread::Builder::new()
+        .name("sluice-worker".into())
+        .spawn(move || Worker::new(device, events, notify, stop_generation).run(commands))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::TrainForm;
+    use std::sync::mpsc::channel;
+
+    fn start() -> (
+        Sender<Command>,
+        Receiver<Event>,
+        std::thread::JoinHandle<WorkerExit>,
+    ) {
+        let (ctx, crx) = channel();
+        let (etx, erx) = channel();
+        let h = spawn(
+            sluice::device::wgpu(),
+            crx,
+            etx,
+            || {},
+            Arc::new(AtomicBool::new(false)),
+        )
+        .expect("thread");
+        (ctx, erx, h)
+    }
+
+    /// Collects events until `stop` matches one.
+    fn until(rx: &Receiver<Event>, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        loop {
+            let ev = rx
+                .recv_timeout(std::time::Duration::from_secs(300))
+                .expect("worker event");
+            let done = stop(&ev);
+            out.push(ev);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn demo_config_summary_and_checkpoint_reading() {
+        let c = Config::from_json(demo_model::CONFIG).expect("demo config");
+        let s = config_summary(&c);
+        assert!(
+            s.contains("4 layers (2 Gated DeltaNet, 2 gated attention)"),
+            "{s}"
+        );
+        assert!(s.contains("vocab 14"), "{s}");
+        let dir = std::env::temp_dir().join(format!("sluice-desktop-read-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).expect("dirs");
+        std::fs::write(dir.join("a.json"), b"{}").expect("write");
+        let files = read_dir_files(&dir).expect("read");
+        assert_eq!(files, vec![("a.json".to_string(), b"{}".to_vec())]);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(read_dir_files(Path::new("/no/such/dir")).is_err());
+    }
+
+    #[test]
+    fn demo_model_streams_the_sorted_digits_and_training_saves_on_shutdown() {
+        let (tx, rx, handle) = start();
+        tx.send(Command::LoadModel(ModelSource::Demo))
+            .expect("send");
+        let evs = until(&rx, |e| {
+            matches!(e, Event::ModelLoaded(_) | Event::ModelFailed(_))
+        });
+        let Some(Event::ModelLoaded(info)) = evs.last() else {
+            panic!("demo model failed to load: {evs:?}");
+        };
+        assert_eq!(info.parameters, 216_624);
+        assert!(!info.chat_template);
+
+        tx.send(Command::Generate(GenRequest {
+            history: vec![],
+            prompt: "31415=".into(),
+            max_new_tokens: 8,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }))
+        .expect("send");
+        let evs = until(&rx, |e| {
+            matches!(e, Event::GenerationDone { .. } | Event::GenerationFailed(_))
+        });
+        let texts: Vec<&String> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Event::Generated(t) => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert!(texts.len() > 1, "tokens stream one by one: {evs:?}");
+        // The same tokens as the engine's own generation from the demo vocabulary's ids.
+        let (_, model) = demo_model(&sluice::device::wgpu()).expect("demo model");
+        let opts = GenerateOptions {
+            max_new_tokens: 8,
+            sampling: Sampling::default(),
+            eos_token_ids: vec![sluice::demo::vocab::EOS],
+        };
+        let ids = sluice::demo::vocab::encode("31415=");
+        let want = sluice::model::generate::generate(
+            &model,
+            &[ids],
+            &opts,
+            &sluice::device::wgpu(),
+            |_, _| {},
+        )
+        .expect("generate");
+        assert_eq!(want[0].last(), Some(&sluice::demo::vocab::EOS));
+        let want = format!("{}<eos>", sluice::demo::vocab::decode(&want[0]));
+        assert_eq!(texts.last().map(|t| t.as_str()), Some(want.as_str()));
+        assert_eq!(
+            want.len(),
+            "11345<eos>".len(),
+            "five digits then <eos>: {want}"
+        );
+
+        let dir =
+            std::env::temp_dir().join(format!("sluice-desktop-worker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = TrainForm::tiny().to_config().expect("tiny");
+        tx.send(Command::StartTraining(TrainRequest {
+            cfg,
+            start: StartFrom::Scratch,
+            max_steps: Some(1),
+        }))
+        .expect("send");
+        let evs = until(&rx, |e| matches!(e, Event::TrainingEnded(_)));
+        assert_eq!(
+            evs.last(),
+            Some(&Event::TrainingEnded(EndReason::StepLimit)),
+            "{evs:?}"
+        );
+        let steps = evs.iter().filter(|e| matches!(e, Event::Step(_))).count();
+        assert_eq!(steps, 1);
+        tx.send(Command::Shutdown {
+            checkpoint_dir: dir.clone(),
+        })
+        .expect("send");
+        let exit = handle.join().expect("worker");
+        assert_eq!(exit.checkpoint.as_deref(), Some(dir.as_path()), "{exit:?}");
+        let demo = Demo::restore(
+            read_dir_files(&dir).expect("files"),
+            &sluice::device::wgpu(),
+        )
+        .expect("restore");
+        assert_eq!(global_step(&demo), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
