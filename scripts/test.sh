@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Sluice's whole test suite headless: makes sure a Vulkan driver is present (installs
 # Mesa's lavapipe as root when none is), pins the Vulkan loader to lavapipe unless
-# VK_DRIVER_FILES / VK_ICD_FILENAMES say otherwise, then `cargo test --workspace`.
+# VK_DRIVER_FILES / VK_ICD_FILENAMES say otherwise, installs Xvfb for the desktop app's smoke
+# test, then `cargo test --workspace`.
 # Extra arguments go to cargo test, e.g. `./scripts/test.sh -- decode` (name filter).
 set -euo pipefail
 
@@ -11,6 +12,7 @@ cd "$(dirname "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")")"
 
 sluice_ensure_toolchain
 sluice_vulkan_setup
+sluice_ensure_xvfb
 trap sluice_cleanup EXIT
 sluice_pin_lavapipe
 

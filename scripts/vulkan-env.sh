@@ -7,6 +7,8 @@
 #                             when no driver is present) and XDG_RUNTIME_DIR
 #   sluice_pin_lavapipe       makes the Vulkan loader use lavapipe only (deterministic tests),
 #                             unless VK_DRIVER_FILES / VK_ICD_FILENAMES are already set
+#   sluice_ensure_xvfb        Xvfb and the X11 client libraries winit loads at run time (the
+#                             desktop app's smoke test runs the app under xvfb-run)
 #
 # Installing needs root (apt-get); without root a missing piece is reported with the command
 # that would install it.
@@ -107,6 +109,28 @@ sluice_pin_lavapipe() {
     icds="$(_sluice_lavapipe_icds | paste -sd: -)"
     if [ -n "$icds" ]; then
         export VK_DRIVER_FILES="$icds"
+    fi
+}
+
+# X11 libraries winit opens with dlopen (so the linker does not pull them in).
+SLUICE_X11_PACKAGES=(xvfb xauth libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0)
+
+sluice_ensure_xvfb() {
+    local missing=()
+    local p
+    for p in "${SLUICE_X11_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    if _sluice_is_root && command -v apt-get >/dev/null 2>&1; then
+        _sluice_apt_install "${missing[@]}"
+    elif ! command -v xvfb-run >/dev/null 2>&1 && [ -z "${DISPLAY:-}" ]; then
+        echo "sluice: the desktop app's smoke test needs X: as root run: apt-get install -y ${missing[*]}" >&2
+        return 1
     fi
 }
 
