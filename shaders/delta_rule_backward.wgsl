@@ -35,7 +35,7 @@
 @group(0) @binding(4) var<storage, read_write> bounds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ws: array<f32>;
-@group(0) @binding(7) var<storage, read_write> params: array<u32>;
+@group(0) @binding(7) var<storage, read> params: array<u32>;
 
 var<private> B: u32;
 var<private> T: u32;
@@ -176,10 +176,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
     }
 
-    for (var n1 = N_HI; n1 > N_LO; n1--) {
+    // Loop bounds straight from `params` (read-only storage, so uniform): WGSL's uniformity
+    // analysis (enforced by browsers) rejects barriers in loops bounded by private variables.
+    let n_lo = params[13u];
+    let n_hi = params[14u];
+    let t_all = params[1u];
+    for (var n1 = n_hi; n1 > n_lo; n1--) {
         let n = n1 - 1u;
         let t0 = n * C;
-        let len = min(C, T - t0);
+        let len = min(C, t_all - t0);
 
         // Recompute the chunk's per-token states from its boundary state.
         for (var m = 0u; m < MPT; m++) {

@@ -25,7 +25,7 @@
 @group(0) @binding(1) var<storage, read_write> h0: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bounds: array<f32>;
-@group(0) @binding(4) var<storage, read_write> params: array<u32>;
+@group(0) @binding(4) var<storage, read> params: array<u32>;
 
 var<private> B: u32;
 var<private> T: u32;
@@ -100,7 +100,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let i0 = iq * 4u;
     let c4 = vb * BV4 + cq;   // vec4 column of U
     let col = c4 * 4u;
-    for (var n = 0u; n < N; n++) {
+    // The loop bound comes straight from `params` (a read-only storage buffer, so uniform):
+    // WGSL's uniformity analysis (enforced by browsers) rejects barriers in loops bounded by
+    // module-scope private variables.
+    let n_chunks = params[2u];
+    for (var n = 0u; n < n_chunks; n++) {
         let row0 = bh * NT + n * C;
         // (a) Save the boundary state; Vn = U - W S, O = QE S.
         for (var p = tid; p < DK * BV4; p += WG) {
