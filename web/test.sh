@@ -37,7 +37,8 @@ if [[ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]] && ls /usr/share/vulkan/
   VK_DRIVER_FILES=$(ls /usr/share/vulkan/icd.d/lvp_icd*.json | paste -sd:)
   export VK_DRIVER_FILES
 fi
-cargo build -q -p sluice-cli
+# The same build `cargo test --workspace` made (same features: nothing is rebuilt).
+cargo test -q --workspace --no-run
 sluice="${CARGO_TARGET_DIR:-target}/debug/sluice"
 native=web/dist/native.json
 {
