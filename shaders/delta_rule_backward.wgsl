@@ -35,7 +35,7 @@
 @group(0) @binding(4) var<storage, read_write> bounds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ws: array<f32>;
-@group(0) @binding(7) var<storage, read> params: array<u32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
 var<private> B: u32;
 var<private> T: u32;
@@ -143,6 +143,13 @@ fn load_params() {
     N_HI = params[14u];
 }
 
+// Loop bounds that enclose barriers must be uniform for WGSL's uniformity analysis (which
+// browsers enforce; naga does not): values read from a read_write storage buffer are not, so
+// invocation 0 copies them to workgroup memory and everyone reads them back with
+// workgroupUniformLoad. (`params` stays read_write: Burn's allocator may place it in the same
+// wgpu buffer as a writable binding, and one buffer cannot be bound both ways in a dispatch.)
+var<workgroup> uni: array<u32, 3>;   // T, N_LO, N_HI
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     load_params();
@@ -176,11 +183,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         }
     }
 
-    // Loop bounds straight from `params` (read-only storage, so uniform): WGSL's uniformity
-    // analysis (enforced by browsers) rejects barriers in loops bounded by private variables.
-    let n_lo = params[13u];
-    let n_hi = params[14u];
-    let t_all = params[1u];
+    // Uniform loop bounds (see the note above `uni`).
+    if (tid == 0u) {
+        uni[0] = params[1u];
+        uni[1] = params[13u];
+        uni[2] = params[14u];
+    }
+    let t_all = workgroupUniformLoad(&uni[0]);
+    let n_lo = workgroupUniformLoad(&uni[1]);
+    let n_hi = workgroupUniformLoad(&uni[2]);
     for (var n1 = n_hi; n1 > n_lo; n1--) {
         let n = n1 - 1u;
         let t0 = n * C;

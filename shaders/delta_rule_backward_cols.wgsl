@@ -32,7 +32,7 @@
 @group(0) @binding(4) var<storage, read_write> bounds: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ws: array<f32>;
-@group(0) @binding(7) var<storage, read> params: array<u32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
 const HK: u32 = {{ hk }}u;
 const HV: u32 = {{ hv }}u;
@@ -54,11 +54,22 @@ var<workgroup> redk: array<f32, NBUF * RQ>;
 var<workgroup> redg: array<f32, NBUF * BV>;
 var<workgroup> redb: array<f32, NBUF * BV>;
 
+// Loop bounds that enclose barriers must be uniform for WGSL's uniformity analysis (which
+// browsers enforce; naga does not): values read from a read_write storage buffer are not, so
+// invocation 0 copies them to workgroup memory and everyone reads them back with
+// workgroupUniformLoad. (`params` stays read_write: Burn's allocator may place it in the same
+// wgpu buffer as a writable binding, and one buffer cannot be bound both ways in a dispatch.)
+var<workgroup> uni: array<u32, 2>;   // T, N
+
 @compute @workgroup_size({{ bv }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    if (lid.x == 0u) {
+        uni[0] = params[1u];
+        uni[1] = params[2u];
+    }
     let B = params[0u];
-    let T = params[1u];
-    let N = params[2u];
+    let T = workgroupUniformLoad(&uni[0]);
+    let N = workgroupUniformLoad(&uni[1]);
     let OFF_HIST = params[4u];
     let OFF_DV = params[7u];
     let OFF_DH0 = params[8u];

@@ -11,7 +11,7 @@
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ws: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read> params: array<u32>;
+@group(0) @binding(4) var<storage, read_write> params: array<u32>;
 
 var<private> B: u32;
 var<private> T: u32;

@@ -33,7 +33,7 @@
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;
 @group(0) @binding(4) var<storage, read_write> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> work: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> params: array<u32>;
+@group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
 var<private> T: u32;
 const HK: u32 = {{ hk }}u;

@@ -25,7 +25,7 @@
 @group(0) @binding(1) var<storage, read_write> h0: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> bounds: array<f32>;
-@group(0) @binding(4) var<storage, read> params: array<u32>;
+@group(0) @binding(4) var<storage, read_write> params: array<u32>;
 
 var<private> B: u32;
 var<private> T: u32;
@@ -68,6 +68,13 @@ fn load_params() {
     OFF_DECAY = params[9u];
 }
 
+// Loop bounds that enclose barriers must be uniform for WGSL's uniformity analysis (which
+// browsers enforce; naga does not): values read from a read_write storage buffer are not, so
+// invocation 0 copies them to workgroup memory and everyone reads them back with
+// workgroupUniformLoad. (`params` stays read_write: Burn's allocator may place it in the same
+// wgpu buffer as a writable binding, and one buffer cannot be bound both ways in a dispatch.)
+var<workgroup> uni_n: u32;   // N
+
 @compute @workgroup_size({{ wg }}, 1, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     load_params();
@@ -100,10 +107,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let i0 = iq * 4u;
     let c4 = vb * BV4 + cq;   // vec4 column of U
     let col = c4 * 4u;
-    // The loop bound comes straight from `params` (a read-only storage buffer, so uniform):
-    // WGSL's uniformity analysis (enforced by browsers) rejects barriers in loops bounded by
-    // module-scope private variables.
-    let n_chunks = params[2u];
+    // Uniform loop bound (see the note above `uni`).
+    if (tid == 0u) {
+        uni_n = params[2u];
+    }
+    let n_chunks = workgroupUniformLoad(&uni_n);
     for (var n = 0u; n < n_chunks; n++) {
         let row0 = bh * NT + n * C;
         // (a) Save the boundary state; Vn = U - W S, O = QE S.

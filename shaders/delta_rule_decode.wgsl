@@ -25,7 +25,7 @@
 @group(0) @binding(4) var<storage, read_write> beta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> s_in: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;
-@group(0) @binding(7) var<storage, read> params: array<u32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
 var<private> B: u32;
 const HK: u32 = {{ hk }}u;

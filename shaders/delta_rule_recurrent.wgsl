@@ -20,7 +20,7 @@
 @group(0) @binding(4) var<storage, read_write> h0: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> bounds: array<f32>;
-@group(0) @binding(7) var<storage, read> params: array<u32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
 const HK: u32 = {{ hk }}u;
 const HV: u32 = {{ hv }}u;

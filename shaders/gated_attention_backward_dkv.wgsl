@@ -33,7 +33,7 @@
 @group(0) @binding(3) var<storage, read_write> da: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dkv: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> params: array<u32>;
+@group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
 // Capacity (in vec4) of the register arrays: the head-dim class over 4 (the head dim itself
 // comes at run time, so the loops over it stay loops).

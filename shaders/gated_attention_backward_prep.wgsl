@@ -23,7 +23,7 @@
 @group(0) @binding(4) var<storage, read_write> da: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dgate: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<storage, read> params: array<u32>;
+@group(0) @binding(7) var<storage, read_write> params: array<u32>;
 
 const WG: u32 = {{ wg }}u;
 const TPRW: u32 = {{ tprw }}u;

@@ -25,7 +25,7 @@
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> gate: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read> params: array<u32>;
+@group(0) @binding(5) var<storage, read_write> params: array<u32>;
 
 // Capacity of the query array: the head-dim class (the head dim comes at run time).
 const DC: u32 = {{ dc }}u;

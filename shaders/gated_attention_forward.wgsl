@@ -37,7 +37,7 @@
 @group(0) @binding(3) var<storage, read_write> gate: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(6) var<storage, read> params: array<u32>;
+@group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
 // Capacity (in vec4) of the per-row register arrays: the head-dim class (16, 32, 64, 128, 256)
 // over 4. The actual head dim comes at run time, so the loops over it stay loops: small code
