@@ -20,7 +20,8 @@
 // Thread p owns state entries (d, c) = (p / BV + m·RG, p % BV), m < MPT (RG = WG / BV).
 // Workgroup memory: DK·BV + RG·BV + 4·DK + 6·BV floats (DK = 128, BV = 16: 10.6 KiB).
 // Template constants: HK, HV, DK, DV, C, WG, BV, NVB, L2NORM, SCALE.
-// Run-time `params`: B, T, N (chunks), NT, OFF_* (see load_params), then N_LO, N_HI.
+// Run-time `params`: B, T, N (chunks), NT, OFF_* (see load_params), then N_LO, N_HI (read
+// in main).
 //
 // One dispatch runs chunks N_HI - 1 down to N_LO; the host launches ranges from the last
 // chunk to the first, and dS is carried between dispatches in the DH0 region (a dispatch
@@ -62,8 +63,6 @@ var<private> OFF_PDQ: u32;
 var<private> OFF_PDK: u32;
 var<private> OFF_PDG: u32;
 var<private> OFF_PDB: u32;
-var<private> N_LO: u32;
-var<private> N_HI: u32;
 
 var<workgroup> rowred: array<f32, DK * BV>;  // reductions over columns, indexed d·BV + c
 var<workgroup> colred: array<f32, WG>;       // reductions over rows, indexed rg·BV + c
@@ -139,8 +138,6 @@ fn load_params() {
     OFF_PDK = params[10u];
     OFF_PDG = params[11u];
     OFF_PDB = params[12u];
-    N_LO = params[13u];
-    N_HI = params[14u];
 }
 
 // Loop bounds that enclose barriers must be uniform for WGSL's uniformity analysis (which
@@ -167,22 +164,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let hist0 = OFF_HIST + (bh * NVB + vb) * C * DK * BV;
     let kv0 = (bh * NVB + vb) * C * BV;
 
-    // dS starts as the gradient of the final state, or where the previous dispatch left it.
-    var ds: array<f32, MPT>;
-    var st: array<f32, MPT>;
-    var sp: array<f32, MPT>;
-    let dstate0 = B * T * HV * DV;
-    for (var m = 0u; m < MPT; m++) {
-        let d = rg + m * RG;
-        if (d < DK && col_ok) {
-            if (N_HI == N) {
-                ds[m] = grad[dstate0 + (bh * DK + d) * DV + col];
-            } else {
-                ds[m] = ws[OFF_DH0 + (bh * DK + d) * DV + col];
-            }
-        }
-    }
-
     // Uniform loop bounds (see the note above `uni`).
     if (tid == 0u) {
         uni[0] = params[1u];
@@ -192,6 +173,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let t_all = workgroupUniformLoad(&uni[0]);
     let n_lo = workgroupUniformLoad(&uni[1]);
     let n_hi = workgroupUniformLoad(&uni[2]);
+
+    // dS starts as the gradient of the final state, or where the previous dispatch left it.
+    var ds: array<f32, MPT>;
+    var st: array<f32, MPT>;
+    var sp: array<f32, MPT>;
+    let dstate0 = B * T * HV * DV;
+    for (var m = 0u; m < MPT; m++) {
+        let d = rg + m * RG;
+        if (d < DK && col_ok) {
+            if (n_hi == N) {
+                ds[m] = grad[dstate0 + (bh * DK + d) * DV + col];
+            } else {
+                ds[m] = ws[OFF_DH0 + (bh * DK + d) * DV + col];
+            }
+        }
+    }
+
     for (var n1 = n_hi; n1 > n_lo; n1--) {
         let n = n1 - 1u;
         let t0 = n * C;

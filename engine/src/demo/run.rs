@@ -161,7 +161,16 @@ pub struct Demo {
 
 impl Demo {
     /// A fresh model (seeded) on `device` (an autodiff device is made from it).
-    pub fn new(mut cfg: DemoConfig, device: &Device) -> Result<Self, DemoError> {
+    pub fn new(cfg: DemoConfig, device: &Device) -> Result<Self, DemoError> {
+        Self::build(cfg, device, None)
+    }
+
+    /// [`Demo::new`], or with `start` = (config, weights) as the model instead of a fresh one.
+    fn build(
+        mut cfg: DemoConfig,
+        device: &Device,
+        start: Option<(Config, HybridModel)>,
+    ) -> Result<Self, DemoError> {
         let task: Task = cfg.task.parse().map_err(DemoError::Config)?;
         if cfg.hidden == 0 || !cfg.hidden.is_multiple_of(4) {
             return Err(DemoError::Config(format!(
@@ -187,14 +196,20 @@ impl Demo {
             .validate()
             .map_err(|e| DemoError::Config(e.to_string()))?;
         let objective = preset_objective(&cfg.rl).map_err(|e| DemoError::Config(e.to_string()))?;
-        let config = Config::from_json(&vocab::model_config_json(cfg.hidden))
-            .map_err(|e| DemoError::Config(e.to_string()))?;
         let device = if device.is_autodiff() {
             device.clone()
         } else {
             device.clone().autodiff()
         };
-        let model = crate::model::init::init_model(&config, cfg.seed, &device);
+        let (config, model) = match start {
+            Some(start) => start,
+            None => {
+                let config = Config::from_json(&vocab::model_config_json(cfg.hidden))
+                    .map_err(|e| DemoError::Config(e.to_string()))?;
+                let model = crate::model::init::init_model(&config, cfg.seed, &device);
+                (config, model)
+            }
+        };
         let heldout = task.heldout(cfg.eval_size, cfg.seed ^ 0x5EED);
         let mut pool_rng = StdRng::seed_from_u64(cfg.seed ^ 0xD47A);
         let sft_pool = (0..cfg.sft_examples)
@@ -242,10 +257,7 @@ impl Demo {
             ));
         }
         cfg.hidden = config.hidden_size;
-        let mut demo = Self::new(cfg, device)?;
-        demo.model = model;
-        demo.config = config;
-        Ok(demo)
+        Self::build(cfg, device, Some((config, model)))
     }
 
     /// The run as checkpoint files (HF model folder + optimizer + trainer state, and the RL
