@@ -10,9 +10,9 @@
 //   stats = [lse | delta] (so that the next passes bind one buffer for both)
 // Nothing is divided by sigmoid(g): a is never reconstructed.
 //
-// Grid: (Gx, Gy) workgroups, group index wid.x + wid.y * Gx covers RPW = 4 rows;
-// 64 invocations per row stride over D and reduce delta in workgroup memory (1 KiB).
-// Template constants: WG (256), TPRW (64).
+// Grid: (Gx, Gy) workgroups, group index wid.x + wid.y * Gx covers RPW = WG / TPRW rows;
+// TPRW invocations per row stride over D and reduce delta in workgroup memory (1 KiB).
+// Template constants: WG (256), TPRW (64 on GPUs; 1 on CPU drivers, where barriers are dear).
 // Run-time params (u32): TQ, TK, TKS, PAST, HQ, HKV, N, SCALE (f32 bits), D, then (unused here)
 //   a pad word and the key ranges.
 

@@ -2,7 +2,9 @@
 //! fixtures, gradients, decode with a KV cache, padding and bad input.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use sluice::ops::gated_attention::{self, AttentionOptions, KeyPadding, KvCache, reference};
+use sluice::ops::gated_attention::{
+    self, AttentionOptions, Kernels, KeyPadding, KvCache, reference,
+};
 use sluice_tests::{assert_close, fixture_tensor, fixtures_dir, randn, read_fixture, to_vec, wgpu};
 
 #[derive(Clone)]
@@ -34,13 +36,34 @@ fn opts(past_len: usize, padding: Option<KeyPadding>) -> AttentionOptions {
     }
 }
 
+/// Both kernel families: the subgroup kernels (what `Auto` picks on lavapipe: a fixed
+/// subgroup size of 8) and the workgroup-tile kernels.
+const FAMILIES: [Kernels; 2] = [Kernels::Auto, Kernels::Tiled];
+
 fn check_forward(dev: &Device, s: Shape, o: &AttentionOptions) {
     let c = case(dev, s);
-    let got =
-        gated_attention::gated_attention(c.q.clone(), c.k.clone(), c.v.clone(), c.gate.clone(), o)
-            .unwrap();
-    let want = reference::forward(c.q, c.k, c.v, c.gate, o);
-    assert_close(got, want, 1e-4, 1e-5, &format!("forward {s:?} {o:?}"));
+    let want = reference::forward(c.q.clone(), c.k.clone(), c.v.clone(), c.gate.clone(), o);
+    for kernels in FAMILIES {
+        let o = AttentionOptions {
+            kernels,
+            ..o.clone()
+        };
+        let got = gated_attention::gated_attention(
+            c.q.clone(),
+            c.k.clone(),
+            c.v.clone(),
+            c.gate.clone(),
+            &o,
+        )
+        .unwrap();
+        assert_close(
+            got,
+            want.clone(),
+            1e-4,
+            1e-5,
+            &format!("forward {s:?} {o:?}"),
+        );
+    }
 }
 
 #[test]
@@ -220,10 +243,16 @@ fn gradients_match_reference_autodiff() {
         let c = case(&dev, s);
         let (b, tq, _, hq, _, d) = s;
         let co = randn([b, tq, hq, d], 1.0, &dev);
-        let got = grads(&c, &co, &o, true);
         let want = grads(&c, &co, &o, false);
-        for ((x, y), name) in got.into_iter().zip(want).zip(names) {
-            assert_close(x, y, 2e-3, 2e-4, &format!("{name} {s:?} {o:?}"));
+        for kernels in FAMILIES {
+            let o = AttentionOptions {
+                kernels,
+                ..o.clone()
+            };
+            let got = grads(&c, &co, &o, true);
+            for ((x, y), name) in got.into_iter().zip(want.clone()).zip(names) {
+                assert_close(x, y, 2e-3, 2e-4, &format!("{name} {s:?} {o:?}"));
+            }
         }
     }
 }

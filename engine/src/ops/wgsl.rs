@@ -13,6 +13,7 @@ pub(crate) struct WgslKernel {
     name: &'static str,
     source: &'static str,
     consts: Vec<(&'static str, String)>,
+    unrolls: Vec<(&'static str, usize)>,
 }
 
 impl WgslKernel {
@@ -21,7 +22,16 @@ impl WgslKernel {
             name,
             source,
             consts: Vec::new(),
+            unrolls: Vec::new(),
         }
+    }
+
+    /// Repeats every block between the lines `//#unroll name` and `//#end` `n` times, with
+    /// `{{name}}` replaced by 0, 1, .., n - 1 in the copies (for code that needs a constant
+    /// expression per copy, such as `subgroupBroadcast`'s lane).
+    pub(crate) fn unroll(mut self, name: &'static str, n: usize) -> Self {
+        self.unrolls.push((name, n));
+        self
     }
 
     /// Sets the template constant `{{ key }}`.
@@ -65,20 +75,50 @@ impl WgslKernel {
 
 impl KernelSource for WgslKernel {
     fn source(&self) -> SourceTemplate {
+        let text = self
+            .unrolls
+            .iter()
+            .fold(self.source.to_string(), |text, &(name, n)| {
+                unroll(&text, name, n)
+            });
         self.consts
             .iter()
-            .fold(SourceTemplate::new(self.source), |t, (k, v)| {
+            .fold(SourceTemplate::new(text), |t, (k, v)| {
                 t.register(*k, v.clone())
             })
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.consts.clone()))
+        KernelId::new::<Self>().info((self.name, self.consts.clone(), self.unrolls.clone()))
     }
 
     fn lang(&self) -> &'static str {
         "wgsl"
     }
+}
+
+/// `text` with each `//#unroll name` .. `//#end` block repeated `n` times, `{{name}}` replaced
+/// by the copy's index.
+fn unroll(text: &str, name: &str, n: usize) -> String {
+    let open = format!("//#unroll {name}");
+    let placeholder = format!("{{{{{name}}}}}");
+    let mut out = String::with_capacity(text.len());
+    let mut block: Option<String> = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        match &mut block {
+            None if trimmed == open => block = Some(String::new()),
+            None => out.push_str(line),
+            Some(body) if trimmed == "//#end" => {
+                for i in 0..n {
+                    out.push_str(&body.replace(&placeholder, &i.to_string()));
+                }
+                block = None;
+            }
+            Some(body) => body.push_str(line),
+        }
+    }
+    out
 }
 
 /// A new contiguous f32 tensor with uninitialised contents, on `like`'s device.
@@ -98,4 +138,17 @@ pub(crate) fn empty_f32(like: &CubeTensor, shape: impl Into<Shape>) -> CubeTenso
 /// `t` as a contiguous f32 tensor (kernels index raw buffers).
 pub(crate) fn contiguous(t: CubeTensor) -> CubeTensor {
     burn::backend::wgpu::into_contiguous(t)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unroll_repeats_blocks_with_the_index() {
+        let src = "a\n  //#unroll c\n  x[{{c}}] = {{c}}u;\n  //#end\nb {{ keep }}\n";
+        assert_eq!(
+            super::unroll(src, "c", 3),
+            "a\n  x[0] = 0u;\n  x[1] = 1u;\n  x[2] = 2u;\nb {{ keep }}\n"
+        );
+        assert_eq!(super::unroll(src, "c", 0), "a\nb {{ keep }}\n");
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
 use serde_json::{Value, json};
-use sluice::ops::gated_attention::{AttentionOptions, gated_attention, reference};
+use sluice::ops::gated_attention::{AttentionOptions, Kernels, gated_attention, reference};
 
 use super::{Measured, Table, fmt_ratio, ratio, round, time_it};
 use crate::Result;
@@ -74,6 +74,11 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "IMPL")]
     probe_only: Option<Impl>,
 
+    /// Time the workgroup-tile kernels instead of the subgroup kernels the op picks where
+    /// the adapter has one fixed subgroup size (lavapipe, NVIDIA, Apple).
+    #[arg(long)]
+    tiled: bool,
+
     /// Print one JSON object per line instead of tables.
     #[arg(long)]
     json: bool,
@@ -89,7 +94,10 @@ fn positive(s: &str) -> std::result::Result<usize, String> {
 /// WGSL op or composed reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Impl {
+    /// The op as it runs by default (`Kernels::Auto`).
     Wgsl,
+    /// The op with `Kernels::Tiled`.
+    WgslTiled,
     Reference,
 }
 
@@ -97,6 +105,7 @@ impl Impl {
     fn name(self) -> &'static str {
         match self {
             Impl::Wgsl => "WGSL",
+            Impl::WgslTiled => "WGSL (tiled)",
             Impl::Reference => "reference",
         }
     }
@@ -128,10 +137,13 @@ impl Inputs {
 }
 
 fn forward(which: Impl, [q, k, v, gate]: [&Tensor<4>; 4]) -> Result<Tensor<4>> {
-    let opts = AttentionOptions::default();
+    let mut opts = AttentionOptions::default();
+    if which == Impl::WgslTiled {
+        opts.kernels = Kernels::Tiled;
+    }
     let (q, k, v, gate) = (q.clone(), k.clone(), v.clone(), gate.clone());
     Ok(match which {
-        Impl::Wgsl => gated_attention(q, k, v, gate, &opts)?,
+        Impl::Wgsl | Impl::WgslTiled => gated_attention(q, k, v, gate, &opts)?,
         Impl::Reference => reference::forward(q, k, v, gate, &opts),
     })
 }
@@ -187,7 +199,7 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 fn estimated_bytes(which: Impl, t: usize) -> f64 {
     let io = (B * t * D * (3 * HQ + 2 * HKV)) as f64 * 4.0 * 2.0; // tensors and grads
     match which {
-        Impl::Wgsl => io + (2 * B * HQ * t) as f64 * 4.0,
+        Impl::Wgsl | Impl::WgslTiled => io + (2 * B * HQ * t) as f64 * 4.0,
         Impl::Reference => io + (6 * B * HQ + B) as f64 * (t * t) as f64 * 4.0,
     }
 }
@@ -373,6 +385,7 @@ pub fn run(args: &Args) -> Result<()> {
                 "env": {
                     "device": format!("{dev:?}"), "build": build,
                     "B": B, "Hq": HQ, "Hkv": HKV, "d": D, "dtype": "f32", "causal": true,
+                    "kernels": if args.tiled { "tiled" } else { "auto" },
                 }
             })
         );
@@ -383,14 +396,19 @@ pub fn run(args: &Args) -> Result<()> {
         progress("starting the wgpu device and compiling kernels");
     }
 
+    let wgsl = if args.tiled {
+        Impl::WgslTiled
+    } else {
+        Impl::Wgsl
+    };
     let mut rows = Vec::new();
     for &t in &args.t {
         let x = Inputs::new(t, &dev);
         let reps = args.reps;
         progress(&format!("T={t}: WGSL forward ({reps} reps)"));
-        let wgsl_fwd = time_forward(Impl::Wgsl, &x, &dev, 1, reps);
+        let wgsl_fwd = time_forward(wgsl, &x, &dev, 1, reps);
         progress(&format!("T={t}: WGSL forward+backward ({reps} reps)"));
-        let wgsl_fwd_bwd = time_forward_backward(Impl::Wgsl, &x, &dev, 1, reps);
+        let wgsl_fwd_bwd = time_forward_backward(wgsl, &x, &dev, 1, reps);
         let (ref_fwd, ref_fwd_bwd) = match args.ref_max_t {
             Some(max) if t > max => {
                 let why = format!("T > --ref-max-t {max}");
@@ -421,7 +439,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let probes: Vec<Probe> = if args.probe_max {
         // WGSL first: a reference allocation failure may leave the device unusable.
-        [Impl::Wgsl, Impl::Reference]
+        [wgsl, Impl::Reference]
             .into_iter()
             .filter(|&which| args.probe_only.is_none_or(|only| only == which))
             .map(|which| {
@@ -452,7 +470,13 @@ pub fn run(args: &Args) -> Result<()> {
 fn print_tables(rows: &[Row], probes: &[Probe], args: &Args, build: &str) {
     println!();
     println!("Gated attention, B={B}, Hq={HQ}, Hkv={HKV}, d={D}, causal, f32 ({build} build)");
+    let kernels = if args.tiled {
+        "workgroup-tile kernels (--tiled)"
+    } else {
+        "subgroup kernels where the adapter has a fixed subgroup size, else workgroup-tile"
+    };
     println!("Median wall time in ms after 1 warm-up run; WGSL = Sluice's flash-style kernels,");
+    println!("  {kernels};");
     println!(
         "ref = the same maths in composed Burn tensor ops (materialised softmax), same device."
     );

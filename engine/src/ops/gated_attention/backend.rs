@@ -25,6 +25,8 @@ pub struct KernelParams {
     pub tk: usize,
     /// Per batch row, the visible key range `[start, end)`, `end <= tk`.
     pub ranges: Vec<[u32; 2]>,
+    /// Whether subgroup kernels may run (where the adapter has a fixed subgroup size).
+    pub subgroups: bool,
 }
 
 /// The gated-attention op on a backend. Shapes: q, gate `[B,Tq,Hq,d]`, k, v `[B,Tks,Hkv,d]`

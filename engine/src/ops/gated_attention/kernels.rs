@@ -18,15 +18,23 @@ use super::backend::KernelParams;
 use crate::ops::wgsl::{WgslKernel, contiguous, empty_f32};
 
 const FORWARD_WGSL: &str = include_str!("../../../../shaders/gated_attention_forward.wgsl");
+const FORWARD_SG_WGSL: &str = include_str!("../../../../shaders/gated_attention_forward_sg.wgsl");
 const DECODE_WGSL: &str = include_str!("../../../../shaders/gated_attention_decode.wgsl");
 const PREP_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_prep.wgsl");
 const DKV_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_dkv.wgsl");
 const DQ_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_dq.wgsl");
+const DKV_SG_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_dkv_sg.wgsl");
+const DQ_SG_WGSL: &str = include_str!("../../../../shaders/gated_attention_backward_dq_sg.wgsl");
 
 /// Invocations per workgroup of every kernel (WebGPU's default maximum).
 const WG: usize = 256;
-/// Invocations per row of the backward preprocessing kernel.
-const PREP_TPR: usize = 64;
+/// Invocations per row of the backward preprocessing kernel: 64 (a tree reduction in
+/// workgroup memory; coalesced loads) on GPUs, 1 where a subgroup is 8 SIMD lanes of a CPU
+/// driver (lavapipe), whose barriers cost far more than the loads (37 vs 3.5 ms at 8192
+/// rows of 64).
+fn prep_lanes(sg: Option<usize>) -> usize {
+    if sg == Some(8) { 1 } else { 64 }
+}
 /// WebGPU's default `maxComputeWorkgroupStorageSize`.
 pub(crate) const WORKGROUP_BYTES: usize = 16 * 1024;
 /// WebGPU's default `maxComputeWorkgroupsPerDimension`.
@@ -151,11 +159,62 @@ pub(crate) struct Forward {
     pub lse: CubeTensor,
 }
 
-/// Flash-style forward: `gated_attention_forward.wgsl`.
+/// The subgroup size the subgroup kernels are compiled for: the adapter's when it has one
+/// fixed size (lavapipe 8, NVIDIA 32, Apple 32; not where it varies, as on AMD and Intel,
+/// nor in the browser, where WebGPU's `subgroups` feature needs `enable subgroups;`, which
+/// naga does not parse yet), if `p` allows subgroup kernels.
+pub(crate) fn subgroup_size(x: &CubeTensor, p: &KernelParams) -> Option<usize> {
+    if !p.subgroups || cfg!(target_family = "wasm") {
+        return None;
+    }
+    let hw = &x.client.properties().hardware;
+    let (lo, hi) = (hw.plane_size_min, hw.plane_size_max);
+    (lo == hi && matches!(lo, 8 | 16 | 32 | 64)).then_some(lo as usize)
+}
+
+/// Rows per invocation of the subgroup forward for subgroup size `sg` and head dim `d`:
+/// many on SIMD-lane subgroups of CPU drivers (a lane is a vector lane; rows amortise the
+/// per-lane loads), few on GPUs (registers).
+pub(crate) fn rb_rows_sg(sg: usize, d: usize) -> usize {
+    match (sg, class(d)) {
+        (8, 0..=64) => 8,
+        (8, 65..=128) => 4,
+        (_, 0..=64) => 2,
+        _ => 1,
+    }
+}
+
+/// Keys per invocation of the subgroup dk/dv kernel (four register arrays per key).
+pub(crate) fn rb_keys_sg(sg: usize, d: usize) -> usize {
+    match (sg, class(d)) {
+        (8, 0..=64) => 4,
+        (8, 65..=128) => 2,
+        _ => 1,
+    }
+}
+
+/// Flash-style forward: `gated_attention_forward_sg.wgsl` where [`subgroup_size`] allows,
+/// else `gated_attention_forward.wgsl`.
 pub(crate) fn forward(x: &Inputs, p: &KernelParams) -> Forward {
     let s = x.sizes();
     let y = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
     let lse = empty_f32(&x.q, [s.b, s.tq, s.hq]);
+    if let Some(sg) = subgroup_size(&x.q, p) {
+        let rb = rb_rows_sg(sg, s.d);
+        WgslKernel::new("gated_attention_forward_sg", FORWARD_SG_WGSL)
+            .with("enable", "")
+            .with("d4c", class(s.d) / 4)
+            .with("s", sg)
+            .with("rb", rb)
+            .unroll("c", sg)
+            .launch(
+                sg as u32,
+                [s.tq.div_ceil(sg * rb) as u32, s.hq as u32, s.b as u32],
+                &[&x.q, &x.k, &x.v, &x.gate, &y, &lse],
+                &params(s, p),
+            );
+        return Forward { y, lse };
+    }
     debug_assert!(forward_bytes(s.d) <= WORKGROUP_BYTES);
     WgslKernel::new("gated_attention_forward", FORWARD_WGSL)
         .with("d4c", class(s.d) / 4)
@@ -231,52 +290,82 @@ pub(crate) fn backward(
     let da = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
     let dgate = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
     let stats = empty_f32(&x.q, [2 * n_rows]);
+    let sg = subgroup_size(&x.q, p);
+    let lanes = prep_lanes(sg);
     WgslKernel::new("gated_attention_backward_prep", PREP_WGSL)
         .with("wg", WG)
-        .with("tprw", PREP_TPR)
+        .with("tprw", lanes)
         .launch(
             WG as u32,
-            grid_2d(n_rows.div_ceil(WG / PREP_TPR)),
+            grid_2d(n_rows.div_ceil(WG / lanes)),
             &[&dy, y, &x.gate, lse, &da, &dgate, &stats],
             &prm,
         );
 
-    debug_assert!(dkv_bytes(s.d) <= WORKGROUP_BYTES && forward_bytes(s.d) <= WORKGROUP_BYTES);
     let kv_shape = [s.b, s.tks, s.hkv, s.d];
     let n_kv = kv_shape.iter().product::<usize>();
     let dkv = empty_f32(&x.q, [2 * n_kv]);
-    WgslKernel::new("gated_attention_backward_dkv", DKV_WGSL)
-        .with("d4c", class(s.d) / 4)
-        .with("c", tile(s.d))
-        .with("wg", BLOCK_WG)
-        .with("rb", rb_keys(s.d))
-        .launch(
-            BLOCK_WG as u32,
-            [
-                s.tks.div_ceil(BLOCK_WG * rb_keys(s.d)) as u32,
-                s.hkv as u32,
-                s.b as u32,
-            ],
-            &[&x.q, &x.k, &x.v, &da, &stats, &dkv],
-            &prm,
-        );
-
     let dq = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
-    WgslKernel::new("gated_attention_backward_dq", DQ_WGSL)
-        .with("d4c", class(s.d) / 4)
-        .with("c", tile(s.d))
-        .with("wg", BLOCK_WG)
-        .with("rb", rb_rows(s.d))
-        .launch(
-            BLOCK_WG as u32,
-            [
-                s.tq.div_ceil(BLOCK_WG * rb_rows(s.d)) as u32,
-                s.hq as u32,
-                s.b as u32,
-            ],
-            &[&x.q, &x.k, &x.v, &da, &stats, &dq],
-            &prm,
-        );
+    let buffers = |out: &CubeTensor| [&x.q, &x.k, &x.v, &da, &stats, out].map(|t| t.clone());
+    if let Some(sg) = sg {
+        let (rk, rq) = (rb_keys_sg(sg, s.d), rb_rows_sg(sg, s.d));
+        WgslKernel::new("gated_attention_backward_dkv_sg", DKV_SG_WGSL)
+            .with("enable", "")
+            .with("d4c", class(s.d) / 4)
+            .with("s", sg)
+            .with("rb", rk)
+            .unroll("c", sg)
+            .launch(
+                sg as u32,
+                [s.tks.div_ceil(sg * rk) as u32, s.hkv as u32, s.b as u32],
+                &buffers(&dkv).each_ref(),
+                &prm,
+            );
+        WgslKernel::new("gated_attention_backward_dq_sg", DQ_SG_WGSL)
+            .with("enable", "")
+            .with("d4c", class(s.d) / 4)
+            .with("s", sg)
+            .with("rb", rq)
+            .unroll("c", sg)
+            .launch(
+                sg as u32,
+                [s.tq.div_ceil(sg * rq) as u32, s.hq as u32, s.b as u32],
+                &buffers(&dq).each_ref(),
+                &prm,
+            );
+    } else {
+        debug_assert!(dkv_bytes(s.d) <= WORKGROUP_BYTES && forward_bytes(s.d) <= WORKGROUP_BYTES);
+        WgslKernel::new("gated_attention_backward_dkv", DKV_WGSL)
+            .with("d4c", class(s.d) / 4)
+            .with("c", tile(s.d))
+            .with("wg", BLOCK_WG)
+            .with("rb", rb_keys(s.d))
+            .launch(
+                BLOCK_WG as u32,
+                [
+                    s.tks.div_ceil(BLOCK_WG * rb_keys(s.d)) as u32,
+                    s.hkv as u32,
+                    s.b as u32,
+                ],
+                &buffers(&dkv).each_ref(),
+                &prm,
+            );
+        WgslKernel::new("gated_attention_backward_dq", DQ_WGSL)
+            .with("d4c", class(s.d) / 4)
+            .with("c", tile(s.d))
+            .with("wg", BLOCK_WG)
+            .with("rb", rb_rows(s.d))
+            .launch(
+                BLOCK_WG as u32,
+                [
+                    s.tq.div_ceil(BLOCK_WG * rb_rows(s.d)) as u32,
+                    s.hq as u32,
+                    s.b as u32,
+                ],
+                &buffers(&dq).each_ref(),
+                &prm,
+            );
+    }
 
     Grads {
         dq,

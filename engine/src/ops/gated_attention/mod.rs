@@ -109,6 +109,19 @@ pub struct AttentionOptions {
     pub past_len: usize,
     /// Key padding per batch row; `None`: every key is visible (subject to causality).
     pub padding: Option<KeyPadding>,
+    /// Which WGSL kernels run (both compute the same thing).
+    pub kernels: Kernels,
+}
+
+/// The WGSL kernel family of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// Subgroup kernels where the adapter has one fixed subgroup size (lavapipe, NVIDIA,
+    /// Apple), the workgroup-tile kernels elsewhere.
+    #[default]
+    Auto,
+    /// The workgroup-tile kernels everywhere (no subgroup operations).
+    Tiled,
 }
 
 impl AttentionOptions {
@@ -271,6 +284,7 @@ fn kernel_params(d: Dims, opts: &AttentionOptions, tk: usize) -> KernelParams {
         past_len: opts.past_len,
         tk,
         ranges,
+        subgroups: opts.kernels == Kernels::Auto,
     }
 }
 
