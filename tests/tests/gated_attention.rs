@@ -36,9 +36,9 @@ fn opts(past_len: usize, padding: Option<KeyPadding>) -> AttentionOptions {
     }
 }
 
-/// Both kernel families: the subgroup kernels (what `Auto` picks on lavapipe: a fixed
-/// subgroup size of 8) and the workgroup-tile kernels.
-const FAMILIES: [Kernels; 2] = [Kernels::Auto, Kernels::Tiled];
+/// Both kernel families: the subgroup kernels (lavapipe has a fixed subgroup size of 8) and
+/// the workgroup-tile kernels (what `Auto` picks for these short sequences).
+const FAMILIES: [Kernels; 2] = [Kernels::Subgroup, Kernels::Tiled];
 
 fn check_forward(dev: &Device, s: Shape, o: &AttentionOptions) {
     let c = case(dev, s);

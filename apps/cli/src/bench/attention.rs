@@ -74,8 +74,8 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "IMPL")]
     probe_only: Option<Impl>,
 
-    /// Time the workgroup-tile kernels instead of the subgroup kernels the op picks where
-    /// the adapter has one fixed subgroup size (lavapipe, NVIDIA, Apple).
+    /// Time the workgroup-tile kernels instead of the subgroup kernels the op picks for
+    /// T >= 128 where the adapter has one fixed subgroup size (lavapipe, NVIDIA, Apple).
     #[arg(long)]
     tiled: bool,
 
@@ -473,7 +473,7 @@ fn print_tables(rows: &[Row], probes: &[Probe], args: &Args, build: &str) {
     let kernels = if args.tiled {
         "workgroup-tile kernels (--tiled)"
     } else {
-        "subgroup kernels where the adapter has a fixed subgroup size, else workgroup-tile"
+        "subgroup kernels (T >= 128, adapters with a fixed subgroup size), else workgroup-tile"
     };
     println!("Median wall time in ms after 1 warm-up run; WGSL = Sluice's flash-style kernels,");
     println!("  {kernels};");

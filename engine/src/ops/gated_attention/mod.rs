@@ -12,7 +12,11 @@
 //! On a wgpu device the WGSL kernels in `shaders/gated_attention_*.wgsl` run: a flash-style
 //! forward (K/V tiles in workgroup memory, online softmax, the gate fused in the epilogue; it
 //! saves the row log-sum-exp), a backward that recomputes the probabilities from it (O(T)
-//! memory), and a one-token decode kernel reading a [`KvCache`] in place. Elsewhere, and for
+//! memory), and a one-token decode kernel reading a [`KvCache`] in place. The forward and the
+//! backward come in two families ([`Kernels`]): K/V (or Q) tiles shared through workgroup
+//! memory, and, where the adapter has one fixed subgroup size, tiles shared through
+//! `subgroupBroadcast` (`*_sg.wgsl`: every lane loads a different key, no barriers in the
+//! loop; up to 2x faster on lavapipe, whose per-lane memory loads are dear). Elsewhere, and for
 //! head dims that are not a multiple of 4 (the kernels move `vec4<f32>`), [`reference`]
 //! (composed tensor ops, materialised softmax) runs.
 //!
@@ -113,16 +117,24 @@ pub struct AttentionOptions {
     pub kernels: Kernels,
 }
 
-/// The WGSL kernel family of a call.
+/// The WGSL kernel family of a call. Both compute the same thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kernels {
-    /// Subgroup kernels where the adapter has one fixed subgroup size (lavapipe, NVIDIA,
-    /// Apple), the workgroup-tile kernels elsewhere.
+    /// The subgroup kernels for calls of at least [`SUBGROUP_MIN_ROWS`] query rows where
+    /// the adapter has one fixed subgroup size (lavapipe, NVIDIA, Apple), the workgroup-tile
+    /// kernels otherwise. (The subgroup kernels run up to 2x faster on lavapipe at T = 1024
+    /// but take ~8 s each to compile there: worth it only for long sequences.)
     #[default]
     Auto,
     /// The workgroup-tile kernels everywhere (no subgroup operations).
     Tiled,
+    /// The subgroup kernels wherever the adapter has one fixed subgroup size, whatever the
+    /// length (the workgroup-tile kernels elsewhere).
+    Subgroup,
 }
+
+/// Query rows from which [`Kernels::Auto`] picks the subgroup kernels.
+pub const SUBGROUP_MIN_ROWS: usize = 128;
 
 impl AttentionOptions {
     /// The score multiplier for head dim `d`.
@@ -284,7 +296,13 @@ fn kernel_params(d: Dims, opts: &AttentionOptions, tk: usize) -> KernelParams {
         past_len: opts.past_len,
         tk,
         ranges,
-        subgroups: opts.kernels == Kernels::Auto,
+        // The subgroup kernels' blocks can be as small as 8 rows (grid limit 65535 blocks).
+        subgroups: d.tq.max(tk).div_ceil(8) <= 65_535
+            && match opts.kernels {
+                Kernels::Auto => d.tq >= SUBGROUP_MIN_ROWS,
+                Kernels::Tiled => false,
+                Kernels::Subgroup => true,
+            },
     }
 }
 
