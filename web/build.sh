@@ -2,7 +2,9 @@
 # Builds the browser demo into web/dist/: the sluice-web crate for wasm32, wasm-bindgen's
 # `--target web` glue (dist/pkg/), the static page and worker, and the demo model
 # (dist/demo-model/). Installs the wasm32 target and the wasm-bindgen CLI matching
-# Cargo.lock when missing; runs `wasm-opt -O` only when it is installed.
+# Cargo.lock when missing. With SLUICE_WASM_OPT=1 it also runs binaryen's `wasm-opt -O` (not by
+# default: Debian's binaryen 108 produced a module whose externref table fails to initialise,
+# "WebAssembly.Table.set(): Argument 1 is invalid for table").
 #
 #   web/build.sh            release profile (default: smallest and fastest .wasm)
 #   web/build.sh --dev      dev profile (the workspace's dev profile compiles dependencies
@@ -52,13 +54,13 @@ wasm-bindgen --target web --no-typescript --out-dir "$dist/pkg" "$wasm"
 bg="$dist/pkg/sluice_web_bg.wasm"
 size() { stat -c %s "$1"; }
 echo "web/build.sh: $bg: $(size "$bg") bytes after wasm-bindgen ($profile)" >&2
-if command -v wasm-opt >/dev/null; then
+if [[ "${SLUICE_WASM_OPT:-0}" == 1 ]] && command -v wasm-opt >/dev/null; then
   wasm-opt -O --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-mutable-globals --enable-reference-types "$bg" -o "$bg.opt"
   mv "$bg.opt" "$bg"
   echo "web/build.sh: $bg: $(size "$bg") bytes after wasm-opt -O" >&2
 else
-  echo "web/build.sh: wasm-opt not installed; skipped" >&2
+  echo "web/build.sh: wasm-opt not run (SLUICE_WASM_OPT=1 runs it when installed)" >&2
 fi
 
 cp web/static/index.html web/static/main.js web/static/worker.js "$dist/"
