@@ -18,9 +18,8 @@
 // Queries stream in blocks of S from the first one that sees the block (causality): lane c
 // loads query i0 + c (pre-scaled q, da, lse, delta), and query c reaches every lane by
 // subgroupBroadcast (a register move; no workgroup memory, no barriers in the loop). The
-// host unrolls the code per query (`//#unroll c`: subgroupBroadcast takes a constant lane)
-// and per key (`//#unroll r`: a CPU driver keeps a register array that a loop indexes in
-// memory, every write a masked read-modify-write).
+// per-query code is unrolled S times by the host (`//#unroll c`): subgroupBroadcast takes a
+// constant lane.
 //
 // Grid: (ceil(TK / ROWS), HKV, B). Workgroup memory: 12 bytes.
 // Template constants: ENABLE, D4C (head-dim class / 4), S, RB.
@@ -83,18 +82,16 @@ fn main(
     var vr: array<array<vec4<f32>, D4C>, RB>;
     // Key r is seen by queries i >= first_q[r] (causality) if it lies in the valid range.
     var first_q: array<u32, RB>;
-    //#unroll r
-    {
-        let j = j0 + {{r}}u * S + lane;
-        first_q[{{r}}] = select(0xffffffffu, max(j, past) - past, j < tk && j >= start && j < end);
+    for (var r = 0u; r < RB; r++) {
+        let j = j0 + r * S + lane;
+        first_q[r] = select(0xffffffffu, max(j, past) - past, j < tk && j >= start && j < end);
         let base = ((b * tk + min(j, tk - 1u)) * hkv + hk) * d4;
         for (var x = 0u; x < D4C; x++) {
             let f = select(0.0, 1.0, x < d4);
-            kr[{{r}}][x] = k[base + min(x, d4 - 1u)] * f;
-            vr[{{r}}][x] = v[base + min(x, d4 - 1u)] * f;
+            kr[r][x] = k[base + min(x, d4 - 1u)] * f;
+            vr[r][x] = v[base + min(x, d4 - 1u)] * f;
         }
     }
-    //#end r
     let qlo = workgroupUniformLoad(&uni_qlo);
     let ntile = workgroupUniformLoad(&uni_ntile);
     let iters = workgroupUniformLoad(&uni_iters);
@@ -128,41 +125,37 @@ fn main(
             let lse_c = subgroupBroadcast(lse_l, {{c}}u);
             let delta_c = subgroupBroadcast(delta_l, {{c}}u);
             let i = i0 + {{c}}u;
-            //#unroll r
-            {
+            for (var r = 0u; r < RB; r++) {
                 var s4 = vec4<f32>();
                 var dp4 = vec4<f32>();
                 for (var x = 0u; x < D4C; x++) {
-                    s4 = fma(kr[{{r}}][x], qc[x], s4);
-                    dp4 = fma(vr[{{r}}][x], dac[x], dp4);
+                    s4 = fma(kr[r][x], qc[x], s4);
+                    dp4 = fma(vr[r][x], dac[x], dp4);
                 }
                 let s = s4.x + s4.y + s4.z + s4.w;
                 let dp = dp4.x + dp4.y + dp4.z + dp4.w;
-                let p = select(0.0, exp(s - lse_c), i >= first_q[{{r}}] && i < tq);
+                let p = select(0.0, exp(s - lse_c), i >= first_q[r] && i < tq);
                 let ds = p * (dp - delta_c);
                 for (var x = 0u; x < D4C; x++) {
-                    dv[{{r}}][x] = fma(vec4<f32>(p), dac[x], dv[{{r}}][x]);
-                    dk[{{r}}][x] = fma(vec4<f32>(ds), qc[x], dk[{{r}}][x]);
+                    dv[r][x] = fma(vec4<f32>(p), dac[x], dv[r][x]);
+                    dk[r][x] = fma(vec4<f32>(ds), qc[x], dk[r][x]);
                 }
             }
-            //#end r
         }
-        //#end c
+        //#end
     }
 
     let n_kv = nb * tk * hkv * d4;
-    //#unroll r
-    {
-        let j = j0 + {{r}}u * S + lane;
+    for (var r = 0u; r < RB; r++) {
+        let j = j0 + r * S + lane;
         if (j < tk) {
             let base = ((b * tk + j) * hkv + hk) * d4;
             for (var x = 0u; x < D4C; x++) {
                 if (x < d4) {
-                    dkv[base + x] = dk[{{r}}][x];
-                    dkv[n_kv + base + x] = dv[{{r}}][x];
+                    dkv[base + x] = dk[r][x];
+                    dkv[n_kv + base + x] = dv[r][x];
                 }
             }
         }
     }
-    //#end r
 }

@@ -15,9 +15,8 @@
 // one (b, h); invocation `lane` owns rows i0 + r S + lane (r < RB) with q, da, lse, delta and
 // the dq accumulators in registers. Keys stream in blocks of S: lane c loads key j0 + c (k and
 // v), and key c reaches every lane by subgroupBroadcast (a register move; no workgroup memory,
-// no barriers in the loop). The host unrolls the code per key (`//#unroll c`:
-// subgroupBroadcast takes a constant lane) and per row (`//#unroll r`: a CPU driver keeps a
-// register array that a loop indexes in memory, every write a masked read-modify-write).
+// no barriers in the loop). The per-key code is unrolled S times by the host (`//#unroll c`),
+// since subgroupBroadcast takes a constant lane.
 //
 // Grid: (ceil(TQ / ROWS), HQ, B). Workgroup memory: 8 bytes.
 // Template constants: ENABLE, D4C (head-dim class / 4), S, RB.
@@ -72,20 +71,18 @@ fn main(
     var lim: array<u32, RB>; // row r sees keys [start, lim[r]); 0 for rows past the end
     var lse_r: array<f32, RB>;
     var delta_r: array<f32, RB>;
-    //#unroll r
-    {
-        let i = i0 + {{r}}u * S + lane;
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * S + lane;
         let row = (b * tq + min(i, tq - 1u)) * hq + h;
-        lim[{{r}}] = select(0u, min(end, past + i + 1u), i < tq);
-        lse_r[{{r}}] = stats[row];
-        delta_r[{{r}}] = stats[n_rows + row];
+        lim[r] = select(0u, min(end, past + i + 1u), i < tq);
+        lse_r[r] = stats[row];
+        delta_r[r] = stats[n_rows + row];
         for (var x = 0u; x < D4C; x++) {
             let f = select(0.0, 1.0, x < d4);
-            qr[{{r}}][x] = q[row * d4 + min(x, d4 - 1u)] * (f * scale);
-            dar[{{r}}][x] = da[row * d4 + min(x, d4 - 1u)] * f;
+            qr[r][x] = q[row * d4 + min(x, d4 - 1u)] * (f * scale);
+            dar[r][x] = da[row * d4 + min(x, d4 - 1u)] * f;
         }
     }
-    //#end r
     let lo = workgroupUniformLoad(&key_lo);
     let hi = workgroupUniformLoad(&key_hi);
 
@@ -108,37 +105,33 @@ fn main(
             kc[x] = subgroupBroadcast(kl[x], {{c}}u);
             vc[x] = subgroupBroadcast(vl[x], {{c}}u);
         }
-        //#unroll r
-        {
+        for (var r = 0u; r < RB; r++) {
             var s4 = vec4<f32>();
             var dp4 = vec4<f32>();
             for (var x = 0u; x < D4C; x++) {
-                s4 = fma(qr[{{r}}][x], kc[x], s4);
-                dp4 = fma(dar[{{r}}][x], vc[x], dp4);
+                s4 = fma(qr[r][x], kc[x], s4);
+                dp4 = fma(dar[r][x], vc[x], dp4);
             }
             let s = s4.x + s4.y + s4.z + s4.w;
             let dp = dp4.x + dp4.y + dp4.z + dp4.w;
-            let p = select(0.0, exp(s - lse_r[{{r}}]), j0 + {{c}}u < lim[{{r}}]);
-            let ds = p * (dp - delta_r[{{r}}]);
+            let p = select(0.0, exp(s - lse_r[r]), j0 + {{c}}u < lim[r]);
+            let ds = p * (dp - delta_r[r]);
             for (var x = 0u; x < D4C; x++) {
-                acc[{{r}}][x] = fma(vec4<f32>(ds), kc[x], acc[{{r}}][x]);
+                acc[r][x] = fma(vec4<f32>(ds), kc[x], acc[r][x]);
             }
         }
-        //#end r
-        //#end c
+        //#end
     }
 
-    //#unroll r
-    {
-        let i = i0 + {{r}}u * S + lane;
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * S + lane;
         if (i < tq) {
             let row = (b * tq + i) * hq + h;
             for (var x = 0u; x < D4C; x++) {
                 if (x < d4) {
-                    dq[row * d4 + x] = acc[{{r}}][x] * scale;
+                    dq[row * d4 + x] = acc[r][x] * scale;
                 }
             }
         }
     }
-    //#end r
 }

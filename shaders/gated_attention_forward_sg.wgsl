@@ -15,9 +15,8 @@
 // no barriers in the loop. Per block and row the online softmax rescales once:
 //   s_c = q . k_c (c < S) ;  m' = max(m, max_c s_c) ;  p_c = e^(s_c - m')
 //   l = l e^(m - m') + sum_c p_c ;  acc = acc e^(m - m') + sum_c p_c v_c
-// The host unrolls the code per key (`//#unroll c`: subgroupBroadcast takes a constant lane)
-// and per row (`//#unroll r`: a CPU driver keeps a register array that a loop indexes in
-// memory, every write a masked read-modify-write; constant indices let it live in registers).
+// The per-key code is unrolled S times by the host (`//#unroll c` .. `//#end`), since
+// subgroupBroadcast takes a constant lane.
 //
 // Grid: (ceil(TQ / ROWS), HQ, B). Workgroup memory: 8 bytes.
 // Registers per invocation: q, acc [RB, D], k, v [D], scores [RB, S].
@@ -66,17 +65,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     var qr: array<array<vec4<f32>, D4C>, RB>;
     var lim: array<u32, RB>;
-    //#unroll r
-    {
-        let i = i0 + {{r}}u * S + lane;
-        lim[{{r}}] = select(0u, min(end, past + i + 1u), i < tq);
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * S + lane;
+        lim[r] = select(0u, min(end, past + i + 1u), i < tq);
         let row = (b * tq + min(i, tq - 1u)) * hq + h;
         for (var x = 0u; x < D4C; x++) {
             let f = select(0.0, scale, x < d4);
-            qr[{{r}}][x] = q[row * d4 + min(x, d4 - 1u)] * f;
+            qr[r][x] = q[row * d4 + min(x, d4 - 1u)] * f;
         }
     }
-    //#end r
     // Uniform bounds (read through workgroup memory, as WGSL's uniformity analysis wants).
     let lo = workgroupUniformLoad(&key_lo);
     let hi = workgroupUniformLoad(&key_hi);
@@ -84,9 +81,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc: array<array<vec4<f32>, D4C>, RB>;
     var m: array<f32, RB>;
     var l: array<f32, RB>;
-    //#unroll r
-    m[{{r}}] = NEG;
-    //#end r
+    for (var r = 0u; r < RB; r++) {
+        m[r] = NEG;
+    }
     for (var j0 = lo; j0 < hi; j0 += S) {
         // This lane's key of the block (clamped into range; keys past `hi` are never visible).
         let jl = min(j0 + lane, hi - 1u);
@@ -99,85 +96,70 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             vl[x] = v[base + min(x, d4 - 1u)] * f;
         }
 
-        // Scores of every row against the S keys (NEG where the key is not visible).
+        // Scores of every row against the S keys: key c's components reach the lanes one
+        // vec4 at a time and feed all RB rows at once (few values live: CPU drivers spill
+        // every register array).
         var s: array<array<f32, S>, RB>;
         //#unroll c
         {
-            var kc: array<vec4<f32>, D4C>;
+            var s4: array<vec4<f32>, RB>;
             for (var x = 0u; x < D4C; x++) {
-                kc[x] = subgroupBroadcast(kl[x], {{c}}u);
-            }
-            //#unroll r
-            {
-                var s4 = vec4<f32>();
-                for (var x = 0u; x < D4C; x++) {
-                    s4 = fma(qr[{{r}}][x], kc[x], s4);
+                let kx = subgroupBroadcast(kl[x], {{c}}u);
+                for (var r = 0u; r < RB; r++) {
+                    s4[r] = fma(qr[r][x], kx, s4[r]);
                 }
-                let sc = s4.x + s4.y + s4.z + s4.w;
-                s[{{r}}][{{c}}] = select(NEG, sc, j0 + {{c}}u < lim[{{r}}]);
             }
-            //#end r
+            for (var r = 0u; r < RB; r++) {
+                let sc = s4[r].x + s4[r].y + s4[r].z + s4[r].w;
+                s[r][{{c}}] = select(NEG, sc, j0 + {{c}}u < lim[r]);
+            }
         }
-        //#end c
+        //#end
 
         // One rescale per row and block.
         var p: array<array<f32, S>, RB>;
-        //#unroll r
-        {
-            var mx = m[{{r}}];
-            //#unroll c
-            mx = max(mx, s[{{r}}][{{c}}]);
-            //#end c
-            let alpha = exp(m[{{r}}] - mx);
+        for (var r = 0u; r < RB; r++) {
+            var mx = m[r];
+            for (var c = 0u; c < S; c++) {
+                mx = max(mx, s[r][c]);
+            }
+            let alpha = exp(m[r] - mx);
             var sum = 0.0;
-            //#unroll c
-            {
-                let sc = s[{{r}}][{{c}}];
-                let pc = select(0.0, exp(sc - mx), sc > NEG);
-                p[{{r}}][{{c}}] = pc;
+            for (var c = 0u; c < S; c++) {
+                let pc = select(0.0, exp(s[r][c] - mx), s[r][c] > NEG);
+                p[r][c] = pc;
                 sum += pc;
             }
-            //#end c
-            l[{{r}}] = fma(l[{{r}}], alpha, sum);
-            m[{{r}}] = mx;
+            l[r] = fma(l[r], alpha, sum);
+            m[r] = mx;
             for (var x = 0u; x < D4C; x++) {
-                acc[{{r}}][x] *= alpha;
+                acc[r][x] *= alpha;
             }
         }
-        //#end r
 
         //#unroll c
-        {
-            var vc: array<vec4<f32>, D4C>;
-            for (var x = 0u; x < D4C; x++) {
-                vc[x] = subgroupBroadcast(vl[x], {{c}}u);
+        for (var x = 0u; x < D4C; x++) {
+            let vx = subgroupBroadcast(vl[x], {{c}}u);
+            for (var r = 0u; r < RB; r++) {
+                acc[r][x] = fma(vec4<f32>(p[r][{{c}}]), vx, acc[r][x]);
             }
-            //#unroll r
-            {
-                let pc = vec4<f32>(p[{{r}}][{{c}}]);
-                for (var x = 0u; x < D4C; x++) {
-                    acc[{{r}}][x] = fma(pc, vc[x], acc[{{r}}][x]);
-                }
-            }
-            //#end r
         }
-        //#end c
+        //#end
     }
 
-    //#unroll r
-    {
-        let i = i0 + {{r}}u * S + lane;
+    for (var r = 0u; r < RB; r++) {
+        let i = i0 + r * S + lane;
         let row = (b * tq + min(i, tq - 1u)) * hq + h;
         var inv = 0.0;
         var row_lse = 0.0;
-        if (l[{{r}}] > 0.0) {
-            inv = 1.0 / l[{{r}}];
-            row_lse = m[{{r}}] + log(l[{{r}}]);
+        if (l[r] > 0.0) {
+            inv = 1.0 / l[r];
+            row_lse = m[r] + log(l[r]);
         }
         var out: array<vec4<f32>, D4C>;
         for (var x = 0u; x < D4C; x++) {
             let g = gate[row * d4 + min(x, d4 - 1u)];
-            out[x] = acc[{{r}}][x] * inv / (1.0 + exp(-g));
+            out[x] = acc[r][x] * inv / (1.0 + exp(-g));
         }
         if (i < tq) {
             for (var x = 0u; x < D4C; x++) {
@@ -188,5 +170,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             lse[row] = row_lse;
         }
     }
-    //#end r
 }

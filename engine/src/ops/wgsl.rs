@@ -26,11 +26,9 @@ impl WgslKernel {
         }
     }
 
-    /// Repeats every block between the lines `//#unroll name` and `//#end name` `n` times,
-    /// with `{{name}}` replaced by 0, 1, .., n - 1 in the copies: for code that needs a
-    /// constant expression per copy (`subgroupBroadcast`'s lane), and for loops over register
-    /// arrays that must not stay loops (a CPU driver keeps an array indexed by a loop variable
-    /// in memory). Blocks of different names nest; they expand in the order of the calls.
+    /// Repeats every block between the lines `//#unroll name` and `//#end` `n` times, with
+    /// `{{name}}` replaced by 0, 1, .., n - 1 in the copies (for code that needs a constant
+    /// expression per copy, such as `subgroupBroadcast`'s lane).
     pub(crate) fn unroll(mut self, name: &'static str, n: usize) -> Self {
         self.unrolls.push((name, n));
         self
@@ -99,11 +97,10 @@ impl KernelSource for WgslKernel {
     }
 }
 
-/// `text` with each `//#unroll name` .. `//#end name` block repeated `n` times, `{{name}}`
-/// replaced by the copy's index.
+/// `text` with each `//#unroll name` .. `//#end` block repeated `n` times, `{{name}}` replaced
+/// by the copy's index.
 fn unroll(text: &str, name: &str, n: usize) -> String {
     let open = format!("//#unroll {name}");
-    let close = format!("//#end {name}");
     let placeholder = format!("{{{{{name}}}}}");
     let mut out = String::with_capacity(text.len());
     let mut block: Option<String> = None;
@@ -112,7 +109,7 @@ fn unroll(text: &str, name: &str, n: usize) -> String {
         match &mut block {
             None if trimmed == open => block = Some(String::new()),
             None => out.push_str(line),
-            Some(body) if trimmed == close => {
+            Some(body) if trimmed == "//#end" => {
                 for i in 0..n {
                     out.push_str(&body.replace(&placeholder, &i.to_string()));
                 }
@@ -147,17 +144,11 @@ pub(crate) fn contiguous(t: CubeTensor) -> CubeTensor {
 mod tests {
     #[test]
     fn unroll_repeats_blocks_with_the_index() {
-        let src = "a\n  //#unroll c\n  x[{{c}}] = {{c}}u;\n  //#end c\nb {{ keep }}\n";
+        let src = "a\n  //#unroll c\n  x[{{c}}] = {{c}}u;\n  //#end\nb {{ keep }}\n";
         assert_eq!(
             super::unroll(src, "c", 3),
             "a\n  x[0] = 0u;\n  x[1] = 1u;\n  x[2] = 2u;\nb {{ keep }}\n"
         );
         assert_eq!(super::unroll(src, "c", 0), "a\nb {{ keep }}\n");
-        let nested = "//#unroll c\n//#unroll r\ny[{{c}}][{{r}}];\n//#end r\n//#end c\n";
-        let once = super::unroll(nested, "c", 2);
-        assert_eq!(
-            super::unroll(&once, "r", 2),
-            "y[0][0];\ny[0][1];\ny[1][0];\ny[1][1];\n"
-        );
     }
 }

@@ -207,7 +207,6 @@ pub(crate) fn forward(x: &Inputs, p: &KernelParams) -> Forward {
             .with("s", sg)
             .with("rb", rb)
             .unroll("c", sg)
-            .unroll("r", rb)
             .launch(
                 sg as u32,
                 [s.tq.div_ceil(sg * rb) as u32, s.hq as u32, s.b as u32],
@@ -316,7 +315,6 @@ pub(crate) fn backward(
             .with("s", sg)
             .with("rb", rk)
             .unroll("c", sg)
-            .unroll("r", rk)
             .launch(
                 sg as u32,
                 [s.tks.div_ceil(sg * rk) as u32, s.hkv as u32, s.b as u32],
@@ -329,7 +327,6 @@ pub(crate) fn backward(
             .with("s", sg)
             .with("rb", rq)
             .unroll("c", sg)
-            .unroll("r", rq)
             .launch(
                 sg as u32,
                 [s.tq.div_ceil(sg * rq) as u32, s.hq as u32, s.b as u32],
