@@ -107,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let i0 = iq * 4u;
     let c4 = vb * BV4 + cq;   // vec4 column of U
     let col = c4 * 4u;
-    // Uniform loop bound (see the note above `uni`).
+    // Uniform loop bound (see the note above `uni_n`).
     if (tid == 0u) {
         uni_n = params[2u];
     }

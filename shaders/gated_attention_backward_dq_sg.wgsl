@@ -19,10 +19,9 @@
 // since subgroupBroadcast takes a constant lane.
 //
 // Grid: (ceil(TQ / ROWS), HQ, B). Workgroup memory: 8 bytes.
-// Template constants: ENABLE, D4C (head-dim class / 4), S, RB.
+// Template constants: D4C (head-dim class / 4), S, RB.
 // Run-time params (u32): TQ, TK, TKS (= TK), PAST, HQ, HKV, N (unused), SCALE (f32 bits),
 //   D, unused, then START_b, END_b per batch row (END_b <= TK).
-{{ enable }}
 
 @group(0) @binding(0) var<storage, read_write> q: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> k: array<vec4<f32>>;

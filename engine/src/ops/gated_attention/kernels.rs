@@ -193,6 +193,24 @@ pub(crate) fn rb_keys_sg(sg: usize, d: usize) -> usize {
     }
 }
 
+/// Launches a subgroup kernel (`*_sg.wgsl`) for head dim `d`: workgroups of one subgroup of
+/// `sg` lanes, each lane owning `rb` rows (queries or keys), on `grid` workgroups; the
+/// per-key (or per-query) code between `//#unroll c` and `//#end` is repeated `sg` times.
+fn launch_sg(
+    name: &'static str,
+    source: &'static str,
+    (d, sg, rb, grid): (usize, usize, usize, [usize; 3]),
+    buffers: &[&CubeTensor],
+    params: &[u32],
+) {
+    WgslKernel::new(name, source)
+        .with("d4c", class(d) / 4)
+        .with("s", sg)
+        .with("rb", rb)
+        .unroll("c", sg)
+        .launch(sg as u32, grid.map(|g| g as u32), buffers, params);
+}
+
 /// Flash-style forward: `gated_attention_forward_sg.wgsl` where [`subgroup_size`] allows,
 /// else `gated_attention_forward.wgsl`.
 pub(crate) fn forward(x: &Inputs, p: &KernelParams) -> Forward {
@@ -201,18 +219,14 @@ pub(crate) fn forward(x: &Inputs, p: &KernelParams) -> Forward {
     let lse = empty_f32(&x.q, [s.b, s.tq, s.hq]);
     if let Some(sg) = subgroup_size(&x.q, p) {
         let rb = rb_rows_sg(sg, s.d);
-        WgslKernel::new("gated_attention_forward_sg", FORWARD_SG_WGSL)
-            .with("enable", "")
-            .with("d4c", class(s.d) / 4)
-            .with("s", sg)
-            .with("rb", rb)
-            .unroll("c", sg)
-            .launch(
-                sg as u32,
-                [s.tq.div_ceil(sg * rb) as u32, s.hq as u32, s.b as u32],
-                &[&x.q, &x.k, &x.v, &x.gate, &y, &lse],
-                &params(s, p),
-            );
+        let grid = [s.tq.div_ceil(sg * rb), s.hq, s.b];
+        launch_sg(
+            "gated_attention_forward_sg",
+            FORWARD_SG_WGSL,
+            (s.d, sg, rb, grid),
+            &[&x.q, &x.k, &x.v, &x.gate, &y, &lse],
+            &params(s, p),
+        );
         return Forward { y, lse };
     }
     debug_assert!(forward_bytes(s.d) <= WORKGROUP_BYTES);
@@ -306,33 +320,22 @@ pub(crate) fn backward(
     let n_kv = kv_shape.iter().product::<usize>();
     let dkv = empty_f32(&x.q, [2 * n_kv]);
     let dq = empty_f32(&x.q, [s.b, s.tq, s.hq, s.d]);
-    let buffers = |out: &CubeTensor| [&x.q, &x.k, &x.v, &da, &stats, out].map(|t| t.clone());
     if let Some(sg) = sg {
         let (rk, rq) = (rb_keys_sg(sg, s.d), rb_rows_sg(sg, s.d));
-        WgslKernel::new("gated_attention_backward_dkv_sg", DKV_SG_WGSL)
-            .with("enable", "")
-            .with("d4c", class(s.d) / 4)
-            .with("s", sg)
-            .with("rb", rk)
-            .unroll("c", sg)
-            .launch(
-                sg as u32,
-                [s.tks.div_ceil(sg * rk) as u32, s.hkv as u32, s.b as u32],
-                &buffers(&dkv).each_ref(),
-                &prm,
-            );
-        WgslKernel::new("gated_attention_backward_dq_sg", DQ_SG_WGSL)
-            .with("enable", "")
-            .with("d4c", class(s.d) / 4)
-            .with("s", sg)
-            .with("rb", rq)
-            .unroll("c", sg)
-            .launch(
-                sg as u32,
-                [s.tq.div_ceil(sg * rq) as u32, s.hq as u32, s.b as u32],
-                &buffers(&dq).each_ref(),
-                &prm,
-            );
+        launch_sg(
+            "gated_attention_backward_dkv_sg",
+            DKV_SG_WGSL,
+            (s.d, sg, rk, [s.tks.div_ceil(sg * rk), s.hkv, s.b]),
+            &[&x.q, &x.k, &x.v, &da, &stats, &dkv],
+            &prm,
+        );
+        launch_sg(
+            "gated_attention_backward_dq_sg",
+            DQ_SG_WGSL,
+            (s.d, sg, rq, [s.tq.div_ceil(sg * rq), s.hq, s.b]),
+            &[&x.q, &x.k, &x.v, &da, &stats, &dq],
+            &prm,
+        );
     } else {
         debug_assert!(dkv_bytes(s.d) <= WORKGROUP_BYTES && forward_bytes(s.d) <= WORKGROUP_BYTES);
         WgslKernel::new("gated_attention_backward_dkv", DKV_WGSL)
@@ -347,7 +350,7 @@ pub(crate) fn backward(
                     s.hkv as u32,
                     s.b as u32,
                 ],
-                &buffers(&dkv).each_ref(),
+                &[&x.q, &x.k, &x.v, &da, &stats, &dkv],
                 &prm,
             );
         WgslKernel::new("gated_attention_backward_dq", DQ_WGSL)
@@ -362,7 +365,7 @@ pub(crate) fn backward(
                     s.hq as u32,
                     s.b as u32,
                 ],
-                &buffers(&dq).each_ref(),
+                &[&x.q, &x.k, &x.v, &da, &stats, &dq],
                 &prm,
             );
     }
