@@ -17,9 +17,9 @@
 // (b, hk); invocation `lane` owns keys j0 + r S + lane (r < RB) with k, v, dk, dv in registers.
 // Queries stream in blocks of S from the first one that sees the block (causality): lane c
 // loads query i0 + c (pre-scaled q, da, lse, delta), and query c reaches every lane by
-// subgroupBroadcast (a register move; no workgroup memory, no barriers in the loop). The
-// per-query code is unrolled S times by the host (`//#unroll c`): subgroupBroadcast takes a
-// constant lane.
+// subgroupBroadcast (a register move; no workgroup memory, no barriers in the loop). The host
+// unrolls the loops over queries c < S, keys r < RB and vec4s x < D4C, as in
+// gated_attention_forward_sg.wgsl (see there why).
 //
 // Grid: (ceil(TK / ROWS), HKV, B). Workgroup memory: 12 bytes.
 // Template constants: D4C (head-dim class / 4), S, RB.
@@ -81,16 +81,17 @@ fn main(
     var vr: array<array<vec4<f32>, D4C>, RB>;
     // Key r is seen by queries i >= first_q[r] (causality) if it lies in the valid range.
     var first_q: array<u32, RB>;
-    for (var r = 0u; r < RB; r++) {
-        let j = j0 + r * S + lane;
-        first_q[r] = select(0xffffffffu, max(j, past) - past, j < tk && j >= start && j < end);
+    //#unroll r
+    {
+        let j = j0 + {{r}}u * S + lane;
+        first_q[{{r}}] = select(0xffffffffu, max(j, past) - past, j < tk && j >= start && j < end);
         let base = ((b * tk + min(j, tk - 1u)) * hkv + hk) * d4;
-        for (var x = 0u; x < D4C; x++) {
-            let f = select(0.0, 1.0, x < d4);
-            kr[r][x] = k[base + min(x, d4 - 1u)] * f;
-            vr[r][x] = v[base + min(x, d4 - 1u)] * f;
-        }
+        //#unroll x
+        kr[{{r}}][{{x}}] = k[base + min({{x}}u, d4 - 1u)] * select(0.0, 1.0, {{x}}u < d4);
+        vr[{{r}}][{{x}}] = v[base + min({{x}}u, d4 - 1u)] * select(0.0, 1.0, {{x}}u < d4);
+        //#end
     }
+    //#end
     let qlo = workgroupUniformLoad(&uni_qlo);
     let ntile = workgroupUniformLoad(&uni_ntile);
     let iters = workgroupUniformLoad(&uni_iters);
@@ -105,56 +106,63 @@ fn main(
         let row = (b * tq + il) * hq + h;
         var ql: array<vec4<f32>, D4C>;
         var dal: array<vec4<f32>, D4C>;
-        for (var x = 0u; x < D4C; x++) {
-            let f = select(0.0, 1.0, x < d4);
-            ql[x] = q[row * d4 + min(x, d4 - 1u)] * (f * scale);
-            dal[x] = da[row * d4 + min(x, d4 - 1u)] * f;
-        }
+        //#unroll x
+        ql[{{x}}] = q[row * d4 + min({{x}}u, d4 - 1u)] * select(0.0, scale, {{x}}u < d4);
+        dal[{{x}}] = da[row * d4 + min({{x}}u, d4 - 1u)] * select(0.0, 1.0, {{x}}u < d4);
+        //#end
         let lse_l = stats[row];
         let delta_l = stats[n_rows + row];
 
-        var qc: array<vec4<f32>, D4C>;
-        var dac: array<vec4<f32>, D4C>;
         //#unroll c
-        for (var x = 0u; x < D4C; x++) {
-            qc[x] = subgroupBroadcast(ql[x], {{c}}u);
-            dac[x] = subgroupBroadcast(dal[x], {{c}}u);
-        }
         {
+            var qc: array<vec4<f32>, D4C>;
+            var dac: array<vec4<f32>, D4C>;
+            //#unroll x
+            qc[{{x}}] = subgroupBroadcast(ql[{{x}}], {{c}}u);
+            dac[{{x}}] = subgroupBroadcast(dal[{{x}}], {{c}}u);
+            //#end
             let lse_c = subgroupBroadcast(lse_l, {{c}}u);
             let delta_c = subgroupBroadcast(delta_l, {{c}}u);
             let i = i0 + {{c}}u;
-            for (var r = 0u; r < RB; r++) {
-                var s4 = vec4<f32>();
-                var dp4 = vec4<f32>();
-                for (var x = 0u; x < D4C; x++) {
-                    s4 = fma(kr[r][x], qc[x], s4);
-                    dp4 = fma(vr[r][x], dac[x], dp4);
-                }
-                let s = s4.x + s4.y + s4.z + s4.w;
-                let dp = dp4.x + dp4.y + dp4.z + dp4.w;
-                let p = select(0.0, exp(s - lse_c), i >= first_q[r] && i < tq);
+            // Scores and da . v of every key against query c, the keys innermost (RB
+            // independent sums in flight).
+            var s4: array<vec4<f32>, RB>;
+            var dp4: array<vec4<f32>, RB>;
+            //#unroll x
+            //#unroll r
+            s4[{{r}}] = fma(kr[{{r}}][{{x}}], qc[{{x}}], s4[{{r}}]);
+            dp4[{{r}}] = fma(vr[{{r}}][{{x}}], dac[{{x}}], dp4[{{r}}]);
+            //#end
+            //#end
+            //#unroll r
+            {
+                let s = s4[{{r}}].x + s4[{{r}}].y + s4[{{r}}].z + s4[{{r}}].w;
+                let dp = dp4[{{r}}].x + dp4[{{r}}].y + dp4[{{r}}].z + dp4[{{r}}].w;
+                let p = select(0.0, exp(s - lse_c), i >= first_q[{{r}}] && i < tq);
                 let ds = p * (dp - delta_c);
-                for (var x = 0u; x < D4C; x++) {
-                    dv[r][x] = fma(vec4<f32>(p), dac[x], dv[r][x]);
-                    dk[r][x] = fma(vec4<f32>(ds), qc[x], dk[r][x]);
-                }
+                //#unroll x
+                dv[{{r}}][{{x}}] = fma(vec4<f32>(p), dac[{{x}}], dv[{{r}}][{{x}}]);
+                dk[{{r}}][{{x}}] = fma(vec4<f32>(ds), qc[{{x}}], dk[{{r}}][{{x}}]);
+                //#end
             }
+            //#end
         }
         //#end
     }
 
     let n_kv = nb * tk * hkv * d4;
-    for (var r = 0u; r < RB; r++) {
-        let j = j0 + r * S + lane;
+    //#unroll r
+    {
+        let j = j0 + {{r}}u * S + lane;
         if (j < tk) {
             let base = ((b * tk + j) * hkv + hk) * d4;
-            for (var x = 0u; x < D4C; x++) {
-                if (x < d4) {
-                    dkv[base + x] = dk[r][x];
-                    dkv[n_kv + base + x] = dv[r][x];
-                }
+            //#unroll x
+            if ({{x}}u < d4) {
+                dkv[base + {{x}}u] = dk[{{r}}][{{x}}];
+                dkv[n_kv + base + {{x}}u] = dv[{{r}}][{{x}}];
             }
+            //#end
         }
     }
+    //#end
 }

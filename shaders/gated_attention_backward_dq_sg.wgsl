@@ -15,8 +15,8 @@
 // one (b, h); invocation `lane` owns rows i0 + r S + lane (r < RB) with q, da, lse, delta and
 // the dq accumulators in registers. Keys stream in blocks of S: lane c loads key j0 + c (k and
 // v), and key c reaches every lane by subgroupBroadcast (a register move; no workgroup memory,
-// no barriers in the loop). The per-key code is unrolled S times by the host (`//#unroll c`),
-// since subgroupBroadcast takes a constant lane.
+// no barriers in the loop). The host unrolls the loops over keys c < S, rows r < RB and
+// vec4s x < D4C, as in gated_attention_forward_sg.wgsl (see there why).
 //
 // Grid: (ceil(TQ / ROWS), HQ, B). Workgroup memory: 8 bytes.
 // Template constants: D4C (head-dim class / 4), S, RB.
@@ -32,7 +32,7 @@
 @group(0) @binding(6) var<storage, read_write> params: array<u32>;
 
 // Capacity (in vec4) of the register arrays: the head-dim class over 4 (the head dim itself
-// comes at run time, so the loops over it stay loops).
+// comes at run time: vec4s x >= D / 4 are zero).
 const D4C: u32 = {{ d4c }}u;
 const S: u32 = {{ s }}u;
 const RB: u32 = {{ rb }}u;
@@ -70,18 +70,19 @@ fn main(
     var lim: array<u32, RB>; // row r sees keys [start, lim[r]); 0 for rows past the end
     var lse_r: array<f32, RB>;
     var delta_r: array<f32, RB>;
-    for (var r = 0u; r < RB; r++) {
-        let i = i0 + r * S + lane;
+    //#unroll r
+    {
+        let i = i0 + {{r}}u * S + lane;
         let row = (b * tq + min(i, tq - 1u)) * hq + h;
-        lim[r] = select(0u, min(end, past + i + 1u), i < tq);
-        lse_r[r] = stats[row];
-        delta_r[r] = stats[n_rows + row];
-        for (var x = 0u; x < D4C; x++) {
-            let f = select(0.0, 1.0, x < d4);
-            qr[r][x] = q[row * d4 + min(x, d4 - 1u)] * (f * scale);
-            dar[r][x] = da[row * d4 + min(x, d4 - 1u)] * f;
-        }
+        lim[{{r}}] = select(0u, min(end, past + i + 1u), i < tq);
+        lse_r[{{r}}] = stats[row];
+        delta_r[{{r}}] = stats[n_rows + row];
+        //#unroll x
+        qr[{{r}}][{{x}}] = q[row * d4 + min({{x}}u, d4 - 1u)] * select(0.0, scale, {{x}}u < d4);
+        dar[{{r}}][{{x}}] = da[row * d4 + min({{x}}u, d4 - 1u)] * select(0.0, 1.0, {{x}}u < d4);
+        //#end
     }
+    //#end
     let lo = workgroupUniformLoad(&key_lo);
     let hi = workgroupUniformLoad(&key_hi);
 
@@ -92,45 +93,54 @@ fn main(
         let base = ((b * tk + jl) * hkv + hk) * d4;
         var kl: array<vec4<f32>, D4C>;
         var vl: array<vec4<f32>, D4C>;
-        for (var x = 0u; x < D4C; x++) {
-            let f = select(0.0, 1.0, x < d4);
-            kl[x] = k[base + min(x, d4 - 1u)] * f;
-            vl[x] = v[base + min(x, d4 - 1u)] * f;
-        }
-        var kc: array<vec4<f32>, D4C>;
-        var vc: array<vec4<f32>, D4C>;
+        //#unroll x
+        kl[{{x}}] = k[base + min({{x}}u, d4 - 1u)] * select(0.0, 1.0, {{x}}u < d4);
+        vl[{{x}}] = v[base + min({{x}}u, d4 - 1u)] * select(0.0, 1.0, {{x}}u < d4);
+        //#end
         //#unroll c
-        for (var x = 0u; x < D4C; x++) {
-            kc[x] = subgroupBroadcast(kl[x], {{c}}u);
-            vc[x] = subgroupBroadcast(vl[x], {{c}}u);
-        }
-        for (var r = 0u; r < RB; r++) {
-            var s4 = vec4<f32>();
-            var dp4 = vec4<f32>();
-            for (var x = 0u; x < D4C; x++) {
-                s4 = fma(qr[r][x], kc[x], s4);
-                dp4 = fma(dar[r][x], vc[x], dp4);
+        {
+            var kc: array<vec4<f32>, D4C>;
+            var vc: array<vec4<f32>, D4C>;
+            //#unroll x
+            kc[{{x}}] = subgroupBroadcast(kl[{{x}}], {{c}}u);
+            vc[{{x}}] = subgroupBroadcast(vl[{{x}}], {{c}}u);
+            //#end
+            // Scores and da . v of every row against key c, the rows innermost (RB
+            // independent sums in flight).
+            var s4: array<vec4<f32>, RB>;
+            var dp4: array<vec4<f32>, RB>;
+            //#unroll x
+            //#unroll r
+            s4[{{r}}] = fma(qr[{{r}}][{{x}}], kc[{{x}}], s4[{{r}}]);
+            dp4[{{r}}] = fma(dar[{{r}}][{{x}}], vc[{{x}}], dp4[{{r}}]);
+            //#end
+            //#end
+            //#unroll r
+            {
+                let s = s4[{{r}}].x + s4[{{r}}].y + s4[{{r}}].z + s4[{{r}}].w;
+                let dp = dp4[{{r}}].x + dp4[{{r}}].y + dp4[{{r}}].z + dp4[{{r}}].w;
+                let p = select(0.0, exp(s - lse_r[{{r}}]), j0 + {{c}}u < lim[{{r}}]);
+                let ds = p * (dp - delta_r[{{r}}]);
+                //#unroll x
+                acc[{{r}}][{{x}}] = fma(vec4<f32>(ds), kc[{{x}}], acc[{{r}}][{{x}}]);
+                //#end
             }
-            let s = s4.x + s4.y + s4.z + s4.w;
-            let dp = dp4.x + dp4.y + dp4.z + dp4.w;
-            let p = select(0.0, exp(s - lse_r[r]), j0 + {{c}}u < lim[r]);
-            let ds = p * (dp - delta_r[r]);
-            for (var x = 0u; x < D4C; x++) {
-                acc[r][x] = fma(vec4<f32>(ds), kc[x], acc[r][x]);
-            }
+            //#end
         }
         //#end
     }
 
-    for (var r = 0u; r < RB; r++) {
-        let i = i0 + r * S + lane;
+    //#unroll r
+    {
+        let i = i0 + {{r}}u * S + lane;
         if (i < tq) {
             let row = (b * tq + i) * hq + h;
-            for (var x = 0u; x < D4C; x++) {
-                if (x < d4) {
-                    dq[row * d4 + x] = acc[r][x] * scale;
-                }
+            //#unroll x
+            if ({{x}}u < d4) {
+                dq[row * d4 + {{x}}u] = acc[{{r}}][{{x}}] * scale;
             }
+            //#end
         }
     }
+    //#end
 }

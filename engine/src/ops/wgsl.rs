@@ -98,24 +98,33 @@ impl KernelSource for WgslKernel {
 }
 
 /// `text` with each `//#unroll name` .. `//#end` block repeated `n` times, `{{name}}` replaced
-/// by the copy's index.
+/// by the copy's index. Blocks of other names nest inside (their `//#end` lines pair up) and
+/// are expanded when their own name is.
 fn unroll(text: &str, name: &str, n: usize) -> String {
     let open = format!("//#unroll {name}");
     let placeholder = format!("{{{{{name}}}}}");
     let mut out = String::with_capacity(text.len());
-    let mut block: Option<String> = None;
+    // The block being collected and how many inner blocks are open in it.
+    let mut block: Option<(String, usize)> = None;
     for line in text.split_inclusive('\n') {
         let trimmed = line.trim();
         match &mut block {
-            None if trimmed == open => block = Some(String::new()),
+            None if trimmed == open => block = Some((String::new(), 0)),
             None => out.push_str(line),
-            Some(body) if trimmed == "//#end" => {
+            Some((body, 0)) if trimmed == "//#end" => {
                 for i in 0..n {
                     out.push_str(&body.replace(&placeholder, &i.to_string()));
                 }
                 block = None;
             }
-            Some(body) => body.push_str(line),
+            Some((body, depth)) => {
+                if trimmed.starts_with("//#unroll ") {
+                    *depth += 1;
+                } else if trimmed == "//#end" {
+                    *depth -= 1;
+                }
+                body.push_str(line);
+            }
         }
     }
     out
@@ -150,5 +159,15 @@ mod tests {
             "a\n  x[0] = 0u;\n  x[1] = 1u;\n  x[2] = 2u;\nb {{ keep }}\n"
         );
         assert_eq!(super::unroll(src, "c", 0), "a\nb {{ keep }}\n");
+    }
+
+    #[test]
+    fn unroll_nests_blocks_of_other_names_in_either_order() {
+        let src = "//#unroll r\n//#unroll x\na[{{r}}][{{x}}]\n//#end\nb[{{r}}]\n//#end\n";
+        let want = "a[0][0]\na[0][1]\nb[0]\na[1][0]\na[1][1]\nb[1]\n";
+        let rx = super::unroll(&super::unroll(src, "r", 2), "x", 2);
+        let xr = super::unroll(&super::unroll(src, "x", 2), "r", 2);
+        assert_eq!(rx, want);
+        assert_eq!(xr, want);
     }
 }

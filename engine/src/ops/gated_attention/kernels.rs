@@ -5,8 +5,10 @@
 //! arrays) and the tile sizes derived from it are template constants; every other size (batch,
 //! lengths, heads, the head dim itself, offset, scale, key ranges) travels in the run-time
 //! `params` buffer. One compiled pipeline per class serves every call, every decode step
-//! included, and the loops over the head dim stay loops (small code: CPU drivers such as
-//! lavapipe compile a fully unrolled kernel for tens of seconds).
+//! included. The workgroup-tile and decode kernels keep their loops over the head dim (small
+//! code, quick to compile); the subgroup kernels (long sequences) unroll every fixed-count
+//! loop, which CPU drivers need to keep register arrays in registers, at the price of a
+//! longer first compile.
 
 use burn::backend::Cube;
 use burn::backend::TensorMetadata;
@@ -194,8 +196,9 @@ pub(crate) fn rb_keys_sg(sg: usize, d: usize) -> usize {
 }
 
 /// Launches a subgroup kernel (`*_sg.wgsl`) for head dim `d`: workgroups of one subgroup of
-/// `sg` lanes, each lane owning `rb` rows (queries or keys), on `grid` workgroups; the
-/// per-key (or per-query) code between `//#unroll c` and `//#end` is repeated `sg` times.
+/// `sg` lanes, each lane owning `rb` rows (queries or keys), on `grid` workgroups. The
+/// kernels' fixed-count loops are unrolled in the source (`//#unroll` blocks): `c` over the
+/// `sg` keys (or queries) of a block, `r` over the `rb` rows, `x` over the vec4s of a head.
 fn launch_sg(
     name: &'static str,
     source: &'static str,
@@ -208,6 +211,8 @@ fn launch_sg(
         .with("s", sg)
         .with("rb", rb)
         .unroll("c", sg)
+        .unroll("r", rb)
+        .unroll("x", class(d) / 4)
         .launch(sg as u32, grid.map(|g| g as u32), buffers, params);
 }
 
