@@ -156,7 +156,15 @@ fn time_forward(which: Impl, x: &Inputs, dev: &Device, warmup: usize, reps: usiz
     time_it(warmup, reps, || {
         let y = forward(which, [&x.q, &x.k, &x.v, &x.gate])?;
         sync(dev)?;
-        drop(y);
+        // Read one value back: a failed allocation surfaces only there (a sync alone let the
+        // reference "run" T=4096 in a quarter of its T=1024 time, having computed nothing).
+        let first: f32 = y
+            .slice([0..1, 0..1, 0..1, 0..1])
+            .try_into_scalar()
+            .map_err(|e| format!("reading back y: {e:?}"))?;
+        if !first.is_finite() {
+            return Err(format!("y[0] is {first}").into());
+        }
         Ok(())
     })
 }
