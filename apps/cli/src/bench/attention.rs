@@ -3,7 +3,7 @@
 //!
 //! Shape: B=1, Hq=8, Hkv=2 (GQA 4), d=64, causal, no padding, f32; q, k, v, gate ~ N(0, 1).
 //! Measured per T:
-//! - forward on the plain wgpu device (then `device.sync()`);
+//! - forward on the plain wgpu device, waiting by reading back one element of the output;
 //! - forward + backward on `device.autodiff()` with loss = sum(output ⊙ c) for a fixed random
 //!   cotangent c, waiting by reading back one element of dL/dq;
 //!
@@ -18,7 +18,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde_json::{Value, json};
 use sluice::ops::gated_attention::{AttentionOptions, Kernels, gated_attention, reference};
 
-use super::{Measured, Table, fmt_ratio, ratio, round, time_it};
+use super::{Measured, Table, fmt_ratio, ratio, read_back_first, round, time_it};
 use crate::Result;
 
 const B: usize = 1;
@@ -148,24 +148,10 @@ fn forward(which: Impl, [q, k, v, gate]: [&Tensor<4>; 4]) -> Result<Tensor<4>> {
     })
 }
 
-fn sync(dev: &Device) -> Result<()> {
-    dev.sync().map_err(|e| format!("device error: {e}").into())
-}
-
-fn time_forward(which: Impl, x: &Inputs, dev: &Device, warmup: usize, reps: usize) -> Measured {
+fn time_forward(which: Impl, x: &Inputs, warmup: usize, reps: usize) -> Measured {
     time_it(warmup, reps, || {
         let y = forward(which, [&x.q, &x.k, &x.v, &x.gate])?;
-        sync(dev)?;
-        // Read one value back: a failed allocation surfaces only there (a sync alone let the
-        // reference "run" T=4096 in a quarter of its T=1024 time, having computed nothing).
-        let first: f32 = y
-            .slice([0..1, 0..1, 0..1, 0..1])
-            .try_into_scalar()
-            .map_err(|e| format!("reading back y: {e:?}"))?;
-        if !first.is_finite() {
-            return Err(format!("y[0] is {first}").into());
-        }
-        Ok(())
+        read_back_first(y, "y")
     })
 }
 
@@ -186,14 +172,7 @@ fn time_forward_backward(
         let dq = q
             .grad(&grads)
             .ok_or("the backward produced no gradient for q")?;
-        let first: f32 = dq
-            .slice([0..1, 0..1, 0..1, 0..1])
-            .try_into_scalar()
-            .map_err(|e| format!("reading back dL/dq: {e:?}"))?;
-        if !first.is_finite() {
-            return Err(format!("dL/dq[0] is {first}").into());
-        }
-        Ok(())
+        read_back_first(dq, "dL/dq")
     })
 }
 
@@ -414,7 +393,7 @@ pub fn run(args: &Args) -> Result<()> {
         let x = Inputs::new(t, &dev);
         let reps = args.reps;
         progress(&format!("T={t}: WGSL forward ({reps} reps)"));
-        let wgsl_fwd = time_forward(wgsl, &x, &dev, 1, reps);
+        let wgsl_fwd = time_forward(wgsl, &x, 1, reps);
         progress(&format!("T={t}: WGSL forward+backward ({reps} reps)"));
         let wgsl_fwd_bwd = time_forward_backward(wgsl, &x, &dev, 1, reps);
         let (ref_fwd, ref_fwd_bwd) = match args.ref_max_t {
@@ -424,7 +403,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
             _ => {
                 progress(&format!("T={t}: reference forward ({reps} reps)"));
-                let f = time_forward(Impl::Reference, &x, &dev, 1, reps);
+                let f = time_forward(Impl::Reference, &x, 1, reps);
                 progress(&format!("T={t}: reference forward+backward ({reps} reps)"));
                 let fb = time_forward_backward(Impl::Reference, &x, &dev, 1, reps);
                 (f, fb)

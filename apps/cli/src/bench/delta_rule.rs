@@ -4,7 +4,7 @@
 //! Shape (default): B=1, Hk=Hv=4, dk=dv=64, f32 (`--b`, `--hk`, `--hv`, `--dk`, `--dv`,
 //! `--chunk` change it), q/k l2-normalised in the op, g = -softplus(x - 1.5),
 //! beta = sigmoid(x) as in `scripts/bench_torch_delta_rule.py`. Measured per T:
-//! - forward on the plain wgpu device (then `device.sync()`);
+//! - forward on the plain wgpu device, waiting by reading back one element of the output;
 //! - forward + backward on `device.autodiff()` with
 //!   loss = sum(output ⊙ c_o) + sum(final_state ⊙ c_s) for fixed random cotangents, waiting
 //!   by reading back one element of dL/dq;
@@ -23,7 +23,9 @@ use sluice::ops::delta_rule::{
 };
 
 use super::torch::{self, TorchResults};
-use super::{Measured, Table, fmt_ms, fmt_opt_ms, fmt_ratio, ratio, round, time_it};
+use super::{
+    Measured, Table, fmt_ms, fmt_opt_ms, fmt_ratio, ratio, read_back_first, round, time_it,
+};
 use crate::Result;
 
 /// From this T on the reference (a loop over tokens) gets at most [`LONG_REF_REPS`] reps.
@@ -171,18 +173,10 @@ fn sync(dev: &Device) -> Result<()> {
 }
 
 /// Median forward time.
-fn time_forward(
-    which: Impl,
-    x: &Inputs,
-    dev: &Device,
-    reps: usize,
-    opts: &DeltaRuleOptions,
-) -> Measured {
+fn time_forward(which: Impl, x: &Inputs, reps: usize, opts: &DeltaRuleOptions) -> Measured {
     time_it(1, reps, || {
         let out = forward(which, [&x.q, &x.k, &x.v], [&x.g, &x.beta], None, opts)?;
-        sync(dev)?;
-        drop(out);
-        Ok(())
+        read_back_first(out.output, "output")
     })
 }
 
@@ -208,14 +202,7 @@ fn time_forward_backward(
         let dq = q
             .grad(&grads)
             .ok_or("the backward produced no gradient for q")?;
-        let first: f32 = dq
-            .slice([0..1, 0..1, 0..1, 0..1])
-            .try_into_scalar()
-            .map_err(|e| format!("reading back dL/dq: {e:?}"))?;
-        if !first.is_finite() {
-            return Err(format!("dL/dq[0] is {first}").into());
-        }
-        Ok(())
+        read_back_first(dq, "dL/dq")
     })
 }
 
@@ -412,7 +399,7 @@ pub fn run(args: &Args) -> Result<()> {
         let skip_ref = args.ref_max_t.is_some_and(|max| t > max);
 
         progress(&format!("T={t}: WGSL forward ({} reps)", args.reps));
-        let wgsl_fwd = time_forward(Impl::Wgsl, &x, &dev, args.reps, &opts);
+        let wgsl_fwd = time_forward(Impl::Wgsl, &x, args.reps, &opts);
         progress(&format!(
             "T={t}: WGSL forward+backward ({} reps)",
             args.reps
@@ -423,7 +410,7 @@ pub fn run(args: &Args) -> Result<()> {
             (Measured::Skipped(why.clone()), Measured::Skipped(why))
         } else {
             progress(&format!("T={t}: reference forward ({ref_reps} reps)"));
-            let f = time_forward(Impl::Reference, &x, &dev, ref_reps, &opts);
+            let f = time_forward(Impl::Reference, &x, ref_reps, &opts);
             progress(&format!(
                 "T={t}: reference forward+backward ({ref_reps} reps)"
             ));
