@@ -12,6 +12,18 @@ pub fn supports_wgsl(device: &Device) -> bool {
     }
 }
 
+/// The largest buffer one storage binding can hold on `device`, in bytes (the adapter's
+/// `maxStorageBufferBindingSize`, capped by `maxBufferSize`, as requested at device creation);
+/// `None` on backends without WGSL kernels.
+pub fn max_binding_bytes(device: &Device) -> Option<u64> {
+    if !supports_wgsl(device) {
+        return None;
+    }
+    let probe = burn::tensor::Tensor::<1>::zeros([1], device).inner();
+    let t = probe.try_into_primitive::<burn::backend::Cube>().ok()?;
+    Some(t.client.properties().memory.max_page_size)
+}
+
 /// The environment variable that pins the native graphics API: `vulkan`, `metal`, `dx12`,
 /// `gl` or `auto` (unset = `auto`: Metal on macOS; Vulkan, then DX12, then GL elsewhere).
 pub const BACKEND_ENV: &str = "SLUICE_WGPU_BACKEND";

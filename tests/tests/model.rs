@@ -368,3 +368,157 @@ fn grouped_generation_equals_repeated_prompts() {
             .contains("group size")
     );
 }
+
+// ---- 16-bit weights and vocabulary shards ----------------------------------------------------
+
+use sluice::model::files::{load_model_with, open_weights, read_config};
+use sluice::model::load::{LoadOptions, WeightDtype};
+use sluice::model::weights::WeightError;
+
+fn load_as(name: &str, dtype: WeightDtype, limit: Option<u64>) -> sluice::model::HybridModel {
+    let opts = LoadOptions {
+        dtype,
+        max_binding_bytes: limit,
+    };
+    load_model_with(&model_dir(name), &wgpu(), opts, &mut |_, _| {})
+        .unwrap()
+        .1
+}
+
+/// The largest checkpoint tensor other than the vocabulary matrices, in bytes at `size` per value.
+fn largest_non_vocab(name: &str, size: usize) -> u64 {
+    let cfg = read_config(&model_dir(name)).unwrap();
+    sluice::model::save::checkpoint_shapes(&cfg)
+        .unwrap()
+        .into_iter()
+        .filter(|(n, _)| n != "model.embed_tokens.weight" && n != "lm_head.weight")
+        .map(|(_, s)| (s.iter().product::<usize>() * size) as u64)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn bf16_weights_stay_16_bit_and_match_transformers() {
+    let name = "qwen3_next_tiny_bf16";
+    let frozen = load_as(name, WeightDtype::Auto, None);
+    let wide = load_as(name, WeightDtype::F32, None);
+    assert!(
+        frozen.linears().all(|l| l.frozen.is_some()),
+        "auto keeps bf16"
+    );
+    assert!(wide.linears().all(|l| l.param().is_some()), "f32 widens");
+    let bytes =
+        |m: &sluice::model::HybridModel| -> usize { m.linears().map(|l| l.device_bytes()).sum() };
+    assert_eq!(
+        2 * bytes(&frozen),
+        bytes(&wide),
+        "16-bit projections take half the bytes"
+    );
+    let reference = model_dir(name).join("reference.safetensors");
+    let (shape, ids) = read_fixture_ids(&reference, "input_ids_a");
+    // Same weights, same maths: equal up to f32 summation order.
+    assert_close(
+        logits(&frozen, &ids, &shape),
+        logits(&wide, &ids, &shape),
+        1e-4,
+        1e-4,
+        "bf16 vs widened",
+    );
+    let want: Tensor<3> = fixture_tensor(&read_fixture(&reference), "logits_a", &wgpu());
+    assert_close(
+        logits(&frozen, &ids, &shape),
+        want,
+        1e-3,
+        1e-3,
+        "bf16 vs transformers",
+    );
+}
+
+#[test]
+fn tiny_binding_limit_shards_the_vocabulary() {
+    // A binding just large enough for every other tensor: the vocabulary matrices must split.
+    for (name, dtype, size) in [
+        ("qwen3_next_tiny_bf16", WeightDtype::Auto, 2),
+        ("qwen3_next_tiny", WeightDtype::F32, 4),
+        ("qwen3_next_tiny", WeightDtype::F16, 2),
+    ] {
+        let limit = largest_non_vocab(name, size);
+        let model = load_as(name, dtype, Some(limit));
+        let cfg = read_config(&model_dir(name)).unwrap();
+        let rows = (limit as usize / (cfg.hidden_size * size)).min(cfg.vocab_size);
+        let shards = cfg.vocab_size.div_ceil(rows);
+        assert!(
+            shards >= 2,
+            "{name}: the test needs a split ({shards} shard)"
+        );
+        assert_eq!(
+            model.embed_tokens.shards.len(),
+            shards,
+            "{name}: embedding shards"
+        );
+        assert_eq!(model.vocab_size(), cfg.vocab_size);
+        let whole = load_as(name, dtype, None);
+        assert_eq!(whole.embed_tokens.shards.len(), 1);
+        let reference = model_dir(name).join("reference.safetensors");
+        let (shape, ids) = read_fixture_ids(&reference, "input_ids_a");
+        assert_close(
+            logits(&model, &ids, &shape),
+            logits(&whole, &ids, &shape),
+            1e-5,
+            1e-5,
+            &format!("{name} {dtype:?}: sharded vs whole"),
+        );
+        // Greedy generation across shards gives the same tokens.
+        let opts = GenerateOptions {
+            max_new_tokens: 6,
+            sampling: Default::default(),
+            eos_token_ids: vec![],
+        };
+        let prompt = vec![vec![3u32, 200, 17, 255]];
+        let a = generate(&model, &prompt, &opts, &wgpu(), |_, _| {}).unwrap();
+        let b = generate(&whole, &prompt, &opts, &wgpu(), |_, _| {}).unwrap();
+        assert_eq!(a, b, "{name}: greedy tokens with shards");
+    }
+}
+
+#[test]
+fn a_tensor_above_the_binding_limit_is_a_named_error() {
+    let dir = model_dir("qwen3_5_tiny");
+    let cfg = read_config(&dir).unwrap();
+    let weights = open_weights(&dir).unwrap();
+    let opts = LoadOptions {
+        dtype: WeightDtype::F32,
+        max_binding_bytes: Some(256),
+    };
+    let e = sluice::model::load::build_with(&cfg, &weights, &wgpu(), opts, &mut |_, _| {})
+        .expect_err("256-byte bindings cannot hold a layer");
+    match &e {
+        WeightError::TooLarge { name, bytes, limit } => {
+            assert!(*bytes > 256 && *limit == 256, "{e}");
+            assert!(e.to_string().contains(name.as_str()), "{e}");
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+}
+
+#[test]
+fn checkpoint_shapes_match_a_built_model() {
+    for name in ["qwen3_next_tiny", "qwen3_5_tiny", "qwen3_5_moe_tiny"] {
+        let cfg = read_config(&model_dir(name)).unwrap();
+        let model = sluice::model::init::init_model(&cfg, 0, &wgpu());
+        let built: Vec<(String, Vec<usize>)> = sluice::model::save::named_params(&model)
+            .into_iter()
+            .map(|(n, p)| (n, p.shape()))
+            .collect();
+        assert_eq!(
+            sluice::model::save::param_shapes(&cfg),
+            built,
+            "{name}: parameters"
+        );
+        assert_eq!(
+            sluice::model::save::checkpoint_shapes(&cfg).unwrap(),
+            sluice::model::save::hf_names(&cfg, &model).unwrap(),
+            "{name}: checkpoint tensors"
+        );
+    }
+}

@@ -685,8 +685,13 @@ fn likelihood_reward_matches_hand_computation() {
     assert!(close(got.sum, hand_logprob(&model, &ctx, &target), 2e-4));
 }
 
+fn shift_embedding(model: &mut HybridModel, by: f32) {
+    let p = model.embed_tokens.param_mut().expect("f32 embedding");
+    *p = p.clone().map(|t| t.add_scalar(by));
+}
+
 fn embed(model: &HybridModel) -> Vec<f32> {
-    to_vec(model.embed_tokens.val())
+    to_vec(model.embed_tokens.param().expect("f32 embedding").val())
 }
 
 #[test]
@@ -694,7 +699,7 @@ fn proxy_lags_the_policy_and_mixes() {
     let (mut policy, _) = tiny();
     let original = embed(&policy);
     let mut proxy = ProxyModel::new(&policy, 2);
-    policy.embed_tokens = policy.embed_tokens.clone().map(|t| t.add_scalar(0.5));
+    shift_embedding(&mut policy, 0.5);
     let moved = embed(&policy);
     assert!(!proxy.step(&policy), "step 1 of 2: no sync");
     assert_eq!(embed(proxy.model()), original, "proxy still lags");
@@ -703,7 +708,7 @@ fn proxy_lags_the_policy_and_mixes() {
     assert_eq!((proxy.steps(), proxy.syncs()), (2, 1));
     // Mixup α = 0.25: θ_p ← 0.25·θ + 0.75·θ_p.
     let mut mixed = ProxyModel::new(&policy, 0).with_mixup(0.25);
-    policy.embed_tokens = policy.embed_tokens.clone().map(|t| t.add_scalar(1.0));
+    shift_embedding(&mut policy, 1.0);
     assert!(!mixed.step(&policy), "sync_every 0: never");
     mixed.sync(&policy);
     for (got, want) in embed(mixed.model()).iter().zip(&moved) {

@@ -69,7 +69,12 @@ fn every_preset_runs_a_step() {
         }
         let mut kl = objective.reward_kl.controller.clone();
         let mut next = |n: usize| prompts(n);
-        let before = model.embed_tokens.val().into_data();
+        let before = model
+            .embed_tokens
+            .param()
+            .expect("f32 embedding")
+            .val()
+            .into_data();
         let rep = pollster::block_on(rl_step_async(
             Policy {
                 model: &mut model,
@@ -103,7 +108,12 @@ fn every_preset_runs_a_step() {
         assert!(rec["loss"].as_f64().unwrap().is_finite(), "{preset}: {rec}");
         assert_eq!(opt.step_count(), 2, "{preset}: μ = 2 passes → 2 steps");
         assert_ne!(
-            model.embed_tokens.val().into_data(),
+            model
+                .embed_tokens
+                .param()
+                .expect("f32 embedding")
+                .val()
+                .into_data(),
             before,
             "{preset}: weights changed"
         );

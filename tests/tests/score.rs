@@ -75,6 +75,8 @@ fn scores_are_differentiable() {
     let grads = s.logp.sum().backward();
     let g = model
         .embed_tokens
+        .param()
+        .expect("an f32 embedding")
         .val()
         .grad(&grads)
         .expect("embedding gradient");

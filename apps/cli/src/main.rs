@@ -1,6 +1,6 @@
 //! `sluice`: the command-line front end of the Sluice engine.
 //!
-//! Subcommands: `generate`, `chat`, `logits` (in [`cmd`]) and `bench delta-rule`,
+//! Subcommands: `generate`, `chat`, `logits`, `init` (in [`cmd`]) and `bench delta-rule`,
 //! `bench attention`, `bench generate` (in [`bench`]). Later ones (`train`, `demo`, ...) slot
 //! in as new variants of [`Command`] / [`bench::BenchCommand`], each in its own module.
 
@@ -30,6 +30,9 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Talk with a checkpoint through its chat template (interactive, streaming).
     Chat(cmd::chat::Args),
+    /// Write a random-weight checkpoint of a config.json in the Hugging Face layout (for tests,
+    /// benchmarks and pre-training).
+    Init(cmd::init::Args),
     /// Write the logits of token-id rows to a safetensors file (to compare implementations).
     Logits(cmd::logits::Args),
     /// Train a tiny hybrid model from scratch on an embedded task (SFT, then GRPO-family RL)
@@ -56,6 +59,7 @@ fn main() {
         Command::Generate(args) => cmd::generate::run(&args),
         Command::Chat(args) => cmd::chat::run(&args),
         Command::Logits(args) => cmd::logits::run(&args),
+        Command::Init(args) => cmd::init::run(&args),
         Command::Demo(args) => train::demo::run(&args),
         Command::Train(args) => train::run::run(&args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -112,10 +112,25 @@ pub fn open_weights(dir: &Path) -> Result<Weights, LoadError> {
     Ok(Weights::new(files)?)
 }
 
-/// Loads the model in `dir` onto `device`.
+/// Loads the model in `dir` onto `device` with trainable f32 projections (see
+/// [`super::load::build`]).
 pub fn load_model(dir: &Path, device: &Device) -> Result<(Config, HybridModel), LoadError> {
     let cfg = read_config(dir)?;
     let weights = open_weights(dir)?;
     let model = super::load::build(&cfg, &weights, device)?;
+    Ok((cfg, model))
+}
+
+/// Loads the model in `dir` onto `device` as `opts` say, streaming one tensor at a time from
+/// the memory map; `progress(done, total)` as in [`super::load::build_with`].
+pub fn load_model_with(
+    dir: &Path,
+    device: &Device,
+    opts: super::load::LoadOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Config, HybridModel), LoadError> {
+    let cfg = read_config(dir)?;
+    let weights = open_weights(dir)?;
+    let model = super::load::build_with(&cfg, &weights, device, opts, progress)?;
     Ok((cfg, model))
 }

@@ -10,6 +10,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor};
 
 use super::cache::{Cache, LayerCache};
+use crate::nn::Vocab;
 use crate::nn::attention::{Attention, AttentionContext};
 use crate::nn::gated_deltanet::GatedDeltaNet;
 use crate::nn::mlp::Mlp;
@@ -25,6 +26,8 @@ pub enum Mixer {
     Full(Attention),
 }
 
+/// Feed-forward block of a layer (one per layer, like [`Mixer`]).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Ffn {
     Dense(Mlp),
@@ -41,12 +44,12 @@ pub struct DecoderLayer {
 
 #[derive(Module, Debug)]
 pub struct HybridModel {
-    /// `[V, H]`.
-    pub embed_tokens: Param<Tensor<2>>,
+    /// `[V, H]`, in vocabulary shards.
+    pub embed_tokens: Vocab,
     pub layers: Vec<DecoderLayer>,
     pub norm: Param<Tensor<1>>,
-    /// `[V, H]`; `None` when tied to the embeddings.
-    pub lm_head: Option<Param<Tensor<2>>>,
+    /// `[V, H]`, in vocabulary shards; `None` when tied to the embeddings.
+    pub lm_head: Option<Vocab>,
     pub eps: f64,
 }
 
@@ -60,11 +63,10 @@ impl HybridModel {
         ctx: &AttentionContext,
     ) -> Tensor<3> {
         let [b, t] = ids.dims();
-        let h = self.embed_tokens.val().dims()[1];
+        let h = self.embed_tokens.cols();
         let mut x = self
             .embed_tokens
-            .val()
-            .select(0, ids.reshape([b * t]))
+            .embed(ids.reshape([b * t]))
             .reshape([b, t, h]);
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let normed = rms_norm(x.clone(), &layer.input_layernorm, self.eps);
@@ -96,8 +98,10 @@ impl HybridModel {
 
     /// Logits `[B, T, V]` of `hidden` `[B, T, H]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        crate::nn::linear(hidden, w)
+        self.lm_head
+            .as_ref()
+            .unwrap_or(&self.embed_tokens)
+            .logits(hidden)
     }
 
     /// A fresh cache for this model's layers.
@@ -115,8 +119,40 @@ impl HybridModel {
         }
     }
 
+    /// Every projection weight (embedding and LM-head shards included).
+    pub fn linears(&self) -> impl Iterator<Item = &crate::nn::Linear> {
+        let mut out: Vec<&crate::nn::Linear> = self.embed_tokens.shards.iter().collect();
+        for layer in &self.layers {
+            match &layer.mixer {
+                Mixer::Linear(g) => out.extend([
+                    &g.in_proj_qkv,
+                    &g.in_proj_z,
+                    &g.in_proj_b,
+                    &g.in_proj_a,
+                    &g.out_proj,
+                ]),
+                Mixer::Full(a) => out.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]),
+            }
+            let mlps: Vec<&Mlp> = match &layer.ffn {
+                Ffn::Dense(m) => vec![m],
+                Ffn::Moe(m) => {
+                    out.push(&m.gate);
+                    out.extend(m.shared_expert_gate.iter());
+                    m.experts.iter().chain(m.shared_expert.iter()).collect()
+                }
+            };
+            for m in mlps {
+                out.extend([&m.gate_proj, &m.up_proj, &m.down_proj]);
+            }
+        }
+        if let Some(h) = &self.lm_head {
+            out.extend(h.shards.iter());
+        }
+        out.into_iter()
+    }
+
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
-        self.embed_tokens.val().dims()[0]
+        self.embed_tokens.rows()
     }
 }

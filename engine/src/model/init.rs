@@ -26,6 +26,7 @@ use crate::nn::attention::Attention;
 use crate::nn::gated_deltanet::GatedDeltaNet;
 use crate::nn::mlp::Mlp;
 use crate::nn::moe::Moe;
+use crate::nn::{Linear, Vocab};
 
 /// transformers' default `initializer_range` for these models.
 pub const DEFAULT_INITIALIZER_RANGE: f64 = 0.02;
@@ -50,6 +51,11 @@ impl Init<'_> {
         Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), self.device))
     }
 
+    /// `N(0, std)` trainable projection.
+    fn lin(&mut self, r: usize, c: usize) -> Linear {
+        Linear::f32(self.normal(r, c))
+    }
+
     /// `N(0, std)` matrix.
     fn normal(&mut self, r: usize, c: usize) -> Param<Tensor<2>> {
         let data = (0..r * c)
@@ -64,9 +70,9 @@ impl Init<'_> {
 
     fn mlp(&mut self, h: usize, i: usize) -> Mlp {
         Mlp {
-            gate_proj: self.normal(i, h),
-            up_proj: self.normal(i, h),
-            down_proj: self.normal(h, i),
+            gate_proj: self.lin(i, h),
+            up_proj: self.lin(i, h),
+            down_proj: self.lin(h, i),
         }
     }
 
@@ -74,10 +80,10 @@ impl Init<'_> {
         let h = cfg.hidden_size;
         let (nk, nv) = (cfg.linear_num_key_heads, cfg.linear_num_value_heads);
         let (dk, dv) = (cfg.linear_key_head_dim, cfg.linear_value_head_dim);
-        let in_proj_qkv = self.normal(cfg.conv_dim(), h);
-        let in_proj_z = self.normal(nv * dv, h);
-        let in_proj_b = self.normal(nv, h);
-        let in_proj_a = self.normal(nv, h);
+        let in_proj_qkv = self.lin(cfg.conv_dim(), h);
+        let in_proj_z = self.lin(nv * dv, h);
+        let in_proj_b = self.lin(nv, h);
+        let in_proj_a = self.lin(nv, h);
         let conv1d = self.normal(cfg.conv_dim(), cfg.linear_conv_kernel_dim);
         let a_log: Vec<f32> = (0..nv)
             .map(|_| (0.01 + (16.0 - 0.01) * self.rng.random::<f64>()).ln() as f32)
@@ -92,7 +98,7 @@ impl Init<'_> {
             a_log,
             dt_bias: self.constant(nv, 1.0),
             norm: self.constant(dv, 1.0),
-            out_proj: self.normal(h, nv * dv),
+            out_proj: self.lin(h, nv * dv),
             nk,
             nv,
             dk,
@@ -109,10 +115,10 @@ impl Init<'_> {
             cfg.head_dim,
         );
         Attention {
-            q_proj: self.normal(2 * nh * hd, h),
-            k_proj: self.normal(nkv * hd, h),
-            v_proj: self.normal(nkv * hd, h),
-            o_proj: self.normal(h, nh * hd),
+            q_proj: self.lin(2 * nh * hd, h),
+            k_proj: self.lin(nkv * hd, h),
+            v_proj: self.lin(nkv * hd, h),
+            o_proj: self.lin(h, nh * hd),
             q_norm: self.constant(hd, 0.0),
             k_norm: self.constant(hd, 0.0),
             num_heads: nh,
@@ -127,13 +133,13 @@ impl Init<'_> {
     fn moe(&mut self, cfg: &Config) -> Moe {
         let m = cfg.moe.as_ref().expect("MoE layers have an MoE config");
         let h = cfg.hidden_size;
-        let gate = self.normal(m.num_experts, h);
+        let gate = self.lin(m.num_experts, h);
         let experts = (0..m.num_experts)
             .map(|_| self.mlp(h, m.moe_intermediate_size))
             .collect();
         let si = m.shared_expert_intermediate_size;
         let (shared_expert, shared_expert_gate) = if si > 0 {
-            (Some(self.mlp(h, si)), Some(self.normal(1, h)))
+            (Some(self.mlp(h, si)), Some(self.lin(1, h)))
         } else {
             (None, None)
         };
@@ -163,7 +169,9 @@ pub fn init_model_with_std(cfg: &Config, seed: u64, std: f64, device: &Device) -
     };
     let (h, v) = (cfg.hidden_size, cfg.vocab_size);
     // Draw order = named_params order, so a parameter's values depend only on those before it.
-    let embed_tokens = init.normal(v, h);
+    let embed_tokens = Vocab {
+        shards: vec![init.lin(v, h)],
+    };
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for (i, ty) in cfg.layer_types.iter().enumerate() {
         let input_layernorm = init.constant(h, 0.0);
@@ -188,7 +196,9 @@ pub fn init_model_with_std(cfg: &Config, seed: u64, std: f64, device: &Device) -
         });
     }
     let norm = init.constant(h, 0.0);
-    let lm_head = (!cfg.tie_word_embeddings).then(|| init.normal(v, h));
+    let lm_head = (!cfg.tie_word_embeddings).then(|| Vocab {
+        shards: vec![init.lin(v, h)],
+    });
     HybridModel {
         embed_tokens,
         layers,

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod hybrid;
 pub mod init;
 pub mod load;
+pub mod random;
 pub mod save;
 pub mod score;
 pub mod tokenizer;

@@ -39,6 +39,11 @@ pub enum SaveError {
     Missing(String),
     #[error("the model has parameter `{0}`, which the config does not describe")]
     Unexpected(String),
+    #[error(
+        "the model holds frozen 16-bit weights (loaded with a 16-bit dtype); saving those is not \
+         supported: load it in f32 to save it"
+    )]
+    Frozen,
     #[error("safetensors serialisation failed: {0}")]
     Serialize(String),
 }
@@ -139,14 +144,24 @@ impl ParamMut<'_> {
     }
 }
 
+/// Pushes a projection weight when it is a trainable f32 parameter (frozen 16-bit weights are
+/// not parameters).
+macro_rules! push_lin {
+    ($out:ident, $R:ident, $name:expr, $lin:expr, $($m:tt)*) => {{
+        if let Some(w) = &$($m)* $lin.weight {
+            $out.push(($name, $R::D2(w)));
+        }
+    }};
+}
+
 /// Pushes the three weights of an MLP under `$q`.
 macro_rules! push_mlp {
     ($out:ident, $R:ident, $q:expr, $mlp:expr, $($m:tt)*) => {{
         let q = $q;
         let m: &$($m)* Mlp = $mlp;
-        $out.push((format!("{q}.gate_proj.weight"), $R::D2(&$($m)* m.gate_proj)));
-        $out.push((format!("{q}.up_proj.weight"), $R::D2(&$($m)* m.up_proj)));
-        $out.push((format!("{q}.down_proj.weight"), $R::D2(&$($m)* m.down_proj)));
+        push_lin!($out, $R, format!("{q}.gate_proj.weight"), m.gate_proj, $($m)*);
+        push_lin!($out, $R, format!("{q}.up_proj.weight"), m.up_proj, $($m)*);
+        push_lin!($out, $R, format!("{q}.down_proj.weight"), m.down_proj, $($m)*);
     }};
 }
 
@@ -155,29 +170,32 @@ macro_rules! push_mlp {
 macro_rules! walk_params {
     ($model:expr, $out:ident, $R:ident, $($m:tt)*) => {{
         let model = $model;
-        $out.push(("model.embed_tokens.weight".to_string(), $R::D2(&$($m)* model.embed_tokens)));
+        // A vocabulary split into shards is frozen (only f32 tables that fit one binding train).
+        if let [e] = &$($m)* model.embed_tokens.shards[..] {
+            push_lin!($out, $R, "model.embed_tokens.weight".to_string(), e, $($m)*);
+        }
         for (i, layer) in (&$($m)* model.layers).into_iter().enumerate() {
             let p = format!("model.layers.{i}");
             $out.push((format!("{p}.input_layernorm.weight"), $R::D1(&$($m)* layer.input_layernorm)));
             match &$($m)* layer.mixer {
                 Mixer::Linear(g) => {
                     let q = format!("{p}.linear_attn");
-                    $out.push((format!("{q}.in_proj_qkv.weight"), $R::D2(&$($m)* g.in_proj_qkv)));
-                    $out.push((format!("{q}.in_proj_z.weight"), $R::D2(&$($m)* g.in_proj_z)));
-                    $out.push((format!("{q}.in_proj_b.weight"), $R::D2(&$($m)* g.in_proj_b)));
-                    $out.push((format!("{q}.in_proj_a.weight"), $R::D2(&$($m)* g.in_proj_a)));
+                    push_lin!($out, $R, format!("{q}.in_proj_qkv.weight"), g.in_proj_qkv, $($m)*);
+                    push_lin!($out, $R, format!("{q}.in_proj_z.weight"), g.in_proj_z, $($m)*);
+                    push_lin!($out, $R, format!("{q}.in_proj_b.weight"), g.in_proj_b, $($m)*);
+                    push_lin!($out, $R, format!("{q}.in_proj_a.weight"), g.in_proj_a, $($m)*);
                     $out.push((format!("{q}.conv1d.weight"), $R::D2(&$($m)* g.conv1d)));
                     $out.push((format!("{q}.A_log"), $R::D1(&$($m)* g.a_log)));
                     $out.push((format!("{q}.dt_bias"), $R::D1(&$($m)* g.dt_bias)));
                     $out.push((format!("{q}.norm.weight"), $R::D1(&$($m)* g.norm)));
-                    $out.push((format!("{q}.out_proj.weight"), $R::D2(&$($m)* g.out_proj)));
+                    push_lin!($out, $R, format!("{q}.out_proj.weight"), g.out_proj, $($m)*);
                 }
                 Mixer::Full(a) => {
                     let q = format!("{p}.self_attn");
-                    $out.push((format!("{q}.q_proj.weight"), $R::D2(&$($m)* a.q_proj)));
-                    $out.push((format!("{q}.k_proj.weight"), $R::D2(&$($m)* a.k_proj)));
-                    $out.push((format!("{q}.v_proj.weight"), $R::D2(&$($m)* a.v_proj)));
-                    $out.push((format!("{q}.o_proj.weight"), $R::D2(&$($m)* a.o_proj)));
+                    push_lin!($out, $R, format!("{q}.q_proj.weight"), a.q_proj, $($m)*);
+                    push_lin!($out, $R, format!("{q}.k_proj.weight"), a.k_proj, $($m)*);
+                    push_lin!($out, $R, format!("{q}.v_proj.weight"), a.v_proj, $($m)*);
+                    push_lin!($out, $R, format!("{q}.o_proj.weight"), a.o_proj, $($m)*);
                     $out.push((format!("{q}.q_norm.weight"), $R::D1(&$($m)* a.q_norm)));
                     $out.push((format!("{q}.k_norm.weight"), $R::D1(&$($m)* a.k_norm)));
                 }
@@ -189,7 +207,7 @@ macro_rules! walk_params {
             match &$($m)* layer.ffn {
                 Ffn::Dense(m) => push_mlp!($out, $R, format!("{p}.mlp"), m, $($m)*),
                 Ffn::Moe(m) => {
-                    $out.push((format!("{p}.mlp.gate.weight"), $R::D2(&$($m)* m.gate)));
+                    push_lin!($out, $R, format!("{p}.mlp.gate.weight"), m.gate, $($m)*);
                     for (e, x) in (&$($m)* m.experts).into_iter().enumerate() {
                         push_mlp!($out, $R, format!("{p}.mlp.experts.{e}"), x, $($m)*);
                     }
@@ -197,14 +215,16 @@ macro_rules! walk_params {
                         push_mlp!($out, $R, format!("{p}.mlp.shared_expert"), s, $($m)*);
                     }
                     if let Some(g) = &$($m)* m.shared_expert_gate {
-                        $out.push((format!("{p}.mlp.shared_expert_gate.weight"), $R::D2(g)));
+                        push_lin!($out, $R, format!("{p}.mlp.shared_expert_gate.weight"), g, $($m)*);
                     }
                 }
             }
         }
         $out.push(("model.norm.weight".to_string(), $R::D1(&$($m)* model.norm)));
         if let Some(h) = &$($m)* model.lm_head {
-            $out.push(("lm_head.weight".to_string(), $R::D2(h)));
+            if let [h] = &$($m)* h.shards[..] {
+                push_lin!($out, $R, "lm_head.weight".to_string(), h, $($m)*);
+            }
         }
     }};
 }
@@ -427,6 +447,92 @@ pub fn hf_names(cfg: &Config, model: &HybridModel) -> Result<Vec<(String, Vec<us
         .collect())
 }
 
+/// The parameter names and shapes (as [`named_params`] lists them) of a model for `cfg`,
+/// without a model: every projection trainable f32.
+pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+    let (nv, dv) = (cfg.linear_num_value_heads, cfg.linear_value_head_dim);
+    let (nh, nkv, hd) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+    );
+    let mut out: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![v, h])];
+    let mlp = |out: &mut Vec<(String, Vec<usize>)>, q: String, i: usize| {
+        out.push((format!("{q}.gate_proj.weight"), vec![i, h]));
+        out.push((format!("{q}.up_proj.weight"), vec![i, h]));
+        out.push((format!("{q}.down_proj.weight"), vec![h, i]));
+    };
+    for (i, ty) in cfg.layer_types.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        match ty {
+            LayerType::Linear => {
+                let q = format!("{p}.linear_attn");
+                out.push((format!("{q}.in_proj_qkv.weight"), vec![cfg.conv_dim(), h]));
+                out.push((format!("{q}.in_proj_z.weight"), vec![nv * dv, h]));
+                out.push((format!("{q}.in_proj_b.weight"), vec![nv, h]));
+                out.push((format!("{q}.in_proj_a.weight"), vec![nv, h]));
+                let k = cfg.linear_conv_kernel_dim;
+                out.push((format!("{q}.conv1d.weight"), vec![cfg.conv_dim(), k]));
+                out.push((format!("{q}.A_log"), vec![nv]));
+                out.push((format!("{q}.dt_bias"), vec![nv]));
+                out.push((format!("{q}.norm.weight"), vec![dv]));
+                out.push((format!("{q}.out_proj.weight"), vec![h, nv * dv]));
+            }
+            LayerType::Full => {
+                let q = format!("{p}.self_attn");
+                out.push((format!("{q}.q_proj.weight"), vec![2 * nh * hd, h]));
+                out.push((format!("{q}.k_proj.weight"), vec![nkv * hd, h]));
+                out.push((format!("{q}.v_proj.weight"), vec![nkv * hd, h]));
+                out.push((format!("{q}.o_proj.weight"), vec![h, nh * hd]));
+                out.push((format!("{q}.q_norm.weight"), vec![hd]));
+                out.push((format!("{q}.k_norm.weight"), vec![hd]));
+            }
+        }
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        match (&cfg.moe, cfg.is_moe_layer(i)) {
+            (Some(m), true) => {
+                out.push((format!("{p}.mlp.gate.weight"), vec![m.num_experts, h]));
+                for e in 0..m.num_experts {
+                    mlp(
+                        &mut out,
+                        format!("{p}.mlp.experts.{e}"),
+                        m.moe_intermediate_size,
+                    );
+                }
+                let si = m.shared_expert_intermediate_size;
+                if si > 0 {
+                    mlp(&mut out, format!("{p}.mlp.shared_expert"), si);
+                    out.push((format!("{p}.mlp.shared_expert_gate.weight"), vec![1, h]));
+                }
+            }
+            _ => {
+                let inter = cfg.intermediate_size.unwrap_or_default();
+                mlp(&mut out, format!("{p}.mlp"), inter);
+            }
+        }
+    }
+    out.push(("model.norm.weight".into(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".into(), vec![v, h]));
+    }
+    out
+}
+
+/// The checkpoint names and shapes of a model for `cfg` in Hugging Face layout (no model, no
+/// data).
+pub fn checkpoint_shapes(cfg: &Config) -> Result<Vec<(String, Vec<usize>)>, SaveError> {
+    let shapes = param_shapes(cfg)
+        .into_iter()
+        .map(|(n, s)| (n, s, Vec::new()))
+        .collect();
+    Ok(hf_tensors(cfg, shapes)?
+        .into_iter()
+        .map(|(n, s, _)| (n, s))
+        .collect())
+}
+
 /// Serialises host tensors as an F32 safetensors file (metadata `{"format": "pt"}` only, so
 /// the bytes are deterministic).
 pub fn safetensors_bytes(
@@ -453,6 +559,9 @@ pub fn safetensors_bytes(
 
 /// `model.safetensors` bytes of `model` in Hugging Face layout for `cfg`'s family.
 pub async fn model_safetensors(cfg: &Config, model: &HybridModel) -> Result<Vec<u8>, SaveError> {
+    if model.linears().any(|l| l.frozen.is_some()) {
+        return Err(SaveError::Frozen);
+    }
     let params = read_params(model).await?;
     let tensors = hf_tensors(cfg, params)?;
     safetensors_bytes(&tensors, None)

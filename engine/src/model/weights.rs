@@ -1,7 +1,7 @@
 //! Reading checkpoint tensors by their Hugging Face names from safetensors buffers.
 //!
 //! The buffers are plain bytes (memory-mapped files natively, fetched bytes in a browser), so
-//! this module has no filesystem access. F32, BF16 and F16 tensors are converted to f32.
+//! this module has no filesystem access. F32, BF16 and F16 tensors are read as stored ([`Weights::raw`]) or as f32.
 //! Names are normalised: the `model.language_model.` prefix of composite Qwen3.5
 //! checkpoints becomes `model.`; vision-tower (`model.visual.*`) and multi-token-prediction
 //! (`mtp.*`) tensors are skipped with a log line.
@@ -31,6 +31,19 @@ pub enum WeightError {
         file: String,
         dtype: String,
     },
+    #[error(
+        "tensor `{name}` needs {bytes} bytes in one buffer, above the device's storage-binding \
+         limit of {limit} bytes"
+    )]
+    TooLarge {
+        name: String,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("tensor `{name}` holds values beyond {dtype}'s range; load it as f32 or bf16")]
+    Range { name: String, dtype: &'static str },
+    #[error("placing tensor `{name}` on the device: {msg}")]
+    Place { name: String, msg: String },
     #[error("tensor `{name}` is stored in both {first} and {second}")]
     Duplicate {
         name: String,
@@ -55,6 +68,67 @@ struct File {
 pub struct HostTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+}
+
+/// How a tensor is stored in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredDtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl StoredDtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::Bf16 | Self::F16 => 2,
+        }
+    }
+}
+
+/// The stored bytes of one tensor (little-endian), borrowed from its file.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a> {
+    pub dtype: StoredDtype,
+    pub bytes: &'a [u8],
+}
+
+impl Raw<'_> {
+    /// Values `[start, end)` (in elements) as f32.
+    pub fn to_f32_range(&self, start: usize, end: usize) -> Vec<f32> {
+        let sz = self.dtype.size();
+        let b = &self.bytes[start * sz..end * sz];
+        match self.dtype {
+            StoredDtype::F32 => b
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            StoredDtype::Bf16 => b
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            StoredDtype::F16 => b
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+
+    /// All values as f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.to_f32_range(0, self.bytes.len() / self.dtype.size())
+    }
+
+    /// Raw 16-bit values `[start, end)` (in elements); only for BF16 / F16 tensors.
+    pub fn bits_range(&self, start: usize, end: usize) -> Vec<u16> {
+        debug_assert_eq!(self.dtype.size(), 2);
+        self.bytes[start * 2..end * 2]
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect()
+    }
 }
 
 /// Tensors of a checkpoint spread over one or more safetensors buffers.
@@ -153,8 +227,8 @@ impl Weights {
         names.join(", ")
     }
 
-    /// The tensor `name` as f32, checked against `shape`.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor, WeightError> {
+    /// The stored bytes and dtype of tensor `name`, checked against `shape` (F32, BF16 or F16).
+    pub fn raw(&self, name: &str, shape: &[usize]) -> Result<Raw<'_>, WeightError> {
         let (fi, file_name) = self.index.get(name).ok_or_else(|| WeightError::Missing {
             name: name.to_string(),
             files: self.files_list(),
@@ -174,21 +248,11 @@ impl Weights {
         }
         let start = 8 + file.header_len + info.data_offsets.0;
         let end = 8 + file.header_len + info.data_offsets.1;
-        let raw = &file.bytes.as_ref().as_ref()[start..end];
-        let n: usize = shape.iter().product();
-        let data: Vec<f32> = match info.dtype {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let bytes = &file.bytes.as_ref().as_ref()[start..end];
+        let dtype = match info.dtype {
+            Dtype::F32 => StoredDtype::F32,
+            Dtype::BF16 => StoredDtype::Bf16,
+            Dtype::F16 => StoredDtype::F16,
             other => {
                 return Err(WeightError::Dtype {
                     name: name.to_string(),
@@ -197,18 +261,25 @@ impl Weights {
                 });
             }
         };
-        if data.len() != n {
+        let n: usize = shape.iter().product();
+        if bytes.len() != n * dtype.size() {
             return Err(WeightError::Corrupt {
                 file: file.name.clone(),
                 msg: format!(
-                    "tensor `{name}` holds {} values for shape {shape:?}",
-                    data.len()
+                    "tensor `{name}` holds {} bytes for shape {shape:?} in {dtype:?}",
+                    bytes.len()
                 ),
             });
         }
+        Ok(Raw { dtype, bytes })
+    }
+
+    /// The tensor `name` as f32, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<HostTensor, WeightError> {
+        let raw = self.raw(name, shape)?;
         Ok(HostTensor {
             shape: shape.to_vec(),
-            data,
+            data: raw.to_f32(),
         })
     }
 }

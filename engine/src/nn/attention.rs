@@ -9,7 +9,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use super::{linear, norm, rope};
+use super::{Linear, linear, norm, rope};
 use crate::ops::gated_attention::{self, AttentionOptions, KeyPadding, KvCache};
 
 /// Per-call context shared by the layers of one forward.
@@ -40,10 +40,10 @@ impl AttentionContext {
 #[derive(Module, Debug)]
 pub struct Attention {
     /// `[2·nh·hd, H]`: per head `[query (hd) | gate (hd)]`.
-    pub q_proj: Param<Tensor<2>>,
-    pub k_proj: Param<Tensor<2>>,
-    pub v_proj: Param<Tensor<2>>,
-    pub o_proj: Param<Tensor<2>>,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
     pub q_norm: Param<Tensor<1>>,
     pub k_norm: Param<Tensor<1>>,
     pub num_heads: usize,

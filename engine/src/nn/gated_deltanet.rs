@@ -14,7 +14,7 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{sigmoid, softplus};
 
-use super::{conv, linear, norm};
+use super::{Linear, conv, linear, norm};
 use crate::ops::delta_rule::{self, DeltaRuleOptions};
 
 /// Carried state of one linear-attention layer.
@@ -48,13 +48,13 @@ pub fn repeat_batch<const D: usize>(x: Tensor<D>, n: usize) -> Tensor<D> {
 #[derive(Module, Debug)]
 pub struct GatedDeltaNet {
     /// `[2·nk·dk + nv·dv, H]`.
-    pub in_proj_qkv: Param<Tensor<2>>,
+    pub in_proj_qkv: Linear,
     /// `[nv·dv, H]`.
-    pub in_proj_z: Param<Tensor<2>>,
+    pub in_proj_z: Linear,
     /// `[nv, H]`.
-    pub in_proj_b: Param<Tensor<2>>,
+    pub in_proj_b: Linear,
     /// `[nv, H]`.
-    pub in_proj_a: Param<Tensor<2>>,
+    pub in_proj_a: Linear,
     /// Depthwise conv weight `[C, K]`.
     pub conv1d: Param<Tensor<2>>,
     pub a_log: Param<Tensor<1>>,
@@ -62,7 +62,7 @@ pub struct GatedDeltaNet {
     /// Gated norm weight `[dv]` (used as-is).
     pub norm: Param<Tensor<1>>,
     /// `[H, nv·dv]`.
-    pub out_proj: Param<Tensor<2>>,
+    pub out_proj: Linear,
     pub nk: usize,
     pub nv: usize,
     pub dk: usize,

@@ -1,16 +1,16 @@
 //! Dense SwiGLU MLP: `down(silu(gate(x)) · up(x))`.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::linear;
+use super::{Linear, linear};
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Param<Tensor<2>>,
-    pub up_proj: Param<Tensor<2>>,
-    pub down_proj: Param<Tensor<2>>,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
 }
 
 impl Mlp {

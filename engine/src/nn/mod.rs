@@ -4,15 +4,17 @@
 pub mod attention;
 pub mod conv;
 pub mod gated_deltanet;
+pub mod linear;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
 pub mod rope;
 
-use burn::module::Param;
+pub use linear::{Linear, Vocab};
+
 use burn::tensor::Tensor;
 
 /// `x @ w^T` for `x` `[B, T, in]` and `w` `[out, in]`.
-pub fn linear(x: Tensor<3>, w: &Param<Tensor<2>>) -> Tensor<3> {
-    x.matmul(w.val().transpose().unsqueeze::<3>())
+pub fn linear(x: Tensor<3>, w: &Linear) -> Tensor<3> {
+    w.forward(x)
 }

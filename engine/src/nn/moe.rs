@@ -5,21 +5,21 @@
 //! Routing weights are computed on the device (no host readback, so it runs in browsers);
 //! each expert runs on all tokens and is weighted by its (mostly zero) routing weight.
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{sigmoid, softmax};
 
-use super::linear;
 use super::mlp::Mlp;
+use super::{Linear, linear};
 
 #[derive(Module, Debug)]
 pub struct Moe {
     /// Router `[E, H]`.
-    pub gate: Param<Tensor<2>>,
+    pub gate: Linear,
     pub experts: Vec<Mlp>,
     pub shared_expert: Option<Mlp>,
     /// `[1, H]`.
-    pub shared_expert_gate: Option<Param<Tensor<2>>>,
+    pub shared_expert_gate: Option<Linear>,
     pub top_k: usize,
     pub norm_topk_prob: bool,
 }

@@ -3,4 +3,5 @@
 
 pub mod delta_rule;
 pub mod gated_attention;
+pub mod linear16;
 pub(crate) mod wgsl;

@@ -360,7 +360,7 @@ pub fn run(args: &Args) -> Result<()> {
     } else {
         "release"
     };
-    let (dev, cfg, model) = crate::cmd::load(&args.model.model, !args.json)?;
+    let (dev, cfg, model) = crate::cmd::load(&args.model, !args.json)?;
     let weights_bytes = model.num_params() * 4;
     let n_linear = cache_kinds(&model.new_cache()).0;
     let n_full = cfg.num_hidden_layers - n_linear;

@@ -77,7 +77,7 @@ pub fn run(args: &Args) -> Result<()> {
     })?;
     text.check_chat_template()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (device, cfg, model) = load(dir, true)?;
+    let (device, cfg, model) = load(&args.model, true)?;
     let opts = GenerateOptions {
         max_new_tokens: args.sampling.max_new_tokens,
         sampling: args.sampling.sampling(),

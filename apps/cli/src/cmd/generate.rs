@@ -141,7 +141,7 @@ pub fn run(args: &Args) -> Result<()> {
         return Err("the prompt is empty (it encodes to no tokens)".into());
     }
 
-    let (device, cfg, model) = load(dir, !args.json)?;
+    let (device, cfg, model) = load(&args.model, !args.json)?;
     check_vocab(std::slice::from_ref(&prompt), model.vocab_size())
         .map_err(|e| format!("the prompt: {e}"))?;
     let opts = GenerateOptions {

@@ -44,7 +44,7 @@ pub fn run(args: &Args) -> Result<()> {
         )
         .into());
     }
-    let (device, cfg, model) = load(&args.model.model, true)?;
+    let (device, cfg, model) = load(&args.model, true)?;
     let vocab = model.vocab_size();
     check_vocab(rows, vocab).map_err(|e| format!("--ids: {e}"))?;
 

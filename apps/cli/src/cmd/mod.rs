@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod generate;
+pub mod init;
 pub mod logits;
 pub mod text;
 
@@ -11,6 +12,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use sluice::model::generate::Sampling;
+use sluice::model::load::LoadOptions;
 use sluice::model::{Config, HybridModel};
 
 use crate::Result;
@@ -23,6 +25,11 @@ pub struct ModelArgs {
     /// chat_template.jinja.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+
+    /// How projection weights are held on the device: auto (as stored: BF16/F16 stay 16-bit,
+    /// F32 stays f32), f32, bf16 or f16.
+    #[arg(long, default_value = "auto", value_name = "DTYPE")]
+    pub dtype: sluice::model::load::WeightDtype,
 }
 
 /// Generation flags shared by `generate` and `chat` (defaults: greedy).
@@ -185,23 +192,43 @@ pub fn check_vocab(rows: &[Vec<u32>], vocab: usize) -> std::result::Result<(), S
     Ok(())
 }
 
-/// Loads the checkpoint in `dir` on the default wgpu device; says how long it took on stderr
-/// when `verbose`.
-pub fn load(dir: &Path, verbose: bool) -> Result<(Device, Config, HybridModel)> {
+/// Loads the checkpoint `args.model` on the default wgpu device as `args.dtype` says; shows a
+/// progress bar and says how long it took on stderr when `verbose`.
+pub fn load(args: &ModelArgs, verbose: bool) -> Result<(Device, Config, HybridModel)> {
+    let dir: &Path = &args.model;
     if !dir.is_dir() {
         return Err(format!("--model {}: not a folder", dir.display()).into());
     }
-    let device = sluice::device::wgpu();
+    let device = sluice::device::try_wgpu()?;
     let t0 = Instant::now();
-    let (cfg, model) = sluice::model::files::load_model(dir, &device)
-        .map_err(|e| format!("loading the model from {}: {e}", dir.display()))?;
+    let bar = if verbose {
+        indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} layers")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let opts = LoadOptions {
+        dtype: args.dtype,
+        ..LoadOptions::default()
+    };
+    let (cfg, model) = sluice::model::files::load_model_with(dir, &device, opts, &mut |d, t| {
+        bar.set_length(t);
+        bar.set_position(d);
+    })
+    .map_err(|e| format!("loading the model from {}: {e}", dir.display()))?;
+    bar.finish_and_clear();
     if verbose {
+        let bytes: usize = model.linears().map(|l| l.device_bytes()).sum();
         eprintln!(
-            "sluice: loaded {} ({} layers, hidden {}, vocab {}) in {:.2} s",
+            "sluice: loaded {} ({} layers, hidden {}, vocab {}; projections {:.1} MB on the \
+             device) in {:.2} s",
             dir.display(),
             cfg.num_hidden_layers,
             cfg.hidden_size,
             cfg.vocab_size,
+            bytes as f64 / 1e6,
             t0.elapsed().as_secs_f64()
         );
     }

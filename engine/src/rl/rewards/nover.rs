@@ -347,7 +347,7 @@ impl ProxyModel {
     /// A snapshot of `policy`, re-synced every `sync_every` steps (0 = never after this).
     pub fn new(policy: &HybridModel, sync_every: usize) -> Self {
         let model = policy.valid();
-        let device = model.embed_tokens.val().device();
+        let device = model.norm.val().device();
         ProxyModel {
             model,
             device,

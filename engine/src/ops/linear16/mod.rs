@@ -1,0 +1,198 @@
+//! Projections on frozen 16-bit weights: `y = x W^T` with `W` `[N, K]` held on the device in
+//! bf16 or f16 (two values per `u32` word, unpacked in the kernel; f32 accumulation), and the
+//! embedding gather from a 16-bit vocabulary shard.
+//!
+//! ```text
+//! M <= 8 (decode):   shaders/linear16_gemv.wgsl   each weight byte read once, coalesced 16 B loads
+//! M  > 8 (prefill):  shaders/linear16_gemm.wgsl   64 x 64 output tiles, 64 x 16 / 16 x 64 operand tiles
+//! backward:          dx = dy W (the GEMM with W untransposed); W itself is frozen (no dW)
+//! ```
+//! bf16 → f32 is a 16-bit shift (exact); f16 uses WGSL's `unpack2x16float` (no `shader-f16`
+//! needed). Weights are created only on WGSL devices; other backends load f32 weights.
+
+mod backend;
+mod kernels;
+pub mod reference;
+
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+pub use backend::Linear16Backend;
+
+/// The 16-bit format of a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Half {
+    /// bfloat16: f32's exponent range, 8 bits of mantissa.
+    Bf16,
+    /// IEEE half precision.
+    F16,
+}
+
+impl Half {
+    /// Name as safetensors spells the dtype.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bf16 => "BF16",
+            Self::F16 => "F16",
+        }
+    }
+
+    /// `x` rounded to this format (round to nearest even), as raw bits.
+    pub fn from_f32(self, x: f32) -> u16 {
+        match self {
+            Self::Bf16 => half::bf16::from_f32(x).to_bits(),
+            Self::F16 => half::f16::from_f32(x).to_bits(),
+        }
+    }
+
+    /// The value of raw bits `b`.
+    pub fn to_f32(self, b: u16) -> f32 {
+        match self {
+            Self::Bf16 => half::bf16::from_bits(b).to_f32(),
+            Self::F16 => half::f16::from_bits(b).to_f32(),
+        }
+    }
+}
+
+/// Errors placing a 16-bit weight.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PackError {
+    #[error("a 16-bit weight needs an even number of columns (got {0})")]
+    OddColumns(usize),
+    #[error("{got} values for a {rows} x {cols} weight")]
+    Length {
+        got: usize,
+        rows: usize,
+        cols: usize,
+    },
+    #[error("16-bit weights need a WGSL (wgpu) device; load in f32 on this backend")]
+    Backend,
+    #[error("the device stores integer tensors as {0:?}, not 32-bit words")]
+    WordType(DType),
+}
+
+/// A frozen `[rows, cols]` weight in 16 bits on the device: `[rows, cols / 2]` 32-bit words,
+/// element `2i` in the low half of word `i`. Device bytes = 2 · rows · cols.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    words: Tensor<2, Int>,
+    rows: usize,
+    cols: usize,
+    half: Half,
+}
+
+impl Packed {
+    /// Uploads raw 16-bit values `bits` (row-major `[rows, cols]`) to `device`.
+    pub fn from_bits(
+        bits: &[u16],
+        rows: usize,
+        cols: usize,
+        half: Half,
+        device: &Device,
+    ) -> Result<Self, PackError> {
+        if !cols.is_multiple_of(2) {
+            return Err(PackError::OddColumns(cols));
+        }
+        if bits.len() != rows * cols {
+            return Err(PackError::Length {
+                got: bits.len(),
+                rows,
+                cols,
+            });
+        }
+        if !crate::device::supports_wgsl(device) {
+            return Err(PackError::Backend);
+        }
+        let words: Vec<i32> = bits
+            .chunks_exact(2)
+            .map(|p| (u32::from(p[0]) | (u32::from(p[1]) << 16)) as i32)
+            .collect();
+        let words = Tensor::<2, Int>::from_data(TensorData::new(words, [rows, cols / 2]), device);
+        match words.dtype() {
+            DType::I32 | DType::U32 => Ok(Self {
+                words,
+                rows,
+                cols,
+                half,
+            }),
+            other => Err(PackError::WordType(other)),
+        }
+    }
+
+    /// Rounds f32 values to `half` and uploads them.
+    pub fn from_f32(
+        values: &[f32],
+        rows: usize,
+        cols: usize,
+        half: Half,
+        device: &Device,
+    ) -> Result<Self, PackError> {
+        let bits: Vec<u16> = values.iter().map(|&x| half.from_f32(x)).collect();
+        Self::from_bits(&bits, rows, cols, half, device)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn half(&self) -> Half {
+        self.half
+    }
+
+    /// Bytes on the device.
+    pub fn bytes(&self) -> usize {
+        2 * self.rows * self.cols
+    }
+
+    /// Reads the raw 16-bit values back (row-major).
+    pub async fn bits(&self) -> Result<Vec<u16>, String> {
+        let data = self
+            .words
+            .clone()
+            .into_data_async()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let words: Vec<i32> = data
+            .convert::<i32>()
+            .try_into_vec::<i32>()
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(words
+            .into_iter()
+            .flat_map(|w| {
+                let w = w as u32;
+                [(w & 0xffff) as u16, (w >> 16) as u16]
+            })
+            .collect())
+    }
+}
+
+/// `x W^T` for `x` `[B, T, K]` and a 16-bit `w` `[N, K]` -> `[B, T, N]` (differentiable in x).
+pub fn linear16(x: Tensor<3>, w: &Packed) -> Tensor<3> {
+    let [b, t, k] = x.dims();
+    debug_assert_eq!(k, w.cols, "linear16: input width differs from the weight's");
+    let y = <Dispatch as Linear16Backend>::linear16(
+        x.reshape([b * t, k]).into_dispatch(),
+        w.words.clone().into_dispatch(),
+        w.half,
+    );
+    Tensor::<2>::from_dispatch(y).reshape([b, t, w.rows])
+}
+
+/// Rows of the vocabulary shard `w` (table rows `[row0, row0 + w.rows())`) for `ids` `[T]`,
+/// `[T, cols]` f32; ids outside the shard give zero rows.
+pub fn embed16(ids: Tensor<1, Int>, w: &Packed, row0: usize) -> Tensor<2> {
+    let y = <Dispatch as Linear16Backend>::embed16(
+        ids.into_dispatch(),
+        w.words.clone().into_dispatch(),
+        w.half,
+        row0,
+    );
+    Tensor::from_dispatch(y)
+}
+
+#[cfg(test)]
+mod tests;
