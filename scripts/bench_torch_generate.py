@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""transformers' generate on CPU for a local checkpoint: prefill and decode tokens/s.
+"""transformers' generate (CPU by default, or --device cuda) for a local checkpoint: prefill and decode tokens/s.
 
 The PyTorch side of `sluice bench generate` (same tiny checkpoint, same prompt length and
 number of new tokens). Prints one JSON object per batch size.
@@ -30,24 +30,33 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="float32", help="float32 or bfloat16")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
+    model.to(args.device)
     model.eval()
+    load_s = time.perf_counter() - t0
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     vocab = model.config.get_text_config().vocab_size
     g = torch.Generator().manual_seed(0)
     print(json.dumps({"env": {"torch": torch.__version__, "transformers": transformers.__version__,
-                              "threads": args.threads}}))
+                              "threads": args.threads, "device": args.device,
+                              "dtype": args.dtype, "load_s": load_s}}))
     for b in [int(x) for x in args.batch.split(",")]:
-        ids = torch.randint(0, vocab - 16, (b, args.prompt_len), generator=g)
+        ids = torch.randint(0, vocab - 16, (b, args.prompt_len), generator=g).to(args.device)
         prefill, total = [], []
         with torch.no_grad():
             for rep in range(args.reps + 1):
                 t0 = time.perf_counter()
                 model(ids, use_cache=True)
+                sync()
                 t1 = time.perf_counter()
                 model.generate(ids, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                                do_sample=False, use_cache=True, pad_token_id=0)
+                sync()
                 t2 = time.perf_counter()
                 if rep > 0:  # the first run warms up
                     prefill.append(t1 - t0)

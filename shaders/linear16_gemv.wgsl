@@ -1,35 +1,47 @@
-// y = x W^T for a few rows of x against a 16-bit weight: the decode projection (GEMV).
+// y = f(x) W^T (+ r) for a few rows of x against a 16-bit weight: the decode projection
+// (GEMV), with an optional fused prologue on x and residual epilogue.
 //
 // Layout:
-//   x  [M, K]  f32, contiguous
-//   w  [N, K]  16-bit (bf16 or f16), two values per u32 (element 2i in the low half), read
-//              as vec4<u32>: eight weights per load. Needs K % 8 == 0.
-//   y  [M, LDY] f32; this launch writes columns [Y_OFF, Y_OFF + N) (a vocabulary shard writes
-//              its slice of the full logits row).
+//   x    [M, K]  f32, contiguous
+//   w    [N, K]  16-bit (bf16 or f16), two values per u32 (element 2i in the low half), read
+//                as vec4<u32>: eight weights per load. Needs K % 8 == 0.
+//   aux  PRO = 1: the RMSNorm weight [K];  PRO = 2: the up projection [M, K];  else unused
+//   res  EPI = 1: the residual [M, LDY];  else unused
+//   y    [M, LDY] f32; this launch writes columns [Y_OFF, Y_OFF + N)
+// Prologue (PRO): 0: f(x) = x;  1: zero-centred RMSNorm f(x) = x · rsqrt(mean(x²) + EPS) · (1 + aux);
+//   2: SwiGLU f(x) = silu(x) · aux.   Epilogue (EPI): 0: y = f(x) W^T;  1: y = res + f(x) W^T.
 //
 // Grid: (GX, GY, ceil(M / MB)); workgroup row group r = wid.y * GX + wid.x covers output
 // rows [r * NR, r * NR + NR). Each of the WG = NR * TPR invocations owns one output row and
 // strides over its K / 8 vec4 loads with TPR lanes: neighbouring lanes read neighbouring 16
 // bytes, so every weight byte is read once per launch, coalesced. Each lane keeps MB partial
 // sums (one per row of x), reduced across the TPR lanes in workgroup memory. f32 accumulation.
+// With PRO = 1 each workgroup first reduces the mean square of its MB rows of x (K floats
+// each, from cache) so the norm costs no extra launch.
 //
 // Template constants: NR (rows per workgroup), TPR (lanes per row, a power of two), WG = NR *
-// TPR, MB (rows of x per workgroup), BF16 (1: bf16, 0: f16), GX.
+// TPR, MB (rows of x per workgroup), BF16 (1: bf16, 0: f16), GX, PRO, EPI, EPS (f32 literal).
 // Run-time `params`: M, N, K, LDY, Y_OFF.
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> w: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> params: array<u32>;
+@group(0) @binding(2) var<storage, read_write> aux: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> res: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> params: array<u32>;
 
 const NR: u32 = {{ nr }}u;
 const TPR: u32 = {{ tpr }}u;
 const MB: u32 = {{ mb }}u;
 const BF16: u32 = {{ bf16 }}u;
 const GX: u32 = {{ gx }}u;
+const PRO: u32 = {{ pro }}u;
+const EPI: u32 = {{ epi }}u;
+const EPS: f32 = {{ eps }};
 const WG: u32 = NR * TPR;
 
 var<workgroup> partial: array<f32, WG * MB>;
+var<workgroup> inv_rms: array<f32, MB>;
 
 // Two 16-bit values of one u32 as f32 (bf16: a shift, exact; f16: the WGSL builtin).
 fn unpack2(u: u32) -> vec2<f32> {
@@ -37,6 +49,18 @@ fn unpack2(u: u32) -> vec2<f32> {
         return vec2<f32>(bitcast<f32>(u << 16u), bitcast<f32>(u & 0xffff0000u));
     }
     return unpack2x16float(u);
+}
+
+// f(x) for row m, vec4 q of the row (k4 = K / 4 vec4s per row).
+fn xin(m: u32, q: u32, k4: u32, inv: f32) -> vec4<f32> {
+    let v = x[m * k4 + q];
+    if (PRO == 1u) {
+        return v * inv * (1.0 + aux[q]);
+    }
+    if (PRO == 2u) {
+        return v / (1.0 + exp(-v)) * aux[m * k4 + q];
+    }
+    return v;
 }
 
 @compute @workgroup_size({{ wg }})
@@ -47,6 +71,7 @@ fn main(
     let m_count = params[0];
     let n_count = params[1];
     let k8 = params[2] / 8u;
+    let k4 = 2u * k8;
     let ldy = params[3];
     let y_off = params[4];
 
@@ -55,9 +80,45 @@ fn main(
     let m0 = wid.z * MB;
     let valid = row < n_count;
 
+    if (PRO == 1u) {
+        // Mean square of each of the MB rows: all WG invocations stride over the row.
+        //#unroll m
+        {
+            var ss = 0.0;
+            if (m0 + {{m}}u < m_count) {
+                for (var q = lid; q < k4; q += WG) {
+                    let v = x[(m0 + {{m}}u) * k4 + q];
+                    ss += dot(v, v);
+                }
+            }
+            partial[{{m}}u * WG + lid] = ss;
+        }
+        //#end
+        workgroupBarrier();
+        for (var s = WG / 2u; s > 0u; s >>= 1u) {
+            if (lid < s) {
+                //#unroll m
+                partial[{{m}}u * WG + lid] += partial[{{m}}u * WG + lid + s];
+                //#end
+            }
+            workgroupBarrier();
+        }
+        if (lid == 0u) {
+            //#unroll m
+            inv_rms[{{m}}] = inverseSqrt(partial[{{m}}u * WG] / f32(params[2]) + EPS);
+            //#end
+        }
+        workgroupBarrier();
+    }
+
     var acc: array<f32, MB>;
+    var inv: array<f32, MB>;
     //#unroll m
     acc[{{m}}] = 0.0;
+    inv[{{m}}] = 1.0;
+    if (PRO == 1u) {
+        inv[{{m}}] = inv_rms[{{m}}];
+    }
     //#end
     if (valid) {
         let wbase = row * k8;
@@ -67,12 +128,14 @@ fn main(
             let w1 = vec4<f32>(unpack2(p.z), unpack2(p.w));
             //#unroll m
             if (m0 + {{m}}u < m_count) {
-                let xb = (m0 + {{m}}u) * k8 * 2u + 2u * j;
-                acc[{{m}}] += dot(x[xb], w0) + dot(x[xb + 1u], w1);
+                let mm = m0 + {{m}}u;
+                acc[{{m}}] += dot(xin(mm, 2u * j, k4, inv[{{m}}]), w0)
+                    + dot(xin(mm, 2u * j + 1u, k4, inv[{{m}}]), w1);
             }
             //#end
         }
     }
+    workgroupBarrier();
     //#unroll m
     partial[{{m}}u * WG + lid] = acc[{{m}}];
     //#end
@@ -88,7 +151,12 @@ fn main(
     if (valid && lane == 0u) {
         //#unroll m
         if (m0 + {{m}}u < m_count) {
-            y[(m0 + {{m}}u) * ldy + y_off + row] = partial[{{m}}u * WG + lid];
+            let at = (m0 + {{m}}u) * ldy + y_off + row;
+            var out = partial[{{m}}u * WG + lid];
+            if (EPI == 1u) {
+                out += res[at];
+            }
+            y[at] = out;
         }
         //#end
     }

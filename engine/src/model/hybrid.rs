@@ -151,6 +151,13 @@ impl HybridModel {
         out.into_iter()
     }
 
+    /// Parameters (trainable f32 and frozen 16-bit) and the bytes they take on the device.
+    pub fn weight_stats(&self) -> (usize, usize) {
+        let frozen = self.linears().filter_map(|l| l.frozen.as_ref());
+        let (n, bytes) = frozen.fold((0, 0), |(n, b), f| (n + f.rows() * f.cols(), b + f.bytes()));
+        (self.num_params() + n, 4 * self.num_params() + bytes)
+    }
+
     /// Vocabulary size.
     pub fn vocab_size(&self) -> usize {
         self.embed_tokens.rows()

@@ -361,7 +361,7 @@ pub fn run(args: &Args) -> Result<()> {
         "release"
     };
     let (dev, cfg, model) = crate::cmd::load(&args.model, !args.json)?;
-    let weights_bytes = model.num_params() * 4;
+    let (params, weights_bytes) = model.weight_stats();
     let n_linear = cache_kinds(&model.new_cache()).0;
     let n_full = cfg.num_hidden_layers - n_linear;
     if args.json {
@@ -375,7 +375,7 @@ pub fn run(args: &Args) -> Result<()> {
                     "family": format!("{:?}", cfg.family),
                     "layers": cfg.num_hidden_layers, "linear_layers": n_linear,
                     "attention_layers": n_full, "vocab": cfg.vocab_size,
-                    "params": model.num_params(), "weights_bytes": weights_bytes,
+                    "params": params, "weights_bytes": weights_bytes,
                 }
             })
         );
@@ -457,12 +457,13 @@ fn print_tables(
     println!();
     println!(
         "Generation, {} ({:?}: {} layers = {n_linear} Gated DeltaNet + {n_full} gated attention, \
-         vocab {}, {} params, f32; {build} build)",
+         vocab {}, {} params, {:.1} MB of weights; {build} build)",
         args.model.model.display(),
         cfg.family,
         cfg.num_hidden_layers,
         cfg.vocab_size,
-        model.num_params(),
+        model.weight_stats().0,
+        model.weight_stats().1 as f64 / 1e6,
     );
     println!(
         "Prompt {} random tokens, {} greedy decode steps; medians of {} reps after 1 warm-up.",
@@ -510,8 +511,8 @@ fn print_tables(
 
     println!();
     println!(
-        "Device memory (the allocator's figures, MiB; weights {:.2} MiB f32)",
-        (model.num_params() * 4) as f64 / MIB
+        "Device memory (the allocator's figures, MiB; weights {:.2} MiB)",
+        model.weight_stats().1 as f64 / MIB
     );
     let mut table = Table::new(&["when", "in use", "reserved", "peak reserved so far"]);
     table.row(vec![

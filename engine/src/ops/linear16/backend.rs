@@ -16,6 +16,7 @@ use burn::backend::{
 
 use super::Half;
 use super::kernels;
+use super::kernels::Fused;
 
 /// The 16-bit projection on a backend: `x` `[M, K]` f32, `w` `[N, K / 2]` packed words.
 #[backend_extension(Cube, Autodiff)]
@@ -31,6 +32,16 @@ pub trait Linear16Backend: Backend {
         half: Half,
         row0: usize,
     ) -> FloatTensor<Self>;
+
+    /// The decode GEMV with a fused prologue / residual (see `linear16_gemv.wgsl`): `x`
+    /// `[M, K]`, M <= 8, K % 8 == 0. No gradient (generation path).
+    fn linear16_fused(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        aux: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        spec: Fused,
+    ) -> FloatTensor<Self>;
 }
 
 impl Linear16Backend for Cube {
@@ -40,6 +51,16 @@ impl Linear16Backend for Cube {
 
     fn embed16(ids: CubeTensor, w: CubeTensor, half: Half, row0: usize) -> CubeTensor {
         kernels::gather(ids, &w, half, row0)
+    }
+
+    fn linear16_fused(
+        x: CubeTensor,
+        w: CubeTensor,
+        aux: CubeTensor,
+        res: CubeTensor,
+        spec: Fused,
+    ) -> CubeTensor {
+        kernels::forward_fused(x, &w, aux, res, spec)
     }
 }
 
@@ -82,5 +103,22 @@ impl<C: CheckpointStrategy> Linear16Backend for Autodiff<Cube, C> {
         row0: usize,
     ) -> FloatTensor<Self> {
         <Self as burn::backend::AutodiffBackend>::from_inner(kernels::gather(ids, &w, half, row0))
+    }
+
+    fn linear16_fused(
+        x: FloatTensor<Self>,
+        w: IntTensor<Self>,
+        aux: FloatTensor<Self>,
+        res: FloatTensor<Self>,
+        spec: Fused,
+    ) -> FloatTensor<Self> {
+        let y = kernels::forward_fused(
+            x.into_primitive(),
+            &w,
+            aux.into_primitive(),
+            res.into_primitive(),
+            spec,
+        );
+        <Self as burn::backend::AutodiffBackend>::from_inner(y)
     }
 }

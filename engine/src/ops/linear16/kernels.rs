@@ -34,10 +34,57 @@ pub(crate) fn forward(x: CubeTensor, w: &CubeTensor, half: Half) -> CubeTensor {
     if m == 0 || n == 0 {
         return y;
     }
-    if m <= GEMV_MAX_M && k % 8 == 0 {
-        gemv(&x, w, &y, half, [m, n, k]);
+    if gemv_fits(m, k) {
+        let dummy = empty_f32(&x, [4]);
+        gemv(&x, w, [&dummy, &dummy], &y, Fused::plain(half));
     } else {
         gemm(&x, w, &y, half, false, [m, k, n, k]);
+    }
+    y
+}
+
+/// Whether `[m, k]` inputs take the GEMV kernel (and so can be fused).
+pub(crate) fn gemv_fits(m: usize, k: usize) -> bool {
+    m <= GEMV_MAX_M && k % 8 == 0
+}
+
+/// The fused GEMV's prologue / epilogue (template constants of `linear16_gemv.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fused {
+    pub half: Half,
+    /// 0: none, 1: zero-centred RMSNorm (aux = weight), 2: SwiGLU (aux = up).
+    pub pro: u32,
+    /// Add the residual.
+    pub residual: bool,
+    pub eps: f32,
+}
+
+impl Fused {
+    fn plain(half: Half) -> Self {
+        Self {
+            half,
+            pro: 0,
+            residual: false,
+            eps: 0.0,
+        }
+    }
+}
+
+/// `y = f(x) W^T (+ res)` through the GEMV (callers check [`gemv_fits`]); unused `aux` /
+/// `res` may be any small buffer.
+pub(crate) fn forward_fused(
+    x: CubeTensor,
+    w: &CubeTensor,
+    aux: CubeTensor,
+    res: CubeTensor,
+    spec: Fused,
+) -> CubeTensor {
+    let (x, aux, res) = (contiguous(x), contiguous(aux), contiguous(res));
+    let m = x.shape()[0];
+    let n = w.shape()[0];
+    let y = empty_f32(&x, [m, n]);
+    if m > 0 && n > 0 {
+        gemv(&x, w, [&aux, &res], &y, spec);
     }
     y
 }
@@ -54,8 +101,10 @@ pub(crate) fn backward_x(dy: CubeTensor, w: &CubeTensor, half: Half) -> CubeTens
     dx
 }
 
-/// The GEMV launch for `[m, n, k]`.
-fn gemv(x: &CubeTensor, w: &CubeTensor, y: &CubeTensor, half: Half, [m, n, k]: [usize; 3]) {
+/// The GEMV launch: `x` `[m, k]`, `w` `[n, k / 2]`, `y` `[m, n]`.
+fn gemv(x: &CubeTensor, w: &CubeTensor, [aux, res]: [&CubeTensor; 2], y: &CubeTensor, f: Fused) {
+    let (m, k) = (x.shape()[0], x.shape()[1]);
+    let n = w.shape()[0];
     let mb = m.next_power_of_two().min(GEMV_MAX_M);
     let groups = u32_param(n.div_ceil(GEMV_NR as usize));
     let gx = groups.min(MAX_GX);
@@ -65,12 +114,15 @@ fn gemv(x: &CubeTensor, w: &CubeTensor, y: &CubeTensor, half: Half, [m, n, k]: [
         .with("tpr", GEMV_TPR)
         .with("wg", GEMV_NR * GEMV_TPR)
         .with("mb", mb)
-        .with("bf16", u32::from(half == Half::Bf16))
+        .with("bf16", u32::from(f.half == Half::Bf16))
         .with("gx", gx)
+        .with("pro", f.pro)
+        .with("epi", u32::from(f.residual))
+        .with_f32("eps", f.eps)
         .launch(
             GEMV_NR * GEMV_TPR,
             [gx, groups.div_ceil(gx), u32_param(m.div_ceil(mb))],
-            &[x, w, y],
+            &[x, w, aux, res, y],
             &[m, n, k, n, 0].map(u32_param),
         );
 }

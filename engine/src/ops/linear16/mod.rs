@@ -18,6 +18,7 @@ use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 pub use backend::Linear16Backend;
+pub use kernels::Fused;
 
 /// The 16-bit format of a weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,6 +181,60 @@ pub fn linear16(x: Tensor<3>, w: &Packed) -> Tensor<3> {
         w.half,
     );
     Tensor::<2>::from_dispatch(y).reshape([b, t, w.rows])
+}
+
+/// The prologue of [`linear16_decode`], applied to each row of x before the product.
+#[derive(Debug, Clone)]
+pub enum Prologue {
+    None,
+    /// Zero-centred RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + weight)`, weight `[K]`.
+    RmsNorm {
+        weight: Tensor<1>,
+        eps: f64,
+    },
+    /// SwiGLU: `silu(x) · up`, up `[M, K]`.
+    SwiGlu {
+        up: Tensor<2>,
+    },
+}
+
+/// Whether [`linear16_decode`] takes `m` rows of width `k` (M <= 8, K % 8 == 0).
+pub fn fits_decode(m: usize, k: usize) -> bool {
+    kernels::gemv_fits(m, k)
+}
+
+/// The decode projection in one launch: `y = f(x) W^T (+ residual)` for `x` `[M, K]` (see
+/// [`fits_decode`]), `f` the prologue, `residual` `[M, N]`. Not differentiable.
+pub fn linear16_decode(
+    x: Tensor<2>,
+    w: &Packed,
+    prologue: Prologue,
+    residual: Option<Tensor<2>>,
+) -> Tensor<2> {
+    let [m, k] = x.dims();
+    debug_assert!(fits_decode(m, k) && k == w.cols, "linear16_decode: shapes");
+    let device = x.device();
+    let dummy = || Tensor::<1>::empty([4], &device);
+    let (pro, aux, eps) = match prologue {
+        Prologue::None => (0, dummy(), 0.0),
+        Prologue::RmsNorm { weight, eps } => (1, weight, eps as f32),
+        Prologue::SwiGlu { up } => (2, up.reshape([m * k]), 0.0),
+    };
+    let spec = Fused {
+        half: w.half,
+        pro,
+        residual: residual.is_some(),
+        eps,
+    };
+    let res = residual.map_or_else(dummy, |r| r.reshape([m * w.rows]));
+    let y = <Dispatch as Linear16Backend>::linear16_fused(
+        x.into_dispatch(),
+        w.words.clone().into_dispatch(),
+        aux.into_dispatch(),
+        res.into_dispatch(),
+        spec,
+    );
+    Tensor::from_dispatch(y)
 }
 
 /// Rows of the vocabulary shard `w` (table rows `[row0, row0 + w.rows())`) for `ids` `[T]`,

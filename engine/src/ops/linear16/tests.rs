@@ -136,3 +136,63 @@ fn embedding_rows_come_from_the_right_shard() {
         .collect();
     assert_close(&got, &want, 0.0, "gathered rows");
 }
+
+#[test]
+fn fused_prologues_and_residual_match_reference() {
+    use super::{Prologue, linear16_decode};
+    let dev = device();
+    let (m, k, n, half) = (3, 64, 20, Half::Bf16);
+    let x = random(m * k, 21);
+    let w = random(n * k, 22);
+    let aux = random(m * k, 23);
+    let r = random(m * n, 24);
+    let packed = Packed::from_f32(&w, n, k, half, &dev).expect("packs");
+    let wf = widen(
+        &w.iter().map(|&v| half.from_f32(v)).collect::<Vec<_>>(),
+        half,
+    );
+    let t2 = |v: &[f32], r: usize, c: usize| {
+        Tensor::<2>::from_data(TensorData::new(v.to_vec(), [r, c]), &dev)
+    };
+    let eps = 1e-6;
+    // RMSNorm prologue (weight = first row of aux) + residual.
+    let nw = &aux[..k];
+    let normed: Vec<f32> = (0..m)
+        .flat_map(|i| {
+            let row = &x[i * k..(i + 1) * k];
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / k as f32;
+            let inv = 1.0 / (ms + eps as f32).sqrt();
+            row.iter()
+                .zip(nw)
+                .map(move |(v, g)| v * inv * (1.0 + g))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let want: Vec<f32> = matmul_t(&normed, &wf, m, k, n)
+        .iter()
+        .zip(&r)
+        .map(|(a, b)| a + b)
+        .collect();
+    let weight = Tensor::<1>::from_data(TensorData::new(nw.to_vec(), [k]), &dev);
+    let got = linear16_decode(
+        t2(&x, m, k),
+        &packed,
+        Prologue::RmsNorm { weight, eps },
+        Some(t2(&r, m, n)),
+    );
+    assert_close(&host(got), &want, 1e-4, "rms prologue + residual");
+    // SwiGLU prologue, no residual.
+    let act: Vec<f32> = x
+        .iter()
+        .zip(&aux)
+        .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+        .collect();
+    let want = matmul_t(&act, &wf, m, k, n);
+    let got = linear16_decode(
+        t2(&x, m, k),
+        &packed,
+        Prologue::SwiGlu { up: t2(&aux, m, k) },
+        None,
+    );
+    assert_close(&host(got), &want, 1e-4, "swiglu prologue");
+}
