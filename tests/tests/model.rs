@@ -522,3 +522,48 @@ fn checkpoint_shapes_match_a_built_model() {
         );
     }
 }
+
+#[test]
+fn fused_16_bit_decode_equals_the_composed_path() {
+    // Dense Qwen3.5 in bf16: every Gated DeltaNet layer takes the fused decode step.
+    let name = "qwen3_5_tiny";
+    let model = load_as(name, WeightDtype::Bf16, None);
+    let prepared = model.layers.iter().filter(|l| match &l.mixer {
+        sluice::model::hybrid::Mixer::Linear(m) => m.decode.is_some(),
+        _ => false,
+    });
+    assert_eq!(
+        prepared.count(),
+        3,
+        "the linear-attention layers are prepared"
+    );
+    let dev = wgpu();
+    let (shape, ids) = read_fixture_ids(
+        &model_dir(name).join("reference.safetensors"),
+        "input_ids_long",
+    );
+    let t = shape[1].min(40);
+    let ids = &ids[..t];
+    // Full forward (chunked kernels, composed layers) vs prefill + fused decode steps.
+    let full = logits(&model, ids, &[1, t]);
+    let prefill = 12;
+    let mut cache = model.new_cache();
+    let to_ids =
+        |xs: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(xs.to_vec(), [1, xs.len()]), &dev);
+    let mut parts = vec![model.logits(model.hidden(
+        to_ids(&ids[..prefill]),
+        &mut cache,
+        &AttentionContext::contiguous(1, prefill, 0, &dev),
+    ))];
+    for i in prefill..t {
+        let ctx = AttentionContext::contiguous(1, 1, i, &dev);
+        parts.push(model.logits(model.hidden(to_ids(&ids[i..i + 1]), &mut cache, &ctx)));
+    }
+    assert_close(
+        Tensor::cat(parts, 1),
+        full,
+        1e-3,
+        1e-3,
+        "fused decode vs full forward",
+    );
+}

@@ -68,7 +68,13 @@ impl HybridModel {
             .embed_tokens
             .embed(ids.reshape([b * t]))
             .reshape([b, t, h]);
+        // One token per row without gradients: the fused decode steps (16-bit layers).
+        let decode = t == 1 && !x.device().is_autodiff() && ctx.token_mask.is_none();
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            if decode && let Some(y) = self.decode_layer(layer, lc, x.clone()) {
+                x = y;
+                continue;
+            }
             let normed = rms_norm(x.clone(), &layer.input_layernorm, self.eps);
             let mixed = match (&layer.mixer, lc) {
                 (Mixer::Linear(m), LayerCache::Linear(state)) => {
@@ -94,6 +100,40 @@ impl HybridModel {
         }
         cache.seq_len += t;
         rms_norm(x, &self.norm, self.eps)
+    }
+
+    /// One decode token through `layer` with the fused kernels, `x` `[B, 1, H]` -> the
+    /// residual stream after the layer; `None` (nothing run, cache untouched) when the layer
+    /// has no fused step (f32 weights, MoE, attention, first token of a sequence).
+    fn decode_layer(
+        &self,
+        layer: &DecoderLayer,
+        lc: &mut LayerCache,
+        x: Tensor<3>,
+    ) -> Option<Tensor<3>> {
+        let (Mixer::Linear(m), LayerCache::Linear(Some(state))) = (&layer.mixer, &mut *lc) else {
+            return None;
+        };
+        let [b, _, h] = x.dims();
+        let (y, new_state) =
+            m.decode_step(x.reshape([b, h]), &layer.input_layernorm, self.eps, state)?;
+        *state = new_state;
+        let post = &layer.post_attention_layernorm;
+        let fused = match &layer.ffn {
+            Ffn::Dense(mlp) => mlp.decode_step(y.clone(), post, self.eps),
+            Ffn::Moe(_) => None,
+        };
+        Some(match fused {
+            Some(out) => out.reshape([b, 1, h]),
+            None => {
+                let y = y.reshape([b, 1, h]);
+                let normed = rms_norm(y.clone(), post, self.eps);
+                y + match &layer.ffn {
+                    Ffn::Dense(mlp) => mlp.forward(normed),
+                    Ffn::Moe(moe) => moe.forward(normed),
+                }
+            }
+        })
     }
 
     /// Logits `[B, T, V]` of `hidden` `[B, T, H]`.

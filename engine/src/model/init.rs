@@ -104,6 +104,7 @@ impl Init<'_> {
             dk,
             dv,
             eps: cfg.rms_norm_eps,
+            decode: None,
         }
     }
 

@@ -283,7 +283,7 @@ impl Loader<'_> {
         };
         let k = cfg.linear_conv_kernel_dim;
         let conv = self.w.raw(&format!("{p}.conv1d.weight"), &[cdim, 1, k])?;
-        Ok(GatedDeltaNet {
+        let mut layer = GatedDeltaNet {
             in_proj_qkv: qkv,
             in_proj_z: z,
             in_proj_b: b,
@@ -298,7 +298,10 @@ impl Loader<'_> {
             dk,
             dv,
             eps: cfg.rms_norm_eps,
-        })
+            decode: None,
+        };
+        layer.prepare_decode();
+        Ok(layer)
     }
 
     fn attention(&self, cfg: &Config, p: &str) -> Result<Attention, WeightError> {

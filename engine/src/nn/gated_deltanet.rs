@@ -16,6 +16,8 @@ use burn::tensor::activation::{sigmoid, softplus};
 
 use super::{Linear, conv, linear, norm};
 use crate::ops::delta_rule::{self, DeltaRuleOptions};
+use crate::ops::gdn_step::{StepConfig, gdn_step};
+use crate::ops::linear16::{self, Packed, Prologue, linear16_decode};
 
 /// Carried state of one linear-attention layer.
 #[derive(Debug, Clone)]
@@ -68,6 +70,18 @@ pub struct GatedDeltaNet {
     pub dk: usize,
     pub dv: usize,
     pub eps: f64,
+    /// What the fused decode step needs beyond the weights above (see [`Self::prepare_decode`]).
+    #[module(skip)]
+    pub decode: Option<DecodeWeights>,
+}
+
+/// Derived buffers of the fused decode step: `[W_b; W_a]` as one 16-bit matrix (one GEMV for
+/// both gates) and the small f32 parameters in one flat buffer (conv weight | A_log | dt_bias |
+/// norm weight). Costs `2·nv·H·2 + (C·K + 2·nv + dv)·4` bytes per layer.
+#[derive(Debug, Clone)]
+pub struct DecodeWeights {
+    pub ba: Packed,
+    pub consts: Tensor<1>,
 }
 
 impl GatedDeltaNet {
@@ -121,5 +135,97 @@ impl GatedDeltaNet {
                 recurrent: out.final_state,
             },
         )
+    }
+
+    /// Builds [`DecodeWeights`] when every projection is frozen in one 16-bit format and the
+    /// widths suit the decode GEMV; otherwise decoding keeps the composed path.
+    pub fn prepare_decode(&mut self) {
+        let frozen = |l: &Linear| l.frozen.clone();
+        let (Some(qkv), Some(z), Some(b), Some(a), Some(out)) = (
+            frozen(&self.in_proj_qkv),
+            frozen(&self.in_proj_z),
+            frozen(&self.in_proj_b),
+            frozen(&self.in_proj_a),
+            frozen(&self.out_proj),
+        ) else {
+            return;
+        };
+        let same = [&z, &b, &a, &out].iter().all(|p| p.half() == qkv.half());
+        let wg = self.dk.max(self.dv);
+        if !same
+            || !linear16::fits_decode(1, qkv.cols())
+            || !linear16::fits_decode(1, out.cols())
+            || wg > 256
+        {
+            return;
+        }
+        let Ok(ba) = Packed::concat_rows(&b, &a) else {
+            return;
+        };
+        let consts = Tensor::cat(
+            vec![
+                self.conv1d.val().flatten(0, 1),
+                self.a_log.val(),
+                self.dt_bias.val(),
+                self.norm.val(),
+            ],
+            0,
+        );
+        self.decode = Some(DecodeWeights { ba, consts });
+    }
+
+    /// One decode token for `x` `[B, H]` (the residual stream before this layer's input
+    /// norm): the input RMSNorm (`norm_w`, zero-centred), the projections, the fused step and
+    /// `out_proj` with the residual added — five launches. `None` when the layer is not
+    /// prepared ([`Self::prepare_decode`]) or the batch is too large for the GEMV.
+    pub fn decode_step(
+        &self,
+        x: Tensor<2>,
+        norm_w: &Param<Tensor<1>>,
+        norm_eps: f64,
+        state: &LinearState,
+    ) -> Option<(Tensor<2>, LinearState)> {
+        let d = self.decode.as_ref()?;
+        let [b, h] = x.dims();
+        if !linear16::fits_decode(b, h) {
+            return None;
+        }
+        let (qkv, z, out) = (
+            self.in_proj_qkv.frozen.as_ref()?,
+            self.in_proj_z.frozen.as_ref()?,
+            self.out_proj.frozen.as_ref()?,
+        );
+        let norm = Prologue::RmsNorm {
+            weight: norm_w.val(),
+            eps: norm_eps,
+        };
+        let mixed = linear16_decode(x.clone(), qkv, norm.clone(), None);
+        let zz = linear16_decode(x.clone(), z, norm.clone(), None);
+        let ba = linear16_decode(x.clone(), &d.ba, norm, None);
+        let cfg = StepConfig {
+            hk: self.nk,
+            hv: self.nv,
+            dk: self.dk,
+            dv: self.dv,
+            kc: self.conv1d.val().dims()[1],
+            eps: self.eps as f32,
+        };
+        let step = gdn_step(
+            mixed,
+            zz,
+            ba,
+            &d.consts,
+            state.conv.clone(),
+            state.recurrent.clone(),
+            cfg,
+        );
+        let y = linear16_decode(step.output, out, Prologue::None, Some(x));
+        Some((
+            y,
+            LinearState {
+                conv: step.conv,
+                recurrent: step.state,
+            },
+        ))
     }
 }

@@ -5,6 +5,8 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use super::{Linear, linear};
+use crate::ops::linear16::{self, Prologue, linear16_decode};
+use burn::module::Param;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
@@ -18,5 +20,37 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let h = silu(linear(x.clone(), &self.gate_proj)) * linear(x, &self.up_proj);
         linear(h, &self.down_proj)
+    }
+
+    /// One decode step for `x` `[B, H]` (the residual stream): `x + down(swiglu(gate, up))` of
+    /// the zero-centred RMSNorm of x (`norm_w`) in three launches. `None` unless every weight
+    /// is frozen 16-bit and the widths suit the decode GEMV.
+    pub fn decode_step(
+        &self,
+        x: Tensor<2>,
+        norm_w: &Param<Tensor<1>>,
+        eps: f64,
+    ) -> Option<Tensor<2>> {
+        let (gate, up, down) = (
+            self.gate_proj.frozen.as_ref()?,
+            self.up_proj.frozen.as_ref()?,
+            self.down_proj.frozen.as_ref()?,
+        );
+        let [b, h] = x.dims();
+        if !linear16::fits_decode(b, h) || !linear16::fits_decode(b, down.cols()) {
+            return None;
+        }
+        let norm = Prologue::RmsNorm {
+            weight: norm_w.val(),
+            eps,
+        };
+        let g = linear16_decode(x.clone(), gate, norm.clone(), None);
+        let u = linear16_decode(x.clone(), up, norm, None);
+        Some(linear16_decode(
+            g,
+            down,
+            Prologue::SwiGlu { up: u },
+            Some(x),
+        ))
     }
 }

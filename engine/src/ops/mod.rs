@@ -3,5 +3,6 @@
 
 pub mod delta_rule;
 pub mod gated_attention;
+pub mod gdn_step;
 pub mod linear16;
 pub(crate) mod wgsl;

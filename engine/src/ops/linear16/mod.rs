@@ -132,6 +132,23 @@ impl Packed {
         Self::from_bits(&bits, rows, cols, half, device)
     }
 
+    /// `[a; b]`: the rows of `a` then those of `b` (same width and format) in a new weight.
+    pub fn concat_rows(a: &Packed, b: &Packed) -> Result<Packed, PackError> {
+        if a.cols != b.cols || a.half != b.half {
+            return Err(PackError::Length {
+                got: b.cols,
+                rows: b.rows,
+                cols: a.cols,
+            });
+        }
+        Ok(Packed {
+            words: Tensor::cat(vec![a.words.clone(), b.words.clone()], 0),
+            rows: a.rows + b.rows,
+            cols: a.cols,
+            half: a.half,
+        })
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
