@@ -15,7 +15,6 @@
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::{Value, json};
 use sluice::model::HybridModel;

@@ -45,7 +45,7 @@ pub(crate) fn forward(x: CubeTensor, w: &CubeTensor, half: Half) -> CubeTensor {
 
 /// Whether `[m, k]` inputs take the GEMV kernel (and so can be fused).
 pub(crate) fn gemv_fits(m: usize, k: usize) -> bool {
-    m <= GEMV_MAX_M && k % 8 == 0
+    m <= GEMV_MAX_M && k.is_multiple_of(8)
 }
 
 /// The fused GEMV's prologue / epilogue (template constants of `linear16_gemv.wgsl`).
