@@ -17,7 +17,9 @@
 // bytes, so every weight byte is read once per launch, coalesced. Each lane keeps MB partial
 // sums (one per row of x), reduced across the TPR lanes in workgroup memory. f32 accumulation.
 // With PRO = 1 each workgroup first reduces the mean square of its MB rows of x (K floats
-// each, from cache) so the norm costs no extra launch.
+// each, from cache) so the norm costs no extra launch. On CPU drivers (lavapipe) TPR = 1:
+// one lane per output row walking the whole row, no workgroup barriers (llvmpipe runs a
+// barrier by switching between the invocations' coroutines, which costs more than the loads).
 //
 // Template constants: NR (rows per workgroup), TPR (lanes per row, a power of two), WG = NR *
 // TPR, MB (rows of x per workgroup), BF16 (1: bf16, 0: f16), GX, PRO, EPI, EPS (f32 literal).
@@ -80,7 +82,7 @@ fn main(
     let m0 = wid.z * MB;
     let valid = row < n_count;
 
-    if (PRO == 1u) {
+    if (PRO == 1u && TPR > 1u) {
         // Mean square of each of the MB rows: all WG invocations stride over the row.
         //#unroll m
         {
@@ -116,8 +118,17 @@ fn main(
     //#unroll m
     acc[{{m}}] = 0.0;
     inv[{{m}}] = 1.0;
-    if (PRO == 1u) {
+    if (PRO == 1u && TPR > 1u) {
         inv[{{m}}] = inv_rms[{{m}}];
+    }
+    if (PRO == 1u && TPR == 1u && m0 + {{m}}u < m_count) {
+        // One lane per row (CPU drivers): each lane reduces the row itself, no barriers.
+        var ss = 0.0;
+        for (var q = 0u; q < k4; q++) {
+            let v = x[(m0 + {{m}}u) * k4 + q];
+            ss += dot(v, v);
+        }
+        inv[{{m}}] = inverseSqrt(ss / f32(params[2]) + EPS);
     }
     //#end
     if (valid) {
@@ -135,24 +146,29 @@ fn main(
             //#end
         }
     }
-    workgroupBarrier();
-    //#unroll m
-    partial[{{m}}u * WG + lid] = acc[{{m}}];
-    //#end
-    workgroupBarrier();
-    for (var s = TPR / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            //#unroll m
-            partial[{{m}}u * WG + lid] += partial[{{m}}u * WG + lid + s];
-            //#end
-        }
+    if (TPR > 1u) {
         workgroupBarrier();
+        //#unroll m
+        partial[{{m}}u * WG + lid] = acc[{{m}}];
+        //#end
+        workgroupBarrier();
+        for (var s = TPR / 2u; s > 0u; s >>= 1u) {
+            if (lane < s) {
+                //#unroll m
+                partial[{{m}}u * WG + lid] += partial[{{m}}u * WG + lid + s];
+                //#end
+            }
+            workgroupBarrier();
+        }
+        //#unroll m
+        acc[{{m}}] = partial[{{m}}u * WG + lid];
+        //#end
     }
     if (valid && lane == 0u) {
         //#unroll m
         if (m0 + {{m}}u < m_count) {
             let at = (m0 + {{m}}u) * ldy + y_off + row;
-            var out = partial[{{m}}u * WG + lid];
+            var out = acc[{{m}}];
             if (EPI == 1u) {
                 out += res[at];
             }

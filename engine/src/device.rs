@@ -24,6 +24,9 @@ pub fn max_binding_bytes(device: &Device) -> Option<u64> {
     Some(t.client.properties().memory.max_page_size)
 }
 
+/// Kernel launches batched into one command submission on native devices.
+pub const TASKS_PER_SUBMISSION: usize = 512;
+
 /// The environment variable that pins the native graphics API: `vulkan`, `metal`, `dx12`,
 /// `gl` or `auto` (unset = `auto`: Metal on macOS; Vulkan, then DX12, then GL elsewhere).
 pub const BACKEND_ENV: &str = "SLUICE_WGPU_BACKEND";
@@ -52,13 +55,22 @@ pub fn try_wgpu() -> Result<Device, String> {
     DEVICE
         .get_or_init(|| {
             let api = parse_backend(&std::env::var(BACKEND_ENV).unwrap_or_default())?;
-            if api == burn::tensor::wgpu::WgpuBackend::Auto {
-                return Ok(Device::wgpu(burn::tensor::DeviceKind::default()));
+            let mut opts = Device::wgpu_options();
+            if api != burn::tensor::wgpu::WgpuBackend::Auto {
+                opts = opts.graphics_api(api);
             }
-            Device::wgpu_options()
-                .graphics_api(api)
-                .init()
-                .map_err(|e| format!("{BACKEND_ENV}: no usable {api:?} adapter: {e}"))
+            // A decoded token is a few hundred launches: batch them into one submission
+            // (cubecl's default flushes every 32) unless the environment says otherwise.
+            if std::env::var_os("CUBECL_WGPU_MAX_TASKS").is_none() {
+                opts = opts.tasks_max(TASKS_PER_SUBMISSION);
+            }
+            opts.init().map_err(|e| {
+                if api == burn::tensor::wgpu::WgpuBackend::Auto {
+                    format!("no usable GPU adapter (Vulkan, Metal, DX12 or GL): {e}")
+                } else {
+                    format!("{BACKEND_ENV}: no usable {api:?} adapter: {e}")
+                }
+            })
         })
         .clone()
 }

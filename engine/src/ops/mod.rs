@@ -6,3 +6,5 @@ pub mod gated_attention;
 pub mod gdn_step;
 pub mod linear16;
 pub(crate) mod wgsl;
+
+pub use wgsl::launch_count;

@@ -8,6 +8,15 @@ use burn::cubecl::prelude::{CubeCount, CubeDim, KernelId};
 use burn::cubecl::server::KernelArguments;
 use burn::tensor::{DType, Shape};
 
+/// Launches of Sluice's own kernels so far in this process (benchmarks read the difference
+/// around a decode step; Burn's generic ops are not counted).
+static LAUNCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Number of Sluice kernel launches so far in this process.
+pub fn launch_count() -> u64 {
+    LAUNCHES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A WGSL source with its template constants.
 pub(crate) struct WgslKernel {
     name: &'static str,
@@ -55,6 +64,7 @@ impl WgslKernel {
         buffers: &[&CubeTensor],
         params: &[u32],
     ) {
+        LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client = buffers[0].client.clone();
         let bytes: Vec<u8> = params.iter().flat_map(|p| p.to_le_bytes()).collect();
         let params = client.create_from_slice(&bytes);

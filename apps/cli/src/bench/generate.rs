@@ -209,6 +209,8 @@ struct BatchRow {
     state: StateBytes,
     /// Sampled after the last decode step, with the cache alive.
     memory: DeviceMemory,
+    /// Sluice kernel launches per decode step (Burn's generic ops not counted).
+    launches_per_step: Option<f64>,
 }
 
 impl BatchRow {
@@ -235,6 +237,7 @@ impl BatchRow {
             "decode": self.decode.json(),
             "prefill_tokens_per_s": r(self.prefill_tps()),
             "decode_tokens_per_s": r(self.decode_tps()),
+            "sluice_launches_per_step": r(self.launches_per_step),
             "state_bytes": {
                 "linear": self.state.linear,
                 "kv": self.state.kv,
@@ -256,16 +259,20 @@ fn measure_batch(model: &HybridModel, dev: &Device, args: &Args, b: usize) -> Ba
     let mut state = StateBytes::default();
     let mut memory = DeviceMemory::default();
     let mut failure: Option<String> = None;
+    let mut launches = None;
     for rep in 0..=args.reps {
         let ids = random_prompts(b, args.prompt_len, vocab, rep as u64);
         let run = || -> Result<(f64, f64, StateBytes, DeviceMemory)> {
             let t0 = Instant::now();
             let (mut cache, mut next) = prefill(model, &ids, b, dev)?;
             let t1 = Instant::now();
+            let l0 = sluice::ops::launch_count();
             for _ in 0..args.new_tokens {
                 next = decode_step(model, &mut cache, next, dev)?;
             }
             let t2 = Instant::now();
+            launches =
+                Some((sluice::ops::launch_count() - l0) as f64 / args.new_tokens.max(1) as f64);
             Ok((
                 (t1 - t0).as_secs_f64() * 1e3,
                 (t2 - t1).as_secs_f64() * 1e3,
@@ -306,6 +313,7 @@ fn measure_batch(model: &HybridModel, dev: &Device, args: &Args, b: usize) -> Ba
         new_tokens: args.new_tokens,
         state,
         memory,
+        launches_per_step: launches,
     }
 }
 
@@ -469,6 +477,10 @@ fn print_tables(
         args.prompt_len, args.new_tokens, args.reps
     );
     println!("Each step reads the logits back to the host, as `sluice generate` does.");
+    println!(
+        "weights GB/s: all weight bytes / time per step (each step reads every projection once); \
+         own launches: Sluice's kernels per step (Burn's generic ops not counted)."
+    );
     println!();
     let mut table = Table::new(&[
         "batch",
@@ -477,6 +489,8 @@ fn print_tables(
         "decode ms",
         "ms/step",
         "decode tok/s",
+        "weights GB/s",
+        "own launches/step",
         "linear state KiB",
         "KV KiB",
     ]);
@@ -490,6 +504,11 @@ fn print_tables(
                 .median_ms()
                 .map_or("-".into(), |ms| fmt_ms(ms / r.new_tokens as f64)),
             f(r.decode_tps()),
+            r.decode.median_ms().map_or("-".into(), |ms| {
+                let per_step_s = ms / r.new_tokens as f64 / 1e3;
+                format!("{:.1}", model.weight_stats().1 as f64 / per_step_s / 1e9)
+            }),
+            f(r.launches_per_step),
             format!("{:.1}", r.state.linear as f64 / 1024.0),
             format!("{:.1}", r.state.kv as f64 / 1024.0),
         ]);

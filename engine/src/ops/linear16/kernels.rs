@@ -34,13 +34,20 @@ pub(crate) fn forward(x: CubeTensor, w: &CubeTensor, half: Half) -> CubeTensor {
     if m == 0 || n == 0 {
         return y;
     }
-    if gemv_fits(m, k) {
+    // CPU drivers take the GEMV for every M (16 rows of x per pass over the weights): the
+    // GEMM's per-tile barriers cost more there than re-reading the weights from cache.
+    if gemv_fits(m, k) || (is_cpu(&x) && k.is_multiple_of(8)) {
         let dummy = empty_f32(&x, [4]);
         gemv(&x, w, [&dummy, &dummy], &y, Fused::plain(half));
     } else {
         gemm(&x, w, &y, half, false, [m, k, n, k]);
     }
     y
+}
+
+/// Whether the device is a CPU driver or software rasterizer (lavapipe, SwiftShader).
+fn is_cpu(t: &CubeTensor) -> bool {
+    t.client.properties().identity.physical.is_none()
 }
 
 /// Whether `[m, k]` inputs take the GEMV kernel (and so can be fused).
@@ -105,14 +112,18 @@ pub(crate) fn backward_x(dy: CubeTensor, w: &CubeTensor, half: Half) -> CubeTens
 fn gemv(x: &CubeTensor, w: &CubeTensor, [aux, res]: [&CubeTensor; 2], y: &CubeTensor, f: Fused) {
     let (m, k) = (x.shape()[0], x.shape()[1]);
     let n = w.shape()[0];
-    let mb = m.next_power_of_two().min(GEMV_MAX_M);
-    let groups = u32_param(n.div_ceil(GEMV_NR as usize));
+    // GPUs: TPR lanes share a row (coalesced loads, a tree reduction); CPU drivers: one lane
+    // per row (no barriers), 64 rows per workgroup.
+    let cpu = is_cpu(x);
+    let mb = m.next_power_of_two().min(if cpu { 16 } else { GEMV_MAX_M });
+    let (nr, tpr) = if cpu { (64, 1) } else { (GEMV_NR, GEMV_TPR) };
+    let groups = u32_param(n.div_ceil(nr as usize));
     let gx = groups.min(MAX_GX);
     WgslKernel::new("linear16_gemv", GEMV_WGSL)
         .unroll("m", mb)
-        .with("nr", GEMV_NR)
-        .with("tpr", GEMV_TPR)
-        .with("wg", GEMV_NR * GEMV_TPR)
+        .with("nr", nr)
+        .with("tpr", tpr)
+        .with("wg", nr * tpr)
         .with("mb", mb)
         .with("bf16", u32::from(f.half == Half::Bf16))
         .with("gx", gx)
@@ -120,7 +131,7 @@ fn gemv(x: &CubeTensor, w: &CubeTensor, [aux, res]: [&CubeTensor; 2], y: &CubeTe
         .with("epi", u32::from(f.residual))
         .with_f32("eps", f.eps)
         .launch(
-            GEMV_NR * GEMV_TPR,
+            nr * tpr,
             [gx, groups.div_ceil(gx), u32_param(m.div_ceil(mb))],
             &[x, w, aux, res, y],
             &[m, n, k, n, 0].map(u32_param),
