@@ -71,7 +71,7 @@ impl HybridModel {
         // One token per row without gradients: the fused decode steps (16-bit layers).
         let decode = t == 1 && !x.device().is_autodiff() && ctx.token_mask.is_none();
         for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            if decode && let Some(y) = self.decode_layer(layer, lc, x.clone()) {
+            if decode && let Some(y) = self.decode_layer(layer, lc, x.clone(), ctx) {
                 x = y;
                 continue;
             }
@@ -110,14 +110,20 @@ impl HybridModel {
         layer: &DecoderLayer,
         lc: &mut LayerCache,
         x: Tensor<3>,
+        ctx: &AttentionContext,
     ) -> Option<Tensor<3>> {
-        let (Mixer::Linear(m), LayerCache::Linear(Some(state))) = (&layer.mixer, &mut *lc) else {
-            return None;
-        };
         let [b, _, h] = x.dims();
-        let (y, new_state) =
-            m.decode_step(x.reshape([b, h]), &layer.input_layernorm, self.eps, state)?;
-        *state = new_state;
+        let x2 = x.reshape([b, h]);
+        let norm = &layer.input_layernorm;
+        let y = match (&layer.mixer, &mut *lc) {
+            (Mixer::Linear(m), LayerCache::Linear(Some(state))) => {
+                let (y, new_state) = m.decode_step(x2, norm, self.eps, state)?;
+                *state = new_state;
+                y
+            }
+            (Mixer::Full(a), LayerCache::Full(kv)) => a.decode_step(x2, norm, self.eps, kv, ctx)?,
+            _ => return None,
+        };
         let post = &layer.post_attention_layernorm;
         let fused = match &layer.ffn {
             Ffn::Dense(mlp) => mlp.decode_step(y.clone(), post, self.eps),

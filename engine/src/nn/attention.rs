@@ -11,6 +11,7 @@ use burn::tensor::Tensor;
 
 use super::{Linear, linear, norm, rope};
 use crate::ops::gated_attention::{self, AttentionOptions, KeyPadding, KvCache};
+use crate::ops::linear16::{self, Prologue, linear16_decode};
 
 /// Per-call context shared by the layers of one forward.
 #[derive(Debug, Clone)]
@@ -64,17 +65,65 @@ impl Attention {
         kv: &mut Option<KvCache>,
         ctx: &AttentionContext,
     ) -> Tensor<3> {
-        let [b, t, _] = x.dims();
+        let qg = linear(x.clone(), &self.q_proj);
+        let k = linear(x.clone(), &self.k_proj);
+        let v = linear(x, &self.v_proj);
+        linear(self.attend(qg, k, v, kv, ctx), &self.o_proj)
+    }
+
+    /// One decode token for `x` `[B, H]` (the residual stream before this layer's input
+    /// norm `norm_w`, zero-centred): the q/k/v projections with the norm fused, attention, and
+    /// `o_proj` with the residual added. `None` unless the projections are frozen 16-bit and
+    /// the widths suit the decode GEMV.
+    pub fn decode_step(
+        &self,
+        x: Tensor<2>,
+        norm_w: &Param<Tensor<1>>,
+        norm_eps: f64,
+        kv: &mut Option<KvCache>,
+        ctx: &AttentionContext,
+    ) -> Option<Tensor<2>> {
+        let (qw, kw, vw, ow) = (
+            self.q_proj.frozen.as_ref()?,
+            self.k_proj.frozen.as_ref()?,
+            self.v_proj.frozen.as_ref()?,
+            self.o_proj.frozen.as_ref()?,
+        );
+        let [b, h] = x.dims();
+        if kv.is_none() || !linear16::fits_decode(b, h) || !linear16::fits_decode(b, ow.cols()) {
+            return None;
+        }
+        let norm = Prologue::RmsNorm {
+            weight: norm_w.val(),
+            eps: norm_eps,
+        };
+        let proj = |w| linear16_decode(x.clone(), w, norm.clone(), None).unsqueeze_dim::<3>(1);
+        let y = self.attend(proj(qw), proj(kw), proj(vw), kv, ctx);
+        Some(linear16_decode(
+            y.reshape([b, ow.cols()]),
+            ow,
+            Prologue::None,
+            Some(x),
+        ))
+    }
+
+    /// Attention of projected `qg` `[B, T, 2·nh·hd]` (queries and gates), `k`, `v`
+    /// `[B, T, nkv·hd]` -> gated output `[B, T, nh·hd]` (before `o_proj`).
+    fn attend(
+        &self,
+        qg: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        kv: &mut Option<KvCache>,
+        ctx: &AttentionContext,
+    ) -> Tensor<3> {
+        let [b, t, _] = qg.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let qg = linear(x.clone(), &self.q_proj).reshape([b, t, nh, 2 * hd]);
+        let qg = qg.reshape([b, t, nh, 2 * hd]);
         let q = norm::rms_norm(qg.clone().narrow(3, 0, hd), &self.q_norm, self.eps);
         let gate = qg.narrow(3, hd, hd);
-        let k = norm::rms_norm(
-            linear(x.clone(), &self.k_proj).reshape([b, t, nkv, hd]),
-            &self.k_norm,
-            self.eps,
-        );
-        let v = linear(x, &self.v_proj).reshape([b, t, nkv, hd]);
+        let k = norm::rms_norm(k.reshape([b, t, nkv, hd]), &self.k_norm, self.eps);
+        let v = v.reshape([b, t, nkv, hd]);
         let q = rope::apply(q, &ctx.positions, self.rotary_dim, self.rope_theta);
         let k = rope::apply(k, &ctx.positions, self.rotary_dim, self.rope_theta);
 
@@ -98,6 +147,6 @@ impl Attention {
             cache.attend(q, gate, &opts)
         }
         .expect("shapes follow the validated config");
-        linear(y.reshape([b, t, nh * hd]), &self.o_proj)
+        y.reshape([b, t, nh * hd])
     }
 }
