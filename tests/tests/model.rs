@@ -567,3 +567,50 @@ fn fused_16_bit_decode_equals_the_composed_path() {
         "fused decode vs full forward",
     );
 }
+
+/// The 0.8B shape cut to 4 layers (real vocabulary and width), made at test time with the
+/// same deterministic initialiser as `sluice init`; transformers' outputs on the same folder
+/// are committed (tests/fixtures/make_real_size_fixture.py).
+#[test]
+fn real_vocabulary_model_matches_transformers() {
+    use sluice::model::files::write_random_checkpoint;
+    use sluice::model::random::FileDtype;
+    use sluice::ops::linear16::Half;
+    let fixture = fixtures_dir().join("real_size");
+    let dir = std::env::temp_dir().join(format!("sluice-real-size-{}", std::process::id()));
+    let config = std::fs::read_to_string(fixture.join("config.json")).unwrap();
+    write_random_checkpoint(&dir, &config, FileDtype::Half(Half::Bf16), 0, 0.02).unwrap();
+    let dev = wgpu();
+    let opts = LoadOptions::default();
+    let (cfg, model) = load_model_with(&dir, &dev, opts, &mut |_, _| {}).unwrap();
+    assert_eq!(cfg.vocab_size, 248_320);
+    // 248,320 x 1024 bf16 = 508 MB: split at the device's binding limit (4 shards on lavapipe).
+    let limit = sluice::device::max_binding_bytes(&dev).unwrap();
+    let rows = (limit / (2 * cfg.hidden_size as u64)) as usize;
+    assert_eq!(
+        model.embed_tokens.shards.len(),
+        cfg.vocab_size.div_ceil(rows)
+    );
+    let reference = fixture.join("reference.safetensors");
+    let f = read_fixture(&reference);
+    let (_, prompt) = read_fixture_ids(&reference, "prompt_ids");
+    let (_, sample) = read_fixture_ids(&reference, "logit_ids");
+    let t = prompt.len();
+    let all = logits(&model, &prompt, &[1, t]).reshape([t, cfg.vocab_size]);
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(sample.clone(), [sample.len()]), &dev);
+    let got = all.select(1, idx);
+    let want: Tensor<2> = fixture_tensor(&f, "logits_sample", &dev);
+    assert_close(got, want, 2e-3, 2e-3, "real-size logits vs transformers");
+    let (_, greedy) = read_fixture_ids(&reference, "greedy_ids");
+    let opts = GenerateOptions {
+        max_new_tokens: greedy.len() - t,
+        sampling: Default::default(),
+        eos_token_ids: vec![],
+    };
+    let p: Vec<u32> = prompt.iter().map(|&x| x as u32).collect();
+    let out = generate(&model, std::slice::from_ref(&p), &opts, &dev, |_, _| {}).unwrap();
+    let want: Vec<u32> = greedy[t..].iter().map(|&x| x as u32).collect();
+    assert_eq!(out[0], want, "real-size greedy tokens");
+    drop(model);
+    let _ = std::fs::remove_dir_all(&dir);
+}

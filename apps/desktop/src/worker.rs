@@ -257,8 +257,11 @@ impl<N: Notify> Worker<N> {
                 )
             }
             ModelSource::Dir(dir) => {
-                let (config, model) = sluice::model::files::load_model(dir, &device)
-                    .map_err(|e| format!("loading {}: {e}", dir.display()))?;
+                // Chat: 16-bit checkpoints stay 16-bit on the device (fused decode path).
+                let opts = sluice::model::load::LoadOptions::default();
+                let (config, model) =
+                    sluice::model::files::load_model_with(dir, &device, opts, &mut |_, _| {})
+                        .map_err(|e| format!("loading {}: {e}", dir.display()))?;
                 let tokenizer = Tokenizer::from_dir(dir)
                     .map_err(|e| format!("tokenizer in {}: {e}", dir.display()))?;
                 (dir.display().to_string(), config, model, tokenizer)

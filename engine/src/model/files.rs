@@ -134,3 +134,77 @@ pub fn load_model_with(
     let model = super::load::build_with(&cfg, &weights, device, opts, progress)?;
     Ok((cfg, model))
 }
+
+/// A tensor of a random checkpoint, drawn only when the writer asks for its bytes.
+struct LazyTensor<'a> {
+    tensor: &'a super::random::RandomTensor,
+    dtype: super::random::FileDtype,
+}
+
+impl safetensors::tensor::View for LazyTensor<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        use super::random::FileDtype;
+        use crate::ops::linear16::Half;
+        match self.dtype {
+            FileDtype::F32 => safetensors::Dtype::F32,
+            FileDtype::Half(Half::Bf16) => safetensors::Dtype::BF16,
+            FileDtype::Half(Half::F16) => safetensors::Dtype::F16,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.tensor.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        self.tensor.bytes(self.dtype).into()
+    }
+
+    fn data_len(&self) -> usize {
+        let size = match self.dtype {
+            super::random::FileDtype::F32 => 4,
+            super::random::FileDtype::Half(_) => 2,
+        };
+        self.tensor.numel() * size
+    }
+}
+
+/// Writes a random-weight checkpoint for `config_json` into `dir` (created): `config.json`
+/// as given and `model.safetensors`, drawn and written one tensor at a time (under a temporary
+/// name, renamed when complete). Returns the number of parameters.
+pub fn write_random_checkpoint(
+    dir: &Path,
+    config_json: &str,
+    dtype: super::random::FileDtype,
+    seed: u64,
+    std: f64,
+) -> Result<usize, LoadError> {
+    let cfg_path = dir.join("config.json");
+    let cfg = Config::from_json(config_json).map_err(|source| LoadError::Config {
+        path: cfg_path.clone(),
+        source,
+    })?;
+    let tensors =
+        super::random::random_checkpoint(&cfg, seed, std).map_err(|e| LoadError::Index {
+            path: cfg_path.clone(),
+            msg: e.to_string(),
+        })?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let path = dir.join("model.safetensors");
+    let tmp = dir.join("model.safetensors.partial");
+    let views = tensors
+        .iter()
+        .map(|t| (t.name.clone(), LazyTensor { tensor: t, dtype }));
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| LoadError::Index {
+        path: tmp.clone(),
+        msg: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::write(&cfg_path, config_json).map_err(io(&cfg_path))?;
+    Ok(tensors.iter().map(super::random::RandomTensor::numel).sum())
+}

@@ -5,7 +5,7 @@
 
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
 use burn::cubecl::prelude::{CubeCount, CubeDim, KernelId};
-use burn::cubecl::server::KernelArguments;
+use burn::cubecl::server::{Handle, KernelArguments};
 use burn::tensor::{DType, Shape};
 
 /// Launches of Sluice's own kernels so far in this process (benchmarks read the difference
@@ -66,8 +66,7 @@ impl WgslKernel {
     ) {
         LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let client = buffers[0].client.clone();
-        let bytes: Vec<u8> = params.iter().flat_map(|p| p.to_le_bytes()).collect();
-        let params = client.create_from_slice(&bytes);
+        let params = params_handle(buffers[0], params);
         let args = KernelArguments::new().with_buffers(
             buffers
                 .iter()
@@ -81,6 +80,35 @@ impl WgslKernel {
             args,
         );
     }
+}
+
+thread_local! {
+    /// Uploaded `params` buffers by (device, contents): a decode step repeats the same few
+    /// size lists every token, and an upload per launch costs more than the launch. Kernels
+    /// only read `params`.
+    static PARAMS: std::cell::RefCell<std::collections::HashMap<(String, Vec<u32>), Handle>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Most cached `params` buffers per thread (the cache is cleared when full).
+const PARAMS_CACHE: usize = 4096;
+
+/// The device buffer holding `params` for kernels launched on `like`'s device.
+fn params_handle(like: &CubeTensor, params: &[u32]) -> Handle {
+    let key = (format!("{:?}", like.device), params.to_vec());
+    PARAMS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(h) = cache.get(&key) {
+            return h.clone();
+        }
+        if cache.len() >= PARAMS_CACHE {
+            cache.clear();
+        }
+        let bytes: Vec<u8> = params.iter().flat_map(|p| p.to_le_bytes()).collect();
+        let h = like.client.create_from_slice(&bytes);
+        cache.insert(key, h.clone());
+        h
+    })
 }
 
 impl KernelSource for WgslKernel {

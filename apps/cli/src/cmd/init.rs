@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use safetensors::tensor::{Dtype, View};
 use sluice::model::Config;
-use sluice::model::random::{FileDtype, RandomTensor, random_checkpoint};
+use sluice::model::files::write_random_checkpoint;
+use sluice::model::random::FileDtype;
 use sluice::ops::linear16::Half;
 
 use crate::Result;
@@ -41,38 +41,6 @@ fn parse_dtype(s: &str) -> std::result::Result<FileDtype, String> {
     }
 }
 
-/// A tensor drawn only when the writer asks for its bytes.
-struct Lazy<'a> {
-    tensor: &'a RandomTensor,
-    dtype: FileDtype,
-}
-
-impl View for Lazy<'_> {
-    fn dtype(&self) -> Dtype {
-        match self.dtype {
-            FileDtype::F32 => Dtype::F32,
-            FileDtype::Half(Half::Bf16) => Dtype::BF16,
-            FileDtype::Half(Half::F16) => Dtype::F16,
-        }
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.tensor.shape
-    }
-
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        self.tensor.bytes(self.dtype).into()
-    }
-
-    fn data_len(&self) -> usize {
-        let size = match self.dtype {
-            FileDtype::F32 => 4,
-            FileDtype::Half(_) => 2,
-        };
-        self.tensor.numel() * size
-    }
-}
-
 pub fn run(args: &Args) -> Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .map_err(|e| format!("--config {}: {e}", args.config.display()))?;
@@ -80,33 +48,13 @@ pub fn run(args: &Args) -> Result<()> {
     if !(args.std.is_finite() && args.std > 0.0) {
         return Err(format!("--std {}: must be a positive number", args.std).into());
     }
-    let tensors = random_checkpoint(&cfg, args.seed, args.std)?;
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("--out {}: {e}", args.out.display()))?;
-    let views = tensors.iter().map(|t| {
-        (
-            t.name.clone(),
-            Lazy {
-                tensor: t,
-                dtype: args.dtype,
-            },
-        )
-    });
-    // Written under a temporary name and renamed, so an interrupted run leaves no file that
-    // looks complete.
-    let path = args.out.join("model.safetensors");
-    let tmp = args.out.join("model.safetensors.partial");
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &tmp)
-        .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    let cfg_path = args.out.join("config.json");
-    std::fs::write(&cfg_path, text).map_err(|e| format!("writing {}: {e}", cfg_path.display()))?;
-    let params: usize = tensors.iter().map(RandomTensor::numel).sum();
+    let params = write_random_checkpoint(&args.out, &text, args.dtype, args.seed, args.std)
+        .map_err(|e| format!("sluice init: {e}"))?;
     eprintln!(
-        "sluice: wrote {} ({} tensors, {:.1} M parameters)",
-        path.display(),
-        tensors.len(),
-        params as f64 / 1e6
+        "sluice: wrote {} ({:.1} M parameters, config {:?})",
+        args.out.join("model.safetensors").display(),
+        params as f64 / 1e6,
+        cfg.family
     );
     Ok(())
 }
