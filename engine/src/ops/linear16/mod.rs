@@ -70,6 +70,13 @@ pub enum PackError {
     Backend,
     #[error("the device stores integer tensors as {0:?}, not 32-bit words")]
     WordType(DType),
+    #[error("cannot stack a {a_cols}-wide {a:?} weight on a {b_cols}-wide {b:?} one")]
+    Mismatch {
+        a: Half,
+        a_cols: usize,
+        b: Half,
+        b_cols: usize,
+    },
 }
 
 /// A frozen `[rows, cols]` weight in 16 bits on the device: `[rows, cols / 2]` 32-bit words,
@@ -135,10 +142,11 @@ impl Packed {
     /// `[a; b]`: the rows of `a` then those of `b` (same width and format) in a new weight.
     pub fn concat_rows(a: &Packed, b: &Packed) -> Result<Packed, PackError> {
         if a.cols != b.cols || a.half != b.half {
-            return Err(PackError::Length {
-                got: b.cols,
-                rows: b.rows,
-                cols: a.cols,
+            return Err(PackError::Mismatch {
+                a: a.half,
+                a_cols: a.cols,
+                b: b.half,
+                b_cols: b.cols,
             });
         }
         Ok(Packed {
