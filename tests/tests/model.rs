@@ -11,6 +11,9 @@ use sluice_tests::{
     assert_close, fixture_tensor, fixtures_dir, read_fixture, read_fixture_ids, wgpu,
 };
 
+#[path = "model/lora.rs"]
+mod lora;
+
 fn model_dir(name: &str) -> PathBuf {
     fixtures_dir().join("models").join(name)
 }

@@ -24,6 +24,11 @@ pub enum LoadError {
     Weights(#[from] WeightError),
     #[error("{path}: {msg}")]
     Index { path: PathBuf, msg: String },
+    #[error("{path}: {source}")]
+    Adapter {
+        path: PathBuf,
+        source: super::adapter::AdapterError,
+    },
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -110,6 +115,30 @@ pub fn open_weights(dir: &Path) -> Result<Weights, LoadError> {
         files.push((path.display().to_string(), Box::new(map)));
     }
     Ok(Weights::new(files)?)
+}
+
+/// Freezes `model` and attaches the PEFT LoRA adapter in `dir` (`adapter_config.json` +
+/// `adapter_model.safetensors`); returns the model and the adapted module names.
+pub fn load_adapter_dir(
+    model: HybridModel,
+    cfg: &Config,
+    dir: &Path,
+    device: &Device,
+) -> Result<(HybridModel, Vec<String>), LoadError> {
+    use super::adapter::{ADAPTER_CONFIG_FILE, ADAPTER_MODEL_FILE};
+    let config = read(&dir.join(ADAPTER_CONFIG_FILE))?;
+    let path = dir.join(ADAPTER_MODEL_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let weights = Weights::new(vec![(ADAPTER_MODEL_FILE.to_string(), Box::new(bytes))])?;
+    super::adapter::load(model, cfg.family, &config, &weights, device).map_err(|source| {
+        LoadError::Adapter {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Loads the model in `dir` onto `device` with trainable f32 projections (see

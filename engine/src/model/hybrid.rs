@@ -42,6 +42,53 @@ pub struct DecoderLayer {
     pub ffn: Ffn,
 }
 
+/// Pushes `(module name, &[mut] Linear)` for every projection inside the layers of `$model`.
+macro_rules! walk_linears {
+    ($model:expr, $out:ident, $($m:tt)*) => {{
+        for (i, layer) in (&$($m)* $model.layers).into_iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            match &$($m)* layer.mixer {
+                Mixer::Linear(g) => {
+                    let q = format!("{p}.linear_attn");
+                    $out.push((format!("{q}.in_proj_qkv"), &$($m)* g.in_proj_qkv));
+                    $out.push((format!("{q}.in_proj_z"), &$($m)* g.in_proj_z));
+                    $out.push((format!("{q}.in_proj_b"), &$($m)* g.in_proj_b));
+                    $out.push((format!("{q}.in_proj_a"), &$($m)* g.in_proj_a));
+                    $out.push((format!("{q}.out_proj"), &$($m)* g.out_proj));
+                }
+                Mixer::Full(a) => {
+                    let q = format!("{p}.self_attn");
+                    $out.push((format!("{q}.q_proj"), &$($m)* a.q_proj));
+                    $out.push((format!("{q}.k_proj"), &$($m)* a.k_proj));
+                    $out.push((format!("{q}.v_proj"), &$($m)* a.v_proj));
+                    $out.push((format!("{q}.o_proj"), &$($m)* a.o_proj));
+                }
+            }
+            let mut mlps = Vec::new();
+            match &$($m)* layer.ffn {
+                Ffn::Dense(m) => mlps.push((format!("{p}.mlp"), m)),
+                Ffn::Moe(m) => {
+                    $out.push((format!("{p}.mlp.gate"), &$($m)* m.gate));
+                    for (e, x) in (&$($m)* m.experts).into_iter().enumerate() {
+                        mlps.push((format!("{p}.mlp.experts.{e}"), x));
+                    }
+                    if let Some(s) = &$($m)* m.shared_expert {
+                        mlps.push((format!("{p}.mlp.shared_expert"), s));
+                    }
+                    if let Some(g) = &$($m)* m.shared_expert_gate {
+                        $out.push((format!("{p}.mlp.shared_expert_gate"), g));
+                    }
+                }
+            }
+            for (q, m) in mlps {
+                $out.push((format!("{q}.gate_proj"), &$($m)* m.gate_proj));
+                $out.push((format!("{q}.up_proj"), &$($m)* m.up_proj));
+                $out.push((format!("{q}.down_proj"), &$($m)* m.down_proj));
+            }
+        }
+    }};
+}
+
 #[derive(Module, Debug)]
 pub struct HybridModel {
     /// `[V, H]`, in vocabulary shards.
@@ -51,6 +98,9 @@ pub struct HybridModel {
     /// `[V, H]`, in vocabulary shards; `None` when tied to the embeddings.
     pub lm_head: Option<Vocab>,
     pub eps: f64,
+    /// The LoRA settings when adapters are attached ([`super::adapter`]).
+    #[module(skip)]
+    pub adapter: Option<super::adapter::LoraConfig>,
 }
 
 impl HybridModel {
@@ -168,33 +218,27 @@ impl HybridModel {
     /// Every projection weight (embedding and LM-head shards included).
     pub fn linears(&self) -> impl Iterator<Item = &crate::nn::Linear> {
         let mut out: Vec<&crate::nn::Linear> = self.embed_tokens.shards.iter().collect();
-        for layer in &self.layers {
-            match &layer.mixer {
-                Mixer::Linear(g) => out.extend([
-                    &g.in_proj_qkv,
-                    &g.in_proj_z,
-                    &g.in_proj_b,
-                    &g.in_proj_a,
-                    &g.out_proj,
-                ]),
-                Mixer::Full(a) => out.extend([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]),
-            }
-            let mlps: Vec<&Mlp> = match &layer.ffn {
-                Ffn::Dense(m) => vec![m],
-                Ffn::Moe(m) => {
-                    out.push(&m.gate);
-                    out.extend(m.shared_expert_gate.iter());
-                    m.experts.iter().chain(m.shared_expert.iter()).collect()
-                }
-            };
-            for m in mlps {
-                out.extend([&m.gate_proj, &m.up_proj, &m.down_proj]);
-            }
-        }
+        out.extend(self.named_linears().into_iter().map(|(_, l)| l));
         if let Some(h) = &self.lm_head {
             out.extend(h.shards.iter());
         }
         out.into_iter()
+    }
+
+    /// The projections inside the layers by module name (`model.layers.3.self_attn.q_proj`,
+    /// as transformers names them; Qwen3.5's split Gated DeltaNet layout), in layer order.
+    /// The embedding and LM head are not among them.
+    pub fn named_linears(&self) -> Vec<(String, &crate::nn::Linear)> {
+        let mut out = Vec::new();
+        walk_linears!(self, out,);
+        out
+    }
+
+    /// [`Self::named_linears`], mutably.
+    pub fn named_linears_mut(&mut self) -> Vec<(String, &mut crate::nn::Linear)> {
+        let mut out = Vec::new();
+        walk_linears!(self, out, mut);
+        out
     }
 
     /// Parameters (trainable f32 and frozen 16-bit) and the bytes they take on the device.

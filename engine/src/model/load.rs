@@ -457,6 +457,7 @@ pub fn build_with(
         norm: l.p1("model.norm.weight", h)?,
         lm_head,
         eps: cfg.rms_norm_eps,
+        adapter: None,
     };
     progress(total, total);
     Ok(model)

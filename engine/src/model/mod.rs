@@ -1,5 +1,6 @@
 //! The hybrid model: configuration, weights, layers assembled, cache and generation.
 
+pub mod adapter;
 pub mod cache;
 pub mod chat;
 pub mod config;

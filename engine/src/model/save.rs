@@ -144,12 +144,19 @@ impl ParamMut<'_> {
     }
 }
 
-/// Pushes a projection weight when it is a trainable f32 parameter (frozen 16-bit weights are
-/// not parameters).
+/// Pushes a projection weight when it is an f32 parameter (frozen 16-bit weights are not
+/// parameters), then its LoRA update's `lora_A` / `lora_B` (PEFT's names) when it has one.
 macro_rules! push_lin {
     ($out:ident, $R:ident, $name:expr, $lin:expr, $($m:tt)*) => {{
-        if let Some(w) = &$($m)* $lin.weight {
-            $out.push(($name, $R::D2(w)));
+        let name: String = $name;
+        let lin = &$($m)* $lin;
+        if let Some(lora) = &$($m)* lin.lora {
+            let module = name.strip_suffix(".weight").unwrap_or(&name).to_string();
+            $out.push((format!("{module}.lora_A.weight"), $R::D2(&$($m)* lora.a)));
+            $out.push((format!("{module}.lora_B.weight"), $R::D2(&$($m)* lora.b)));
+        }
+        if let Some(w) = &$($m)* lin.weight {
+            $out.push((name, $R::D2(w)));
         }
     }};
 }
@@ -172,7 +179,7 @@ macro_rules! walk_params {
         let model = $model;
         // A vocabulary split into shards is frozen (only f32 tables that fit one binding train).
         if let [e] = &$($m)* model.embed_tokens.shards[..] {
-            push_lin!($out, $R, "model.embed_tokens.weight".to_string(), e, $($m)*);
+            push_lin!($out, $R, "model.embed_tokens.weight".to_string(), *e, $($m)*);
         }
         for (i, layer) in (&$($m)* model.layers).into_iter().enumerate() {
             let p = format!("model.layers.{i}");
@@ -215,7 +222,7 @@ macro_rules! walk_params {
                         push_mlp!($out, $R, format!("{p}.mlp.shared_expert"), s, $($m)*);
                     }
                     if let Some(g) = &$($m)* m.shared_expert_gate {
-                        push_lin!($out, $R, format!("{p}.mlp.shared_expert_gate.weight"), g, $($m)*);
+                        push_lin!($out, $R, format!("{p}.mlp.shared_expert_gate.weight"), *g, $($m)*);
                     }
                 }
             }
@@ -223,7 +230,7 @@ macro_rules! walk_params {
         $out.push(("model.norm.weight".to_string(), $R::D1(&$($m)* model.norm)));
         if let Some(h) = &$($m)* model.lm_head {
             if let [h] = &$($m)* h.shards[..] {
-                push_lin!($out, $R, "lm_head.weight".to_string(), h, $($m)*);
+                push_lin!($out, $R, "lm_head.weight".to_string(), *h, $($m)*);
             }
         }
     }};

@@ -140,6 +140,8 @@ pub struct Weights {
 
 /// The name the text model uses for a checkpoint name, or `None` to skip the tensor.
 fn normalise(name: &str) -> Option<String> {
+    // PEFT adapter files name tensors under the wrapped model: `base_model.model.<name>`.
+    let name = name.strip_prefix("base_model.model.").unwrap_or(name);
     if name.starts_with("mtp.") || name.starts_with("model.visual.") || name.starts_with("visual.")
     {
         return None;
@@ -225,6 +227,12 @@ impl Weights {
     fn files_list(&self) -> String {
         let names: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
         names.join(", ")
+    }
+
+    /// The stored shape of tensor `name` (normalised).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let (fi, file_name) = self.index.get(name)?;
+        Some(self.files[*fi].meta.info(file_name)?.shape.clone())
     }
 
     /// The stored bytes and dtype of tensor `name`, checked against `shape` (F32, BF16 or F16).

@@ -84,10 +84,10 @@ impl Attention {
         ctx: &AttentionContext,
     ) -> Option<Tensor<2>> {
         let (qw, kw, vw, ow) = (
-            self.q_proj.frozen.as_ref()?,
-            self.k_proj.frozen.as_ref()?,
-            self.v_proj.frozen.as_ref()?,
-            self.o_proj.frozen.as_ref()?,
+            self.q_proj.plain16()?,
+            self.k_proj.plain16()?,
+            self.v_proj.plain16()?,
+            self.o_proj.plain16()?,
         );
         let [b, h] = x.dims();
         if kv.is_none() || !linear16::fits_decode(b, h) || !linear16::fits_decode(b, ow.cols()) {

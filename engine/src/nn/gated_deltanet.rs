@@ -186,14 +186,17 @@ impl GatedDeltaNet {
         state: &LinearState,
     ) -> Option<(Tensor<2>, LinearState)> {
         let d = self.decode.as_ref()?;
+        // `d.ba` holds the base b/a rows: no update may be switched on beside them.
+        self.in_proj_b.plain16()?;
+        self.in_proj_a.plain16()?;
         let [b, h] = x.dims();
         if !linear16::fits_decode(b, h) {
             return None;
         }
         let (qkv, z, out) = (
-            self.in_proj_qkv.frozen.as_ref()?,
-            self.in_proj_z.frozen.as_ref()?,
-            self.out_proj.frozen.as_ref()?,
+            self.in_proj_qkv.plain16()?,
+            self.in_proj_z.plain16()?,
+            self.out_proj.plain16()?,
         );
         let norm = Prologue::RmsNorm {
             weight: norm_w.val(),

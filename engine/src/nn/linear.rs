@@ -3,22 +3,24 @@
 //! binding.
 //!
 //! ```text
-//! Linear:  y = x W^T,  W [out, in]        f32 Param (matmul)  |  16-bit Packed (linear16 kernels)
+//! Linear:  y = x W^T (+ LoRA update),  W [out, in]   f32 Param (matmul) | 16-bit Packed (linear16)
 //! Vocab:   W = [W_0; W_1; ...] by rows    embed(ids) = Σ_s gather_s(ids)   logits = [x W_0^T | x W_1^T | ...]
 //! ```
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor};
 
+use super::lora::{AdapterMode, Lora};
 use crate::ops::linear16::{self, Packed};
 
-/// A projection weight `[out, in]`: exactly one of `weight` (trainable f32) and `frozen`
-/// (16-bit, on the device) is set.
+/// A projection weight `[out, in]`: exactly one of `weight` (f32) and `frozen` (16-bit, on
+/// the device) is set, optionally with a LoRA update beside it.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Option<Param<Tensor<2>>>,
     #[module(skip)]
     pub frozen: Option<Packed>,
+    pub lora: Option<Lora>,
 }
 
 impl Linear {
@@ -27,6 +29,7 @@ impl Linear {
         Self {
             weight: Some(weight),
             frozen: None,
+            lora: None,
         }
     }
 
@@ -35,6 +38,7 @@ impl Linear {
         Self {
             weight: None,
             frozen: Some(w),
+            lora: None,
         }
     }
 
@@ -46,6 +50,15 @@ impl Linear {
     /// The trainable weight, mutably, if this one is f32.
     pub fn param_mut(&mut self) -> Option<&mut Param<Tensor<2>>> {
         self.weight.as_mut()
+    }
+
+    /// The 16-bit weight when it alone makes the output (no LoRA update switched on): what
+    /// the fused decode kernels may read.
+    pub fn plain16(&self) -> Option<&Packed> {
+        match &self.lora {
+            Some(l) if l.mode != AdapterMode::Off => None,
+            _ => self.frozen.as_ref(),
+        }
     }
 
     /// `[out, in]`.
@@ -65,12 +78,17 @@ impl Linear {
         }
     }
 
-    /// `x W^T` for `x` `[B, T, in]` -> `[B, T, out]`.
+    /// `x W^T` (+ the LoRA update) for `x` `[B, T, in]` -> `[B, T, out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        match (&self.weight, &self.frozen) {
+        let delta = self.lora.as_ref().and_then(|l| l.forward(x.clone()));
+        let y = match (&self.weight, &self.frozen) {
             (Some(w), _) => x.matmul(w.val().transpose().unsqueeze::<3>()),
             (None, Some(f)) => linear16::linear16(x, f),
             (None, None) => unreachable!("a Linear holds one of its two weights"),
+        };
+        match delta {
+            Some(d) => y + d,
+            None => y,
         }
     }
 }

@@ -32,9 +32,9 @@ impl Mlp {
         eps: f64,
     ) -> Option<Tensor<2>> {
         let (gate, up, down) = (
-            self.gate_proj.frozen.as_ref()?,
-            self.up_proj.frozen.as_ref()?,
-            self.down_proj.frozen.as_ref()?,
+            self.gate_proj.plain16()?,
+            self.up_proj.plain16()?,
+            self.down_proj.plain16()?,
         );
         let [b, h] = x.dims();
         if !linear16::fits_decode(b, h) || !linear16::fits_decode(b, down.cols()) {

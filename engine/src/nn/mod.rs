@@ -5,12 +5,14 @@ pub mod attention;
 pub mod conv;
 pub mod gated_deltanet;
 pub mod linear;
+pub mod lora;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
 pub mod rope;
 
 pub use linear::{Linear, Vocab};
+pub use lora::{AdapterMode, Lora};
 
 use burn::tensor::Tensor;
 
