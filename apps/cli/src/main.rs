@@ -1,6 +1,6 @@
 //! `sluice`: the command-line front end of the Sluice engine.
 //!
-//! Subcommands: `generate`, `chat`, `logits`, `init` (in [`cmd`]) and `bench delta-rule`,
+//! Subcommands: `generate`, `chat`, `logits`, `init`, `merge` (in [`cmd`]) and `bench delta-rule`,
 //! `bench attention`, `bench generate` (in [`bench`]). Later ones (`train`, `demo`, ...) slot
 //! in as new variants of [`Command`] / [`bench::BenchCommand`], each in its own module.
 
@@ -33,6 +33,8 @@ enum Command {
     /// Write a random-weight checkpoint of a config.json in the Hugging Face layout (for tests,
     /// benchmarks and pre-training).
     Init(cmd::init::Args),
+    /// Fold a LoRA adapter (PEFT format) into its base and write a Hugging Face checkpoint.
+    Merge(cmd::merge::Args),
     /// Write the logits of token-id rows to a safetensors file (to compare implementations).
     Logits(cmd::logits::Args),
     /// Train a tiny hybrid model from scratch on an embedded task (SFT, then GRPO-family RL)
@@ -60,6 +62,7 @@ fn main() {
         Command::Chat(args) => cmd::chat::run(&args),
         Command::Logits(args) => cmd::logits::run(&args),
         Command::Init(args) => cmd::init::run(&args),
+        Command::Merge(args) => cmd::merge::run(&args),
         Command::Demo(args) => train::demo::run(&args),
         Command::Train(args) => train::run::run(&args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -172,13 +172,7 @@ struct LazyTensor<'a> {
 
 impl safetensors::tensor::View for LazyTensor<'_> {
     fn dtype(&self) -> safetensors::Dtype {
-        use super::random::FileDtype;
-        use crate::ops::linear16::Half;
-        match self.dtype {
-            FileDtype::F32 => safetensors::Dtype::F32,
-            FileDtype::Half(Half::Bf16) => safetensors::Dtype::BF16,
-            FileDtype::Half(Half::F16) => safetensors::Dtype::F16,
-        }
+        self.dtype.safetensors()
     }
 
     fn shape(&self) -> &[usize] {

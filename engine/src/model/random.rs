@@ -72,13 +72,28 @@ impl RandomTensor {
 
     /// The values as little-endian bytes in `dtype`.
     pub fn bytes(&self, dtype: FileDtype) -> Vec<u8> {
-        let v = self.values();
-        match dtype {
-            FileDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            FileDtype::Half(h) => v
+        dtype.encode(&self.values())
+    }
+}
+
+impl FileDtype {
+    /// Little-endian bytes of `values` in this format (round to nearest even).
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Self::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Self::Half(h) => values
                 .iter()
                 .flat_map(|&x| h.from_f32(x).to_le_bytes())
                 .collect(),
+        }
+    }
+
+    /// The safetensors dtype.
+    pub fn safetensors(self) -> safetensors::Dtype {
+        match self {
+            Self::F32 => safetensors::Dtype::F32,
+            Self::Half(crate::ops::linear16::Half::Bf16) => safetensors::Dtype::BF16,
+            Self::Half(crate::ops::linear16::Half::F16) => safetensors::Dtype::F16,
         }
     }
 }

@@ -22,6 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::config::{Config, Family, LayerType};
 use super::hybrid::{Ffn, HybridModel, Mixer};
+use super::random::FileDtype;
 use crate::nn::mlp::Mlp;
 
 /// Errors saving a model.
@@ -44,6 +45,11 @@ pub enum SaveError {
          supported: load it in f32 to save it"
     )]
     Frozen,
+    #[error(
+        "the model carries LoRA adapters: save them as an adapter folder, or merge them into \
+         the base first"
+    )]
+    Adapters,
     #[error("safetensors serialisation failed: {0}")]
     Serialize(String),
 }
@@ -546,15 +552,27 @@ pub fn safetensors_bytes(
     tensors: &[NamedHostTensor],
     metadata: Option<(&str, String)>,
 ) -> Result<Vec<u8>, SaveError> {
+    safetensors_bytes_as(tensors, metadata, &|_| FileDtype::F32)
+}
+
+/// [`safetensors_bytes`] with each tensor stored as `dtype(name)` (F32, BF16 or F16).
+pub fn safetensors_bytes_as(
+    tensors: &[NamedHostTensor],
+    metadata: Option<(&str, String)>,
+    dtype: &dyn Fn(&str) -> FileDtype,
+) -> Result<Vec<u8>, SaveError> {
+    let dtypes: Vec<FileDtype> = tensors.iter().map(|(n, _, _)| dtype(n)).collect();
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .zip(&dtypes)
+        .map(|((_, _, v), d)| d.encode(v))
         .collect();
     let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b)
+        .zip(&dtypes)
+        .map(|(((name, shape, _), b), d)| {
+            safetensors::tensor::TensorView::new(d.safetensors(), shape.clone(), b)
                 .map(|v| (name.clone(), v))
                 .map_err(|e| SaveError::Serialize(format!("{name}: {e}")))
         })
@@ -566,12 +584,24 @@ pub fn safetensors_bytes(
 
 /// `model.safetensors` bytes of `model` in Hugging Face layout for `cfg`'s family.
 pub async fn model_safetensors(cfg: &Config, model: &HybridModel) -> Result<Vec<u8>, SaveError> {
+    model_safetensors_as(cfg, model, &|_| FileDtype::F32).await
+}
+
+/// [`model_safetensors`] with each checkpoint tensor stored as `dtype(name)`.
+pub async fn model_safetensors_as(
+    cfg: &Config,
+    model: &HybridModel,
+    dtype: &dyn Fn(&str) -> FileDtype,
+) -> Result<Vec<u8>, SaveError> {
     if model.linears().any(|l| l.frozen.is_some()) {
         return Err(SaveError::Frozen);
     }
+    if model.adapter.is_some() {
+        return Err(SaveError::Adapters);
+    }
     let params = read_params(model).await?;
     let tensors = hf_tensors(cfg, params)?;
-    safetensors_bytes(&tensors, None)
+    safetensors_bytes_as(&tensors, None, dtype)
 }
 
 /// A saved model: `config.json` text and `model.safetensors` bytes.

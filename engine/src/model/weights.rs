@@ -229,6 +229,17 @@ impl Weights {
         names.join(", ")
     }
 
+    /// How tensor `name` (normalised) is stored; `None` when absent or of another dtype.
+    pub fn dtype(&self, name: &str) -> Option<StoredDtype> {
+        let (fi, file_name) = self.index.get(name)?;
+        match self.files[*fi].meta.info(file_name)?.dtype {
+            Dtype::F32 => Some(StoredDtype::F32),
+            Dtype::BF16 => Some(StoredDtype::Bf16),
+            Dtype::F16 => Some(StoredDtype::F16),
+            _ => None,
+        }
+    }
+
     /// The stored shape of tensor `name` (normalised).
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         let (fi, file_name) = self.index.get(name)?;

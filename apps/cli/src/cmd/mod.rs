@@ -5,6 +5,7 @@ pub mod chat;
 pub mod generate;
 pub mod init;
 pub mod logits;
+pub mod merge;
 pub mod text;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,11 @@ pub struct ModelArgs {
     /// F32 stays f32), f32, bf16 or f16.
     #[arg(long, default_value = "auto", value_name = "DTYPE")]
     pub dtype: sluice::model::load::WeightDtype,
+
+    /// A LoRA adapter folder in PEFT's format (adapter_config.json +
+    /// adapter_model.safetensors) applied on top of the model.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 /// Generation flags shared by `generate` and `chat` (defaults: greedy).
@@ -219,6 +225,21 @@ pub fn load(args: &ModelArgs, verbose: bool) -> Result<(Device, Config, HybridMo
     })
     .map_err(|e| format!("loading the model from {}: {e}", dir.display()))?;
     bar.finish_and_clear();
+    let model = match &args.adapter {
+        Some(a) => {
+            let (model, names) = sluice::model::files::load_adapter_dir(model, &cfg, a, &device)
+                .map_err(|e| format!("--adapter: {e}"))?;
+            if verbose {
+                eprintln!(
+                    "sluice: LoRA adapter {} on {} projections",
+                    a.display(),
+                    names.len()
+                );
+            }
+            model
+        }
+        None => model,
+    };
     if verbose {
         let bytes: usize = model.linears().map(|l| l.device_bytes()).sum();
         eprintln!(
