@@ -181,3 +181,120 @@ fn bad_recipes_are_clear_errors() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("[rl.sampling]"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn lora_recipe(dir: &Path) -> PathBuf {
+    let p = dir.join("lora.toml");
+    let text = std::fs::read_to_string(recipe(dir)).unwrap().replace(
+        "[sft]",
+        "[lora]\nr = 4\nalpha = 8.0\ndropout = 0.1\n\n[sft]",
+    ) + "[rl.objective]\nkl_placement = \"loss\"\n[rl.objective.loss]\nkl_coef = 0.05\n";
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// LoRA from a recipe: SFT and GRPO with the base (adapters off) as the KL reference,
+/// checkpoints of adapters + optimizer + state only, resume bit for bit (dropout included),
+/// the adapters loading in `generate --adapter` and merging with `sluice merge`.
+#[test]
+fn lora_recipe_trains_resumes_generates_and_merges() {
+    let whole = temp_dir("lora-whole");
+    let split = temp_dir("lora-split");
+    let (rw, rs) = (lora_recipe(&whole), lora_recipe(&split));
+    let o = sluice(&["train", "--quiet", "--config", rw.to_str().unwrap()]);
+    assert_ok(&o, "LoRA train (whole)");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("trainable parameters over a frozen base"));
+    let cfg = rs.to_str().unwrap();
+    let o = sluice(&["train", "--quiet", "--config", cfg, "--stop-after", "3"]);
+    assert_ok(&o, "LoRA train (first part)");
+    let o = sluice(&["train", "--quiet", "--config", cfg, "--resume"]);
+    assert_ok(&o, "LoRA train (resumed)");
+    let ckpt = whole.join("run/checkpoint");
+    let mut files: Vec<String> = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "optimizer.safetensors",
+            "trainer_state.json"
+        ]
+    );
+    for f in ["adapter_model.safetensors", "optimizer.safetensors"] {
+        let a = std::fs::read(ckpt.join(f)).unwrap();
+        let b = std::fs::read(split.join("run/checkpoint").join(f)).unwrap();
+        assert!(
+            a == b,
+            "{f} differs between the whole and the resumed LoRA run"
+        );
+    }
+    let metrics = std::fs::read_to_string(whole.join("run/metrics.jsonl")).unwrap();
+    let kl: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.contains("\"phase\":\"rl\""))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kl"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        kl.len() == 2 && kl.iter().all(|k| k.is_finite()),
+        "{metrics}"
+    );
+
+    let base = whole.join("run/base");
+    let greedy_ids = |model: &Path, adapter: Option<&Path>| {
+        let mut a = vec!["generate", "--model", model.to_str().unwrap()];
+        if let Some(d) = adapter {
+            a.extend(["--adapter", d.to_str().unwrap()]);
+        }
+        a.extend(["--prompt", "3141=", "--max-new-tokens", "5", "--json"]);
+        let o = sluice(&a);
+        assert_ok(&o, "generate");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["generated_ids"].clone()
+    };
+    let adapted = greedy_ids(&base, Some(&ckpt));
+    let merged = whole.join("merged");
+    let o = sluice(&[
+        "merge",
+        "--base",
+        base.to_str().unwrap(),
+        "--adapter",
+        ckpt.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert_ok(&o, "merge");
+    assert_eq!(
+        greedy_ids(&merged, None),
+        adapted,
+        "merged vs adapted greedy ids"
+    );
+
+    // --model / --steps / --out override the recipe.
+    let other = whole.join("other");
+    let o = sluice(&[
+        "train",
+        "--quiet",
+        "--config",
+        rw.to_str().unwrap(),
+        "--model",
+        base.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert_ok(&o, "train with overrides");
+    let metrics = std::fs::read_to_string(other.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+    let cfg = std::fs::read_to_string(other.join("checkpoint/adapter_config.json")).unwrap();
+    assert!(cfg.contains("\"base_model_name_or_path\""), "{cfg}");
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+}

@@ -29,7 +29,7 @@ use crate::rl::kl::KlController;
 use crate::rl::presets::RlObjective;
 use crate::rl::rewards::rule::{ExactMatchReward, Extractor};
 use crate::rl::rewards::{FnReward, Sample, WeightedRewards};
-use crate::rl::step::{Policy, Prompt, RlConfig, preset_objective, rl_step_async};
+use crate::rl::step::{Policy, Prompt, Reference, RlConfig, preset_objective, rl_step_async};
 use crate::train::checkpoint::{
     CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files_async,
     restore,
@@ -522,9 +522,9 @@ impl Demo {
                 model: &mut self.model,
                 optimizer: &mut self.optimizer,
                 reference: if uses_reference {
-                    self.reference.as_ref()
+                    self.reference.as_ref().into()
                 } else {
-                    None
+                    Reference::None
                 },
                 kl_controller: &mut self.kl,
             },

@@ -122,6 +122,23 @@ impl Task {
     }
 
     /// Whether a problem belongs to the held-out set (never trained on).
+    /// The problem as a natural-language request, for models with a real tokenizer
+    /// (`"31415="` → `"Sort the digits 31415 in ascending order. Reply with the digits only."`).
+    pub fn instruction(&self, p: &Problem) -> String {
+        let q = p.prompt.trim_end_matches('=');
+        match self {
+            Task::Sort { .. } => {
+                format!("Sort the digits {q} in ascending order. Reply with the digits only.")
+            }
+            Task::Addition { .. } => {
+                format!(
+                    "What is {}? Reply with the number only.",
+                    q.replace('+', " + ")
+                )
+            }
+        }
+    }
+
     pub fn is_heldout(&self, p: &Problem) -> bool {
         hash(&p.prompt).is_multiple_of(8)
     }

@@ -306,6 +306,13 @@ pub fn set_mode(model: &mut HybridModel, mode: AdapterMode) {
     }
 }
 
+/// A copy of `model` (parameters shared, not duplicated) whose adapters run in `mode`.
+pub fn switched(model: &HybridModel, mode: AdapterMode) -> HybridModel {
+    let mut m = model.clone();
+    set_mode(&mut m, mode);
+    m
+}
+
 /// Number of adapted projections and adapter parameters.
 pub fn adapter_stats(model: &HybridModel) -> (usize, usize) {
     let loras = model

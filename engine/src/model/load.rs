@@ -27,7 +27,8 @@ use crate::nn::{Linear, Vocab};
 use crate::ops::linear16::{Half, Packed};
 
 /// How projection weights are held on the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum WeightDtype {
     /// As stored: BF16/F16 stay 16-bit (frozen), F32 loads as trainable f32.
     #[default]

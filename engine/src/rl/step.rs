@@ -8,7 +8,9 @@
 //! ```
 //! Old log-probs are frozen at rollout time when μ > 1 (or when the KL-in-reward or GTPO
 //! entropy needs the behaviour policy); with μ = 1 the loss uses sg(logp), as TRL does. The
-//! reference model (frozen, optional) is only run when the objective uses a KL term.
+//! reference ([`Reference`]: a frozen model, or the policy itself with its LoRA adapters
+//! switched off) is only run when the objective uses a KL term. LoRA dropout applies in the
+//! loss passes only; rollouts, old and reference log-probs use the adapters without it.
 //! Everything reads back asynchronously, so the same code runs in a browser.
 
 use burn::module::Module;
@@ -25,8 +27,10 @@ use super::shaping::{
     high_entropy_mask, mask_truncated, overlong_penalty,
 };
 use crate::model::HybridModel;
+use crate::model::adapter;
 use crate::model::generate::{GenerateOptions, Sampling, generate_groups_async};
 use crate::model::score::{TokenScores, score_completions};
+use crate::nn::AdapterMode;
 use crate::train::optim::{AdamW, Grads, StepReport};
 
 /// Errors of an RL step (each names its stage).
@@ -357,15 +361,33 @@ fn rows_tensor(
     Ok(grid_tensor(&sel, device, DType::F32)?)
 }
 
+/// The KL reference policy.
+#[derive(Clone, Copy, Default)]
+pub enum Reference<'a> {
+    /// No reference (objectives without a KL term).
+    #[default]
+    None,
+    /// A frozen model (full fine-tuning keeps the policy as RL started).
+    Model(&'a HybridModel),
+    /// The policy with its LoRA adapters off: the frozen base, with no second copy.
+    AdaptersOff,
+}
+
+impl<'a> From<Option<&'a HybridModel>> for Reference<'a> {
+    fn from(m: Option<&'a HybridModel>) -> Self {
+        m.map_or(Self::None, Self::Model)
+    }
+}
+
 /// Applies the objective to a scored rollout: shaping, advantages, μ passes of
 /// policy-gradient updates on `policy` (autodiff device) with `opt` at learning rate `lr`.
-/// `reference` is the frozen reference model (needed only when the objective uses KL).
+/// `reference` is needed only when the objective uses KL.
 #[allow(clippy::too_many_arguments)]
 pub async fn update_async(
     policy: &mut HybridModel,
     opt: &mut AdamW,
     lr: f64,
-    reference: Option<&HybridModel>,
+    reference: Reference<'_>,
     ro: &Rollout,
     cfg: &RlConfig,
     objective: &RlObjective,
@@ -396,19 +418,29 @@ pub async fn update_async(
     let needs_entropy = objective.loss.entropy_coef != 0.0
         || sh.gtpo_entropy.is_some()
         || sh.top_entropy_quantile < 1.0;
-    if (kl_in_loss || kl_in_reward) && reference.is_none() {
+    if (kl_in_loss || kl_in_reward) && matches!(reference, Reference::None) {
         return Err(RlStepError::Config(
             "the objective uses a KL term but no reference model was given".into(),
         ));
     }
     // Behaviour-policy log-probs (and entropy), frozen for all passes.
+    adapter::set_mode(policy, AdapterMode::Eval);
     let old = if needs_old {
         let s = score(policy, ro, &all, cfg.temperature, needs_entropy, device)?;
         Some((s.logp.detach(), s.entropy.map(|e| e.detach())))
     } else {
         None
     };
-    let ref_lp = match reference {
+    let base_policy;
+    let ref_model = match reference {
+        Reference::Model(r) => Some(r),
+        Reference::AdaptersOff => {
+            base_policy = adapter::switched(policy, AdapterMode::Off);
+            Some(&base_policy)
+        }
+        Reference::None => None,
+    };
+    let ref_lp = match ref_model {
         Some(r) if kl_in_loss || kl_in_reward => {
             let s = score(
                 &r.valid(),
@@ -504,6 +536,7 @@ pub async fn update_async(
     let token_mean = objective.loss.aggregation == Aggregation::TokenMean;
     let mut stats_sum = LossStats::default();
     let mut evals = 0usize;
+    adapter::set_mode(policy, AdapterMode::Train);
     for _pass in 0..cfg.num_iterations {
         let mut grads = Grads::new();
         for chunk in all.chunks(micro) {
@@ -570,6 +603,7 @@ pub async fn update_async(
             report.skipped_steps += 1;
         }
     }
+    adapter::set_mode(policy, AdapterMode::Eval);
     report.stats = scale_stats(stats_sum, 1.0 / evals.max(1) as f64);
     Ok(report)
 }
@@ -671,8 +705,8 @@ pub struct Policy<'a> {
     /// The model being trained (on an autodiff device).
     pub model: &'a mut HybridModel,
     pub optimizer: &'a mut AdamW,
-    /// Frozen reference model for KL terms.
-    pub reference: Option<&'a HybridModel>,
+    /// The reference for KL terms.
+    pub reference: Reference<'a>,
     pub kl_controller: &'a mut KlController,
 }
 
@@ -692,7 +726,7 @@ pub async fn rl_step_async(
     device: &Device,
 ) -> Result<RlStepReport, RlStepError> {
     cfg.validate()?;
-    let sampler = policy.model.valid();
+    let sampler = adapter::switched(&policy.model.valid(), AdapterMode::Eval);
     let base = device.clone().inner();
     let first = rollout_async(
         &sampler,

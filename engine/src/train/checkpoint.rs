@@ -10,6 +10,15 @@
 //! ```
 //! Everything is stored exactly (F32 bits, u64 integers), so training resumed from a
 //! checkpoint continues bit-identically.
+//!
+//! A LoRA checkpoint ([`adapter_checkpoint_files_async`]) holds only what training changes:
+//! ```text
+//! adapter_config.json        PEFT's LoraConfig (peft and `sluice --adapter` load the folder)
+//! adapter_model.safetensors  lora_A / lora_B under PEFT's names, F32
+//! optimizer.safetensors      AdamW moments of the adapter tensors
+//! trainer_state.json         as above
+//! ```
+//! The frozen base is not copied: resuming loads it again from its own folder.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::{AdamW, OptimError};
 use super::schedule::LrSchedule;
+use crate::model::adapter::{AdapterError, adapter_files_async};
 use crate::model::save::{SaveError, config_json, model_safetensors};
 use crate::model::weights::{Buffer, WeightError, Weights};
 use crate::model::{Config, ConfigError, HybridModel};
@@ -45,6 +55,8 @@ pub enum CheckpointError {
     State(String),
     #[error("{MODEL_FILE}: tensor `{0}` is not a parameter of the model the config describes")]
     ExtraTensor(String),
+    #[error("{0}")]
+    Adapter(#[from] AdapterError),
 }
 
 /// Where the training loop stands, saved next to the weights. Integers are stored exactly
@@ -120,6 +132,24 @@ pub async fn checkpoint_files_async(
         ),
         (STATE_FILE.into(), state.to_json().into_bytes()),
     ])
+}
+
+/// The files of a LoRA checkpoint (adapters, optimizer, trainer state; the state last).
+/// `base`: the base model's name or path, recorded as `base_model_name_or_path`.
+pub async fn adapter_checkpoint_files_async(
+    model: &HybridModel,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    base: &str,
+) -> Result<Vec<(String, Vec<u8>)>, CheckpointError> {
+    optimizer.check_against(model)?;
+    let mut files = adapter_files_async(model, base).await?;
+    files.push((
+        OPTIMIZER_FILE.into(),
+        optimizer.to_safetensors_async().await?,
+    ));
+    files.push((STATE_FILE.into(), state.to_json().into_bytes()));
+    Ok(files)
 }
 
 /// A checkpoint read back.

@@ -14,7 +14,7 @@ use burn::tensor::Device;
 
 use super::checkpoint::{
     CONFIG_FILE, CheckpointError, MODEL_FILE, OPTIMIZER_FILE, Restored, STATE_FILE, TrainerState,
-    checkpoint_files_async, restore,
+    adapter_checkpoint_files_async, checkpoint_files_async, restore,
 };
 use super::optim::AdamW;
 use crate::model::save::{SaveError, save_model};
@@ -39,6 +39,8 @@ pub enum FilesError {
     },
     #[error("{0}")]
     Save(#[from] SaveError),
+    #[error("{0}")]
+    Load(Box<crate::model::files::LoadError>),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FilesError + '_ {
@@ -189,30 +191,76 @@ pub fn save_checkpoint(
     write_dir_atomic(dir, &files)
 }
 
+/// Saves a LoRA checkpoint (see [`super::checkpoint::adapter_checkpoint_files_async`]) to
+/// `dir`, atomically; `base` names the base model in `adapter_config.json`.
+pub fn save_adapter_checkpoint(
+    dir: &Path,
+    model: &HybridModel,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    base: &str,
+) -> Result<(), FilesError> {
+    let files = pollster::block_on(adapter_checkpoint_files_async(
+        model, optimizer, state, base,
+    ))
+    .map_err(|source| FilesError::Checkpoint {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    write_dir_atomic(dir, &files)
+}
+
+/// Loads a LoRA checkpoint written by [`save_adapter_checkpoint`]: attaches its adapters to
+/// `base` (loaded by the caller, on an autodiff device) and reads the optimizer and state.
+pub fn load_adapter_checkpoint(
+    dir: &Path,
+    cfg: &Config,
+    base: HybridModel,
+    device: &Device,
+) -> Result<(HybridModel, AdamW, TrainerState), FilesError> {
+    recover(dir)?;
+    let checkpoint = |source: CheckpointError| FilesError::Checkpoint {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let state = TrainerState::from_json(&read_text(dir, STATE_FILE)?).map_err(checkpoint)?;
+    let optimizer = read_file(dir, OPTIMIZER_FILE)?;
+    let (model, _) = crate::model::files::load_adapter_dir(base, cfg, dir, device)
+        .map_err(|e| FilesError::Load(Box::new(e)))?;
+    let optimizer = AdamW::from_safetensors(&optimizer, device)
+        .map_err(|e| checkpoint(CheckpointError::Optimizer(e)))?;
+    optimizer
+        .check_against(&model)
+        .map_err(|e| checkpoint(CheckpointError::Optimizer(e)))?;
+    Ok((model, optimizer, state))
+}
+
+fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, FilesError> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FilesError::Missing(path.clone()),
+        _ => FilesError::Io {
+            path: path.clone(),
+            source: e,
+        },
+    })
+}
+
+fn read_text(dir: &Path, name: &str) -> Result<String, FilesError> {
+    String::from_utf8(read_file(dir, name)?).map_err(|e| FilesError::Io {
+        path: dir.join(name),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
 /// Loads a checkpoint written by [`save_checkpoint`] onto `device` (an autodiff device to
 /// continue training).
 pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Restored, FilesError> {
     recover(dir)?;
-    let read = |name: &str| -> Result<Vec<u8>, FilesError> {
-        let path = dir.join(name);
-        std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => FilesError::Missing(path.clone()),
-            _ => FilesError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })
-    };
-    let text = |name: &str| -> Result<String, FilesError> {
-        String::from_utf8(read(name)?).map_err(|e| FilesError::Io {
-            path: dir.join(name),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })
-    };
-    let config = text(CONFIG_FILE)?;
-    let model = read(MODEL_FILE)?;
-    let optimizer = read(OPTIMIZER_FILE)?;
-    let state = text(STATE_FILE)?;
+    let config = read_text(dir, CONFIG_FILE)?;
+    let model = read_file(dir, MODEL_FILE)?;
+    let optimizer = read_file(dir, OPTIMIZER_FILE)?;
+    let state = read_text(dir, STATE_FILE)?;
     restore(&config, Box::new(model), &optimizer, &state, device).map_err(|source| {
         FilesError::Checkpoint {
             dir: dir.to_path_buf(),

@@ -439,7 +439,7 @@ fn measure(
             Policy {
                 model: &mut model,
                 optimizer: &mut optimizer,
-                reference: uses_reference.then_some(&reference),
+                reference: uses_reference.then_some(&reference).into(),
                 kl_controller: &mut kl,
             },
             args.lr,
@@ -486,7 +486,7 @@ fn measure(
             &mut model,
             &mut optimizer,
             args.lr,
-            uses_reference.then_some(&reference),
+            uses_reference.then_some(&reference).into(),
             &ro,
             &rl,
             &objective,

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use sluice::model::adapter::LoraConfig;
+use sluice::model::load::WeightDtype;
 use sluice::rl::presets::RlObjective;
 use sluice::rl::step::RlConfig;
 use sluice::train::optim::AdamWConfig;
@@ -21,6 +23,8 @@ pub struct Recipe {
     pub model: ModelSource,
     #[serde(default)]
     pub optim: AdamWConfig,
+    /// LoRA adapters over a frozen base; absent = full fine-tuning.
+    pub lora: Option<LoraConfig>,
     pub sft: Option<SftPhase>,
     pub rl: Option<RlPhase>,
 }
@@ -34,6 +38,8 @@ fn default_save_every() -> u64 {
 pub struct ModelSource {
     pub path: Option<PathBuf>,
     pub demo_hidden: Option<usize>,
+    /// How the frozen base is held with `[lora]` (auto: as stored); full fine-tuning is f32.
+    pub dtype: Option<WeightDtype>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +47,9 @@ pub struct ModelSource {
 pub struct SftPhase {
     pub data: Option<PathBuf>,
     pub task: Option<String>,
+    /// Built-in task problems for a real tokenizer go through the chat template.
+    #[serde(default)]
+    pub chat: bool,
     pub steps: u64,
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -110,9 +119,24 @@ impl Recipe {
     /// Parses and checks a recipe (errors name the field).
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let r: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Checks what serde's types cannot (errors name the section and field).
+    fn validate(&self) -> Result<(), String> {
+        let r = self;
         match (&r.model.path, r.model.demo_hidden) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err("[model]: give exactly one of `path` or `demo_hidden`".into()),
+        }
+        if let Some(l) = &r.lora {
+            l.validate("[lora]").map_err(|e| e.to_string())?;
+        } else if r.model.dtype.is_some_and(|d| d != WeightDtype::F32) {
+            return Err(
+                "[model] dtype: full fine-tuning trains f32 weights; a 16-bit base needs [lora]"
+                    .into(),
+            );
         }
         if r.sft.is_none() && r.rl.is_none() {
             return Err("the recipe has neither an [sft] nor an [rl] phase".into());
@@ -144,7 +168,34 @@ impl Recipe {
         if r.save_every == 0 {
             return Err("save_every must be positive".into());
         }
-        Ok(r)
+        Ok(())
+    }
+
+    /// Applies the command line's overrides: the model folder, each phase's step count and
+    /// the output folder (then re-validates).
+    pub fn with_overrides(
+        mut self,
+        model: Option<PathBuf>,
+        steps: Option<u64>,
+        out: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        if let Some(m) = model {
+            self.model.path = Some(m);
+            self.model.demo_hidden = None;
+        }
+        if let Some(n) = steps {
+            if let Some(s) = &mut self.sft {
+                s.steps = n;
+            }
+            if let Some(r) = &mut self.rl {
+                r.steps = n;
+            }
+        }
+        if let Some(o) = out {
+            self.out = o;
+        }
+        self.validate()?;
+        Ok(self)
     }
 
     /// Total steps over both phases.
@@ -165,6 +216,10 @@ save_every = 5
 demo_hidden = 32
 [optim]
 weight_decay = 0.0
+[lora]
+r = 4
+alpha = 8.0
+target_modules = ["q_proj", "v_proj"]
 [sft]
 task = "sort"
 steps = 10
@@ -199,6 +254,30 @@ epsilon_high = 0.3
         assert_eq!(rl.objective.unwrap().loss.epsilon_high, 0.3);
         assert_eq!(rl.rewards.len(), 2);
         assert_eq!(r.optim.weight_decay, 0.0);
+        assert_eq!(r.lora.unwrap().r, 4);
+    }
+
+    #[test]
+    fn overrides_replace_model_steps_and_out() {
+        let r = Recipe::from_toml(FULL)
+            .unwrap()
+            .with_overrides(Some("m".into()), Some(5), Some("o".into()))
+            .unwrap();
+        assert_eq!(r.model.path, Some(PathBuf::from("m")));
+        assert_eq!(r.model.demo_hidden, None);
+        assert_eq!(r.total_steps(), 10);
+        assert_eq!(r.out, PathBuf::from("o"));
+    }
+
+    #[test]
+    fn shipped_recipes_parse() {
+        for text in [
+            include_str!("../../../../recipes/lora-sft.toml"),
+            include_str!("../../../../recipes/lora-grpo.toml"),
+        ] {
+            let r = Recipe::from_toml(text).unwrap();
+            assert!(r.lora.is_some() && r.model.path.is_some());
+        }
     }
 
     #[test]
@@ -209,6 +288,10 @@ epsilon_high = 0.3
             ("steps = 4", "steps = 0"),
             ("seed = 3", "seed = 3\nbogus = 1"),
             ("preset = \"dapo\"", "preset = \"ppo\""),
+            ("r = 4", "r = 0"),
+            ("alpha = 8.0", "alpha = -1.0"),
+            ("r = 4", "r = 4\nbogus = 1"),
+            ("demo_hidden = 32", "demo_hidden = 32\ndtype = \"int4\""),
         ] {
             let text = FULL.replacen(patch, want, 1);
             assert!(

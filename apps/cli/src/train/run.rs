@@ -16,10 +16,14 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use serde_json::{Value, json};
 use sluice::demo::Task;
+use sluice::demo::task::Problem;
 use sluice::demo::vocab;
+use sluice::model::adapter;
 use sluice::model::chat::{ChatOptions, Message};
+use sluice::model::load::{LoadOptions, WeightDtype};
 use sluice::model::tokenizer::Tokenizer;
 use sluice::model::{Config, HybridModel};
+use sluice::nn::AdapterMode;
 use sluice::rl::kl::KlController;
 use sluice::rl::presets::KlPlacement;
 use sluice::rl::rewards::WeightedRewards;
@@ -27,7 +31,7 @@ use sluice::rl::rewards::rule::{
     AccuracyReward, ExactMatchReward, Extractor, FormatMode, FormatReward, LengthReward,
     LengthShape, LengthUnit,
 };
-use sluice::rl::step::{Policy, Prompt, preset_objective, rl_step_async};
+use sluice::rl::step::{Policy, Prompt, Reference, preset_objective, rl_step_async};
 use sluice::train::checkpoint::TrainerState;
 use sluice::train::optim::{AdamW, Grads};
 use sluice::train::seeds::step_seed;
@@ -47,6 +51,15 @@ pub struct Args {
     /// Continue from `<out>/checkpoint` (same recipe).
     #[arg(long)]
     resume: bool,
+    /// The model folder to train (overrides the recipe's `[model]`).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Steps of each phase (overrides the recipe's `steps`).
+    #[arg(long, value_name = "N")]
+    steps: Option<u64>,
+    /// The output folder (overrides the recipe's `out`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Stop (after checkpointing) once this many steps are done, e.g. to split a run.
     #[arg(long, value_name = "N")]
     stop_after: Option<u64>,
@@ -57,6 +70,9 @@ pub struct Args {
     #[arg(long)]
     help_recipe: bool,
 }
+
+/// Problems drawn once from a built-in task for a model with a real tokenizer.
+const TASK_POOL: usize = 2048;
 
 /// Where one phase's examples come from.
 enum SftData {
@@ -97,7 +113,9 @@ pub fn run(args: &Args) -> Result<()> {
     let path = args.config.as_ref().ok_or("--config is required")?;
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let recipe = Recipe::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let recipe = Recipe::from_toml(&text)
+        .and_then(|r| r.with_overrides(args.model.clone(), args.steps, args.out.clone()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &Path| {
         if p.is_absolute() {
@@ -106,7 +124,10 @@ pub fn run(args: &Args) -> Result<()> {
             base_dir.join(p)
         }
     };
-    let out = resolve(&recipe.out);
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => resolve(&recipe.out),
+    };
     std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
     let ckpt_dir = out.join("checkpoint");
     let device = sluice::device::wgpu();
@@ -114,36 +135,30 @@ pub fn run(args: &Args) -> Result<()> {
 
     // Model, tokenizer, optimizer, trainer state: fresh or from the checkpoint.
     let demo = recipe.model.demo_hidden.is_some();
-    let model_dir = recipe.model.path.as_ref().map(|p| resolve(p));
+    let model_dir = match &args.model {
+        Some(m) => Some(m.clone()),
+        None => recipe.model.path.as_ref().map(|p| resolve(p)),
+    };
     let tokenizer: Option<Tokenizer> = if demo {
         Some(vocab::tokenizer()?)
     } else {
         model_dir.as_ref().and_then(|d| Tokenizer::from_dir(d).ok())
     };
-    let (config, mut model, mut opt, mut state): (Config, HybridModel, AdamW, TrainerState) =
-        if args.resume {
-            let r = sluice::train::files::load_checkpoint(&ckpt_dir, &ad)
-                .map_err(|e| format!("--resume: loading {}: {e}", ckpt_dir.display()))?;
-            eprintln!("sluice train: resuming at step {}", r.state.step);
-            (r.config, r.model, r.optimizer, r.state)
-        } else {
-            let (config, model) = match (&model_dir, recipe.model.demo_hidden) {
-                (Some(d), _) => sluice::model::files::load_model(d, &ad)
-                    .map_err(|e| format!("loading {}: {e}", d.display()))?,
-                (None, Some(h)) => {
-                    let c = Config::from_json(&vocab::model_config_json(h))?;
-                    let m = sluice::model::init::init_model(&c, recipe.seed, &ad);
-                    (c, m)
-                }
-                _ => unreachable!("validated"),
-            };
-            (
-                config,
-                model,
-                AdamW::new(recipe.optim.clone()),
-                TrainerState::default(),
-            )
-        };
+    let extra = tokenizer_files(model_dir.as_deref(), demo);
+    let Trainee {
+        config,
+        mut model,
+        mut opt,
+        mut state,
+        lora_base,
+    } = start(
+        &recipe,
+        args.resume,
+        model_dir.as_deref(),
+        &out,
+        &extra,
+        &ad,
+    )?;
     let eos: Vec<u32> = if demo {
         vec![vocab::EOS]
     } else if !config.eos_token_ids.is_empty() {
@@ -155,16 +170,22 @@ pub fn run(args: &Args) -> Result<()> {
             .into_iter()
             .collect()
     };
-    let extra = tokenizer_files(model_dir.as_deref(), demo);
 
     let sft_steps = recipe.sft.as_ref().map_or(0, |s| s.steps);
     let total = recipe.total_steps();
     let sft_data = match &recipe.sft {
-        Some(s) => Some(load_sft(s, tokenizer.as_ref(), &resolve)?),
+        Some(s) => Some(load_sft(
+            s,
+            tokenizer.as_ref(),
+            demo,
+            &eos,
+            recipe.seed,
+            &resolve,
+        )?),
         None => None,
     };
     let rl_data = match &recipe.rl {
-        Some(r) => Some(load_rl(r, tokenizer.as_ref(), demo, &resolve)?),
+        Some(r) => Some(load_rl(r, tokenizer.as_ref(), demo, recipe.seed, &resolve)?),
         None => None,
     };
     let objective = match &recipe.rl {
@@ -185,6 +206,7 @@ pub fn run(args: &Args) -> Result<()> {
         .as_ref()
         .is_some_and(|o| o.kl_placement != KlPlacement::None);
     let ref_dir = out.join("reference");
+    // Full fine-tuning keeps a frozen copy; LoRA's reference is the base (adapters off).
     let mut reference: Option<HybridModel> = None;
 
     let mut log = if args.resume {
@@ -211,6 +233,8 @@ pub fn run(args: &Args) -> Result<()> {
     while state.step < stop {
         let step = state.step;
         let ts = Instant::now();
+        // Device-side draws (LoRA dropout) are a function of (seed, step) too.
+        ad.seed(step_seed(recipe.seed, 5, step));
         let mut rec = if step < sft_steps {
             pb.set_prefix("SFT");
             let sft = recipe.sft.as_ref().expect("SFT steps imply [sft]");
@@ -220,7 +244,7 @@ pub fn run(args: &Args) -> Result<()> {
             pb.set_prefix("RL");
             let rl = recipe.rl.as_ref().expect("RL steps imply [rl]");
             let rl_step = step - sft_steps;
-            if needs_ref && reference.is_none() {
+            if needs_ref && reference.is_none() && lora_base.is_none() {
                 reference = Some(if rl_step == 0 {
                     // The reference is the policy as RL starts (frozen); kept for resumes.
                     let r = model.valid();
@@ -257,7 +281,10 @@ pub fn run(args: &Args) -> Result<()> {
                 Policy {
                     model: &mut model,
                     optimizer: &mut opt,
-                    reference: reference.as_ref(),
+                    reference: match (&lora_base, &reference) {
+                        (Some(_), _) => Reference::AdaptersOff,
+                        (None, r) => r.as_ref().into(),
+                    },
                     kl_controller: &mut kl_ctrl,
                 },
                 lr,
@@ -311,8 +338,15 @@ pub fn run(args: &Args) -> Result<()> {
         log.write(&rec)?;
         if state.step.is_multiple_of(recipe.save_every) || state.step == stop {
             state.metadata = json!({ "kl_controller": kl_ctrl, "recipe": recipe });
-            sluice::train::files::save_checkpoint(&ckpt_dir, &config, &model, &opt, &state, &extra)
-                .map_err(|e| format!("saving {}: {e}", ckpt_dir.display()))?;
+            match &lora_base {
+                Some(base) => sluice::train::files::save_adapter_checkpoint(
+                    &ckpt_dir, &model, &opt, &state, base,
+                ),
+                None => sluice::train::files::save_checkpoint(
+                    &ckpt_dir, &config, &model, &opt, &state, &extra,
+                ),
+            }
+            .map_err(|e| format!("saving {}: {e}", ckpt_dir.display()))?;
         }
     }
     pb.finish();
@@ -343,10 +377,33 @@ pub fn run(args: &Args) -> Result<()> {
 fn load_sft(
     s: &SftPhase,
     tok: Option<&Tokenizer>,
+    demo: bool,
+    eos: &[u32],
+    seed: u64,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<SftData> {
     if let Some(t) = &s.task {
-        return Ok(SftData::Task(t.parse::<Task>()?));
+        let task = t.parse::<Task>()?;
+        if demo {
+            return Ok(SftData::Task(task));
+        }
+        let tok = tok.ok_or("[sft] task = ... needs the model's tokenizer.json")?;
+        let eos = *eos
+            .first()
+            .ok_or("[sft] task = ...: the model names no EOS token")?;
+        let mut rng = StdRng::seed_from_u64(step_seed(seed, 4, 0));
+        let mut examples = Vec::with_capacity(TASK_POOL);
+        for _ in 0..TASK_POOL {
+            let p = task.train_problem(&mut rng);
+            let (_, mut ids) = task_prompt(&task, &p, tok, s.chat)?;
+            let np = ids.len();
+            ids.extend(tok.encode(&p.answer, false)?);
+            ids.push(eos);
+            ids.truncate(s.max_len);
+            let targets = (0..ids.len()).map(|i| i >= np).collect();
+            examples.push(SftExample { ids, targets });
+        }
+        return Ok(SftData::Examples(examples));
     }
     let path = resolve(s.data.as_ref().expect("validated"));
     let text =
@@ -370,13 +427,27 @@ fn load_rl(
     r: &RlPhase,
     tok: Option<&Tokenizer>,
     demo: bool,
+    seed: u64,
     resolve: &dyn Fn(&Path) -> PathBuf,
 ) -> Result<RlData> {
     if let Some(t) = &r.task {
-        if !demo {
-            return Err("[rl] task = ... needs the demo vocabulary ([model] demo_hidden)".into());
+        let task = t.parse::<Task>()?;
+        if demo {
+            return Ok(RlData::Task(task));
         }
-        return Ok(RlData::Task(t.parse::<Task>()?));
+        let tok = tok.ok_or("[rl] task = ... needs the model's tokenizer.json")?;
+        let mut rng = StdRng::seed_from_u64(step_seed(seed, 4, 1));
+        let mut prompts = Vec::with_capacity(TASK_POOL);
+        for _ in 0..TASK_POOL {
+            let p = task.train_problem(&mut rng);
+            let (text, ids) = task_prompt(&task, &p, tok, r.chat)?;
+            prompts.push(Prompt {
+                text,
+                ids,
+                reference: Some(p.answer),
+            });
+        }
+        return Ok(RlData::Prompts(prompts));
     }
     let path = resolve(r.prompts.as_ref().expect("validated"));
     let text =
@@ -419,6 +490,24 @@ fn load_rl(
         return Err(format!("{}: no prompts", path.display()).into());
     }
     Ok(RlData::Prompts(prompts))
+}
+
+/// A built-in task problem for a real tokenizer: its instruction, through the chat template
+/// when `chat`; returns the rendered text and its ids.
+fn task_prompt(
+    task: &Task,
+    p: &Problem,
+    tok: &Tokenizer,
+    chat: bool,
+) -> Result<(String, Vec<u32>)> {
+    let q = task.instruction(p);
+    let text = if chat {
+        tok.apply_chat_template(&[Message::user(&q)], &ChatOptions::generation())?
+    } else {
+        q
+    };
+    let ids = tok.encode(&text, false)?;
+    Ok((text, ids))
 }
 
 fn build_rewards(specs: &[RewardSpec]) -> WeightedRewards<'static> {
@@ -472,6 +561,7 @@ fn sft_step(
     let lr = s.schedule.lr(step);
     let mut grads = Grads::new();
     let mut tokens = 0usize;
+    adapter::set_mode(model, AdapterMode::Train);
     for micro in 0..s.grad_accum {
         let batch: Vec<SftExample> = match data {
             SftData::Task(t) => {
@@ -506,6 +596,7 @@ fn sft_step(
         let g = loss.backward();
         grads.accumulate(model, &g, Some(&loss));
     }
+    adapter::set_mode(model, AdapterMode::Eval);
     let rep = opt.step(model, grads, lr)?;
     Ok(json!({
         "phase": "sft",
@@ -515,6 +606,116 @@ fn sft_step(
         "tokens": tokens,
         "skipped": rep.skipped.is_some(),
     }))
+}
+
+/// What a run trains, and from where it resumes.
+struct Trainee {
+    config: Config,
+    model: HybridModel,
+    opt: AdamW,
+    state: TrainerState,
+    /// With `[lora]`: the base model's path, recorded in `adapter_config.json`; checkpoints
+    /// then hold the adapters only.
+    lora_base: Option<String>,
+}
+
+/// The model, optimizer and state to train: fresh, or from `<out>/checkpoint` on `resume`.
+/// With `[lora]` the base is loaded frozen (16-bit where `[model] dtype` says) and gets fresh
+/// adapters, or the checkpoint's; a demo base is written to `<out>/base` so that the adapters
+/// have a base to resume and generate from.
+fn start(
+    recipe: &Recipe,
+    resume: bool,
+    model_dir: Option<&Path>,
+    out: &Path,
+    extra: &[(String, Vec<u8>)],
+    ad: &burn::tensor::Device,
+) -> Result<Trainee> {
+    let ckpt_dir = out.join("checkpoint");
+    let Some(lora) = &recipe.lora else {
+        if resume {
+            let r = sluice::train::files::load_checkpoint(&ckpt_dir, ad)
+                .map_err(|e| format!("--resume: loading {}: {e}", ckpt_dir.display()))?;
+            eprintln!("sluice train: resuming at step {}", r.state.step);
+            return Ok(Trainee {
+                config: r.config,
+                model: r.model,
+                opt: r.optimizer,
+                state: r.state,
+                lora_base: None,
+            });
+        }
+        let (config, model) = fresh_model(recipe, model_dir, ad)?;
+        return Ok(Trainee {
+            config,
+            model,
+            opt: AdamW::new(recipe.optim.clone()),
+            state: TrainerState::default(),
+            lora_base: None,
+        });
+    };
+    let base_dir = match model_dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let d = out.join("base");
+            if !resume {
+                let (config, model) = fresh_model(recipe, None, ad)?;
+                sluice::train::files::save_model_dir(&d, &config, &model, extra)?;
+            }
+            d
+        }
+    };
+    let opts = LoadOptions {
+        dtype: recipe.model.dtype.unwrap_or(WeightDtype::Auto),
+        ..LoadOptions::default()
+    };
+    let (config, base) = sluice::model::files::load_model_with(&base_dir, ad, opts, &mut |_, _| {})
+        .map_err(|e| format!("loading the base {}: {e}", base_dir.display()))?;
+    let base_name = base_dir.display().to_string();
+    let (model, opt, state) = if resume {
+        let r = sluice::train::files::load_adapter_checkpoint(&ckpt_dir, &config, base, ad)
+            .map_err(|e| format!("--resume: loading {}: {e}", ckpt_dir.display()))?;
+        eprintln!("sluice train: resuming at step {}", r.2.step);
+        r
+    } else {
+        let (model, _) = adapter::attach(base, config.family, lora, recipe.seed, ad)?;
+        (
+            model,
+            AdamW::new(recipe.optim.clone()),
+            TrainerState::default(),
+        )
+    };
+    let (n, params) = adapter::adapter_stats(&model);
+    eprintln!(
+        "sluice train: LoRA r {} on {n} projections: {params} trainable parameters over a \
+         frozen base",
+        lora.r
+    );
+    Ok(Trainee {
+        config,
+        model,
+        opt,
+        state,
+        lora_base: Some(base_name),
+    })
+}
+
+/// A fresh model: the folder's weights (f32, trainable) or a new demo model.
+fn fresh_model(
+    recipe: &Recipe,
+    model_dir: Option<&Path>,
+    ad: &burn::tensor::Device,
+) -> Result<(Config, HybridModel)> {
+    Ok(match (model_dir, recipe.model.demo_hidden) {
+        (Some(d), _) => sluice::model::files::load_model(d, ad)
+            .map_err(|e| format!("loading {}: {e}", d.display()))?,
+        (None, Some(h)) => {
+            let c = Config::from_json(&vocab::model_config_json(h))?;
+            let m = sluice::model::init::init_model(&c, recipe.seed, ad);
+            (c, m)
+        }
+        (None, None) => return Err("[model]: no `path` and no `demo_hidden`".into()),
+    })
 }
 
 /// The recipe format, printed by `--help-recipe`.
