@@ -194,10 +194,21 @@ impl HybridModel {
 
     /// Logits `[B, T, V]` of `hidden` `[B, T, H]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.lm_head
-            .as_ref()
-            .unwrap_or(&self.embed_tokens)
-            .logits(hidden)
+        self.head().logits(hidden)
+    }
+
+    /// The output projection: the LM head, or the embedding when tied.
+    pub fn head(&self) -> &crate::nn::Vocab {
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens)
+    }
+
+    /// Whether the output projection is frozen (16-bit, or f32 without gradients): training
+    /// then scores tokens vocabulary chunk by chunk ([`crate::nn::token_logp`]).
+    pub fn head_frozen(&self) -> bool {
+        self.head()
+            .shards
+            .iter()
+            .all(|s| s.param().is_none_or(|p| !p.is_require_grad()))
     }
 
     /// A fresh cache for this model's layers.

@@ -9,12 +9,20 @@
 //! real token, so causal attention and the recurrent scan never let it reach a real position
 //! and no mask is needed inside the model. Completion positions are gathered into a
 //! completion-aligned `[B, Tc]` layout (column j = j-th completion token of each row).
+//! With a frozen head (LoRA) the log-probs are computed vocabulary chunk by chunk
+//! ([`crate::nn::token_logp`]); a trainable head materialises the `[B, Tc, V]` logits.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::hybrid::HybridModel;
 use crate::nn::attention::AttentionContext;
+use crate::nn::token_logp::token_logp;
+
+/// WebGPU's default storage-binding limit, when the device does not say.
+const DEFAULT_BINDING: u64 = 128 << 20;
+/// Largest transient logits chunk of the frozen-head path (bounds its memory).
+const CHUNK_BYTES: u64 = 64 << 20;
 
 /// Per-token scores of completions, completion-aligned `[B, Tc]` (Tc = longest completion).
 #[derive(Debug, Clone)]
@@ -99,6 +107,26 @@ pub fn score_completions(
     let h = hidden.dims()[2];
     let gather = Tensor::<2, Int>::from_data(TensorData::new(gather, [b, tc]), device);
     let hidden = hidden.gather(1, gather.unsqueeze_dim::<3>(2).repeat_dim(2, h));
+    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b, tc]), device);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, tc]), device);
+    if model.head_frozen() {
+        // Vocabulary chunk by chunk: no [B, Tc, V] logits.
+        let limit = crate::device::max_binding_bytes(device).unwrap_or(DEFAULT_BINDING);
+        let r = token_logp(
+            model.head(),
+            hidden.reshape([b * tc, h]),
+            targets.reshape([b * tc]),
+            temperature,
+            with_entropy,
+            limit.min(CHUNK_BYTES),
+        );
+        let grid = |t: Tensor<1>| t.reshape([b, tc]) * mask.clone();
+        return Ok(TokenScores {
+            logp: grid(r.logp),
+            entropy: r.entropy.map(grid),
+            mask,
+        });
+    }
     let logits = model.logits(hidden);
     let logits = if temperature == 1.0 {
         logits
@@ -106,8 +134,6 @@ pub fn score_completions(
         logits.div_scalar(temperature)
     };
     let logp_all = log_softmax(logits, 2);
-    let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b, tc]), device);
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, tc]), device);
     let logp = logp_all
         .clone()
         .gather(2, targets.unsqueeze_dim::<3>(2))

@@ -10,6 +10,7 @@ pub mod mlp;
 pub mod moe;
 pub mod norm;
 pub mod rope;
+pub mod token_logp;
 
 pub use linear::{Linear, Vocab};
 pub use lora::{AdapterMode, Lora};

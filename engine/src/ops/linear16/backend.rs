@@ -24,6 +24,10 @@ pub trait Linear16Backend: Backend {
     /// `y = x W^T`, `[M, N]`.
     fn linear16(x: FloatTensor<Self>, w: IntTensor<Self>, half: Half) -> FloatTensor<Self>;
 
+    /// `dy W` for `dy` `[M, N]` -> `[M, K]` (the input-gradient product, as a forward op).
+    /// No gradient.
+    fn linear16_t(dy: FloatTensor<Self>, w: IntTensor<Self>, half: Half) -> FloatTensor<Self>;
+
     /// Rows of the vocabulary shard `w` (table rows from `row0`) picked by `ids` `[T]`, as
     /// `[T, H]` f32 with zero rows for ids outside the shard. No gradient (frozen table).
     fn embed16(
@@ -47,6 +51,10 @@ pub trait Linear16Backend: Backend {
 impl Linear16Backend for Cube {
     fn linear16(x: CubeTensor, w: CubeTensor, half: Half) -> CubeTensor {
         kernels::forward(x, &w, half)
+    }
+
+    fn linear16_t(dy: CubeTensor, w: CubeTensor, half: Half) -> CubeTensor {
+        kernels::backward_x(dy, &w, half)
     }
 
     fn embed16(ids: CubeTensor, w: CubeTensor, half: Half, row0: usize) -> CubeTensor {
@@ -94,6 +102,11 @@ impl<C: CheckpointStrategy> Linear16Backend for Autodiff<Cube, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(kernels::forward(x.into_primitive(), &w, half)),
         }
+    }
+
+    fn linear16_t(dy: FloatTensor<Self>, w: IntTensor<Self>, half: Half) -> FloatTensor<Self> {
+        let y = kernels::backward_x(dy.into_primitive(), &w, half);
+        <Self as burn::backend::AutodiffBackend>::from_inner(y)
     }
 
     fn embed16(

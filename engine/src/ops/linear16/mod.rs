@@ -208,6 +208,21 @@ pub fn linear16(x: Tensor<3>, w: &Packed) -> Tensor<3> {
     Tensor::<2>::from_dispatch(y).reshape([b, t, w.rows])
 }
 
+/// `dy W` for `dy` `[M, N]` and a 16-bit `w` `[N, K]` -> `[M, K]` (no gradient).
+pub fn linear16_t(dy: Tensor<2>, w: &Packed) -> Tensor<2> {
+    debug_assert_eq!(
+        dy.dims()[1],
+        w.rows,
+        "linear16_t: dy width differs from the rows"
+    );
+    let y = <Dispatch as Linear16Backend>::linear16_t(
+        dy.into_dispatch(),
+        w.words.clone().into_dispatch(),
+        w.half,
+    );
+    Tensor::<2>::from_dispatch(y)
+}
+
 /// The prologue of [`linear16_decode`], applied to each row of x before the product.
 #[derive(Debug, Clone)]
 pub enum Prologue {
