@@ -9,7 +9,7 @@ use sluice::model::init::init_model;
 use sluice::rl::kl::KlController;
 use sluice::rl::presets::Preset;
 use sluice::rl::rewards::{FnReward, Sample, WeightedRewards};
-use sluice::rl::step::{Policy, Prompt, RlConfig, rl_step_async};
+use sluice::rl::step::{Policy, Prompt, Reference, RlConfig, rl_step_async};
 use sluice::train::optim::{AdamW, AdamWConfig};
 use sluice_tests::wgpu;
 
@@ -79,7 +79,7 @@ fn every_preset_runs_a_step() {
             Policy {
                 model: &mut model,
                 optimizer: &mut opt,
-                reference: Some(&reference),
+                reference: Reference::Model(&reference),
                 kl_controller: &mut kl,
             },
             1e-3,
@@ -144,7 +144,7 @@ fn grpo_raises_the_reward_of_a_toy_task() {
             Policy {
                 model: &mut model,
                 optimizer: &mut opt,
-                reference: None,
+                reference: Reference::None,
                 kl_controller: &mut kl,
             },
             2e-2,
@@ -165,5 +165,70 @@ fn grpo_raises_the_reward_of_a_toy_task() {
     assert!(
         last > first + 0.2 && last > 0.3,
         "reward should rise clearly: {rewards_seen:?}"
+    );
+}
+
+/// LoRA-GRPO: the KL reference is the policy with its adapters off (no second model). Fresh
+/// adapters (B = 0) leave the policy equal to the base, so the first step's KL is exactly 0;
+/// only the adapters train, and after a step the KL to the base is positive.
+#[test]
+fn lora_grpo_uses_the_base_as_its_reference() {
+    use sluice::model::adapter::{self, LoraConfig};
+    use sluice::model::save::named_params;
+    let dev = wgpu().autodiff();
+    let (cfg, model) = tiny(16, 4);
+    let lora = LoraConfig {
+        r: 4,
+        ..LoraConfig::default()
+    };
+    let (mut model, names) = adapter::attach(model, cfg.family, &lora, 9, &dev).unwrap();
+    assert!(!names.is_empty());
+    let frozen_before = model.embed_tokens.shards[0].param().unwrap().val().into_data();
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let rl = RlConfig {
+        group_size: 4,
+        prompts_per_step: 2,
+        max_new_tokens: 4,
+        ..RlConfig::default()
+    };
+    let mut objective = Preset::Grpo.objective();
+    objective.kl_placement = sluice::rl::presets::KlPlacement::Loss;
+    objective.loss.kl_coef = 0.1;
+    let mut kl = objective.reward_kl.controller.clone();
+    let mut kls = Vec::new();
+    for step in 0..2 {
+        let mut next = |n: usize| prompts(n);
+        let rep = pollster::block_on(rl_step_async(
+            Policy {
+                model: &mut model,
+                optimizer: &mut opt,
+                reference: Reference::AdaptersOff,
+                kl_controller: &mut kl,
+            },
+            1e-2,
+            &rl,
+            &objective,
+            &sevens(),
+            &mut next,
+            &[vocab::EOS],
+            &|ids: &[u32]| vocab::decode(ids),
+            step,
+            &dev,
+        ))
+        .unwrap();
+        kls.push(rep.to_record()["kl"].as_f64().unwrap());
+    }
+    assert_eq!(kls[0], 0.0, "fresh adapters: policy == base");
+    assert!(kls[1] > 0.0, "after an update the adapters move the policy: {kls:?}");
+    let frozen_after = model.embed_tokens.shards[0].param().unwrap().val().into_data();
+    assert_eq!(frozen_before, frozen_after, "the base is frozen");
+    let trained: Vec<String> = named_params(&model)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| opt.moments(n).is_some())
+        .collect();
+    assert!(
+        !trained.is_empty() && trained.iter().all(|n| n.contains(".lora_")),
+        "{trained:?}"
     );
 }
