@@ -183,7 +183,11 @@ fn lora_grpo_uses_the_base_as_its_reference() {
     };
     let (mut model, names) = adapter::attach(model, cfg.family, &lora, 9, &dev).unwrap();
     assert!(!names.is_empty());
-    let frozen_before = model.embed_tokens.shards[0].param().unwrap().val().into_data();
+    let frozen_before = model.embed_tokens.shards[0]
+        .param()
+        .unwrap()
+        .val()
+        .into_data();
     let mut opt = AdamW::new(AdamWConfig::default());
     let rl = RlConfig {
         group_size: 4,
@@ -219,8 +223,15 @@ fn lora_grpo_uses_the_base_as_its_reference() {
         kls.push(rep.to_record()["kl"].as_f64().unwrap());
     }
     assert_eq!(kls[0], 0.0, "fresh adapters: policy == base");
-    assert!(kls[1] > 0.0, "after an update the adapters move the policy: {kls:?}");
-    let frozen_after = model.embed_tokens.shards[0].param().unwrap().val().into_data();
+    assert!(
+        kls[1] > 0.0,
+        "after an update the adapters move the policy: {kls:?}"
+    );
+    let frozen_after = model.embed_tokens.shards[0]
+        .param()
+        .unwrap()
+        .val()
+        .into_data();
     assert_eq!(frozen_before, frozen_after, "the base is frozen");
     let trained: Vec<String> = named_params(&model)
         .into_iter()

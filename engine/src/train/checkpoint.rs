@@ -56,7 +56,13 @@ pub enum CheckpointError {
     #[error("{MODEL_FILE}: tensor `{0}` is not a parameter of the model the config describes")]
     ExtraTensor(String),
     #[error("{0}")]
-    Adapter(#[from] AdapterError),
+    Adapter(Box<AdapterError>),
+}
+
+impl From<AdapterError> for CheckpointError {
+    fn from(e: AdapterError) -> Self {
+        Self::Adapter(Box::new(e))
+    }
 }
 
 /// Where the training loop stands, saved next to the weights. Integers are stored exactly
