@@ -220,6 +220,33 @@ fn gradients_match_reference_autodiff() {
     }
 }
 
+/// A backward workspace above the limit splits the batch into calls that fit (one row each
+/// here, with both backward kernels): the same outputs and gradients as one call.
+#[test]
+fn batch_split_under_a_workspace_limit_changes_nothing() {
+    let dev = wgpu();
+    let names = ["dq", "dk", "dv", "dg", "dbeta", "dh0"];
+    for (dims, chunk) in [((3, 21, 1, 2, 16, 8), 16), ((3, 70, 2, 2, 16, 12), 32)] {
+        let (b, t, hk, hv, dk, dv) = dims;
+        let c = case(&dev, (b, t, hk, hv, dk, dv), true);
+        let co = randn([b, t, hv, dv], 1.0, &dev);
+        let cs = randn([b, hv, dk, dv], 1.0, &dev);
+        let whole = DeltaRuleOptions {
+            chunk_size: chunk,
+            ..Default::default()
+        };
+        let split = DeltaRuleOptions {
+            max_workspace_bytes: Some(1),
+            ..whole.clone()
+        };
+        let got = grads(&c, &co, &cs, true, &split);
+        let want = grads(&c, &co, &cs, true, &whole);
+        for ((x, y), name) in got.into_iter().zip(want).zip(names) {
+            assert_close(x, y, 1e-5, 1e-6, &format!("{name} {dims:?} split"));
+        }
+    }
+}
+
 #[test]
 fn gradients_match_finite_differences() {
     let dev = wgpu();
@@ -432,6 +459,7 @@ fn options_without_l2norm_and_custom_scale() {
         use_qk_l2norm: false,
         scale: Some(0.5),
         chunk_size: 32,
+        ..Default::default()
     };
     let got = delta_rule::delta_rule(
         c.q.clone(),

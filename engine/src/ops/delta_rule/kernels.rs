@@ -305,6 +305,20 @@ pub(crate) struct Grads {
     pub dh0: CubeTensor,
 }
 
+/// Value columns per backward block: the short-sequence column kernel or the chunk scan.
+fn backward_block(s: Sizes) -> usize {
+    if s.t <= SHORT_T {
+        cols_block(s.dk, s.dv)
+    } else {
+        scan_block(s.dk)
+    }
+}
+
+/// Bytes of the backward's workspace (one buffer, so it must fit a binding) for sizes `s`.
+pub(crate) fn backward_workspace_bytes(s: Sizes, chunk: usize) -> u64 {
+    4 * BackwardWork::new(s, chunk, backward_block(s)).len as u64
+}
+
 /// Element offsets of the backward kernel's workspace regions.
 #[derive(Debug, Clone, Copy)]
 struct BackwardWork {
@@ -397,11 +411,7 @@ pub(crate) fn backward(
     let s = x.sizes();
     let n = s.t.div_ceil(c.chunk);
     let short = s.t <= SHORT_T;
-    let bv = if short {
-        cols_block(s.dk, s.dv)
-    } else {
-        scan_block(s.dk)
-    };
+    let bv = backward_block(s);
     let w = BackwardWork::new(s, c.chunk, bv);
     let grad = contiguous(grad);
     let ws = empty_f32(&x.q, [w.len]);

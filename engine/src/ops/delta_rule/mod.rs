@@ -41,6 +41,9 @@ pub struct DeltaRuleOptions {
     pub scale: Option<f32>,
     /// Chunk length of the chunked forward: 16, 32 or 64.
     pub chunk_size: usize,
+    /// Largest backward workspace (one buffer) in bytes; `None` = the device's binding
+    /// limit. A batch whose workspace is larger runs as several calls over row groups.
+    pub max_workspace_bytes: Option<u64>,
 }
 
 impl Default for DeltaRuleOptions {
@@ -49,6 +52,7 @@ impl Default for DeltaRuleOptions {
             use_qk_l2norm: true,
             scale: None,
             chunk_size: 64,
+            max_workspace_bytes: None,
         }
     }
 }
@@ -85,6 +89,20 @@ pub struct Dims {
     pub hv: usize,
     pub dk: usize,
     pub dv: usize,
+}
+
+impl Dims {
+    /// The kernels' sizes for `b` rows.
+    fn sizes(&self, b: usize) -> kernels::Sizes {
+        kernels::Sizes {
+            b,
+            t: self.t,
+            hk: self.hk,
+            hv: self.hv,
+            dk: self.dk,
+            dv: self.dv,
+        }
+    }
 }
 
 fn shape_err(msg: String) -> DeltaRuleError {
@@ -244,6 +262,48 @@ pub fn delta_rule(
     let device = q.device();
     let h0 = initial_state
         .unwrap_or_else(|| Tensor::zeros([dims.b, dims.hv, dims.dk, dims.dv], &device));
+    let rows = if device.is_autodiff() {
+        let limit = opts
+            .max_workspace_bytes
+            .or_else(|| crate::device::max_binding_bytes(&device))
+            .unwrap_or(u64::MAX);
+        let one = kernels::backward_workspace_bytes(dims.sizes(1), opts.chunk_size);
+        ((limit / one.max(1)) as usize).clamp(1, dims.b)
+    } else {
+        dims.b
+    };
+    if rows == dims.b {
+        return Ok(chunked([q, k, v, h0], [g, beta], opts, dims));
+    }
+    // The backward workspace grows with B: row groups whose workspace fits a binding.
+    let mut parts = Vec::new();
+    for start in (0..dims.b).step_by(rows) {
+        let n = rows.min(dims.b - start);
+        let cut4 = |x: &Tensor<4>| x.clone().narrow(0, start, n);
+        let cut3 = |x: &Tensor<3>| x.clone().narrow(0, start, n);
+        let d = Dims { b: n, ..dims };
+        parts.push(chunked(
+            [cut4(&q), cut4(&k), cut4(&v), cut4(&h0)],
+            [cut3(&g), cut3(&beta)],
+            opts,
+            d,
+        ));
+    }
+    let (outputs, states): (Vec<_>, Vec<_>) =
+        parts.into_iter().map(|o| (o.output, o.final_state)).unzip();
+    Ok(DeltaRuleOutput {
+        output: Tensor::cat(outputs, 0),
+        final_state: Tensor::cat(states, 0),
+    })
+}
+
+/// One kernel call over the whole batch of `[q, k, v, h0]`, `[g, beta]`.
+fn chunked(
+    [q, k, v, h0]: [Tensor<4>; 4],
+    [g, beta]: [Tensor<3>; 2],
+    opts: &DeltaRuleOptions,
+    dims: Dims,
+) -> DeltaRuleOutput {
     let packed = <Dispatch as DeltaRuleBackend>::delta_rule_chunked(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -253,7 +313,7 @@ pub fn delta_rule(
         h0.into_dispatch(),
         kernel_config(opts, dims),
     );
-    Ok(unpack(Tensor::from_dispatch(packed), dims))
+    unpack(Tensor::from_dispatch(packed), dims)
 }
 
 /// One decode step: q, k `[B,1,Hk,dk]`, v `[B,1,Hv,dv]`, g, beta `[B,1,Hv]` against `state`
