@@ -121,7 +121,6 @@ impl Task {
         }
     }
 
-    /// Whether a problem belongs to the held-out set (never trained on).
     /// The problem as a natural-language request, for models with a real tokenizer
     /// (`"31415="` → `"Sort the digits 31415 in ascending order. Reply with the digits only."`).
     pub fn instruction(&self, p: &Problem) -> String {
@@ -139,6 +138,7 @@ impl Task {
         }
     }
 
+    /// Whether a problem belongs to the held-out set (never trained on).
     pub fn is_heldout(&self, p: &Problem) -> bool {
         hash(&p.prompt).is_multiple_of(8)
     }

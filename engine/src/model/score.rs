@@ -19,9 +19,8 @@ use super::hybrid::HybridModel;
 use crate::nn::attention::AttentionContext;
 use crate::nn::token_logp::token_logp;
 
-/// WebGPU's default storage-binding limit, when the device does not say.
-const DEFAULT_BINDING: u64 = 128 << 20;
-/// Largest transient logits chunk of the frozen-head path (bounds its memory).
+/// Largest transient logits chunk of the frozen-head path (bounds its memory; smaller when
+/// the device's binding limit is).
 const CHUNK_BYTES: u64 = 64 << 20;
 
 /// Per-token scores of completions, completion-aligned `[B, Tc]` (Tc = longest completion).
@@ -111,14 +110,15 @@ pub fn score_completions(
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, tc]), device);
     if model.head_frozen() {
         // Vocabulary chunk by chunk: no [B, Tc, V] logits.
-        let limit = crate::device::max_binding_bytes(device).unwrap_or(DEFAULT_BINDING);
+        let limit =
+            crate::device::max_binding_bytes(device).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
         let r = token_logp(
             model.head(),
             hidden.reshape([b * tc, h]),
             targets.reshape([b * tc]),
             temperature,
             with_entropy,
-            limit.min(CHUNK_BYTES),
+            limit,
         );
         let grid = |t: Tensor<1>| t.reshape([b, tc]) * mask.clone();
         return Ok(TokenScores {
