@@ -4,8 +4,11 @@
 //! The crate is platform-neutral: no filesystem or threads in core paths, no blocking
 //! readbacks on wasm.
 
+pub mod check;
 pub mod demo;
 pub mod device;
+#[cfg(not(target_family = "wasm"))]
+pub mod fs;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -282,3 +282,220 @@ fn f16_checkpoint_loads_exactly() {
     std::fs::remove_dir_all(f16_dir).unwrap();
     std::fs::remove_dir_all(f32_dir).unwrap();
 }
+
+/// Edits `config.json` (or another JSON file) of a scratch checkpoint.
+fn edit_json(dir: &Path, file: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let path = dir.join(file);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+}
+
+/// Sets element 5 of tensor `name` to `x`.
+fn poison(dir: &Path, name: &str, x: f32) {
+    rewrite(dir, |t| {
+        let e = t.iter_mut().find(|(n, _, _)| n == name).unwrap();
+        e.2[20..24].copy_from_slice(&x.to_le_bytes());
+    });
+}
+
+type Setup = fn(&Path);
+
+/// Malformed and hostile checkpoint folders: each is a named error that says which file,
+/// field or tensor is wrong — never a silently wrong model, a hang or a panic.
+#[test]
+fn hostile_checkpoints_get_named_errors() {
+    let cases: &[(&str, Setup, &[&str])] = &[
+        (
+            "NaN weight",
+            |d| poison(d, "model.layers.1.mlp.gate.weight", f32::NAN),
+            &[
+                "model.layers.1.mlp.gate.weight",
+                "non-finite",
+                "NaN",
+                "element 5",
+            ],
+        ),
+        (
+            "infinite weight",
+            |d| poison(d, "model.norm.weight", f32::INFINITY),
+            &[
+                "model.norm.weight",
+                "non-finite",
+                "inf",
+                "model.safetensors",
+            ],
+        ),
+        (
+            "config with fewer layers than the checkpoint",
+            |d| {
+                edit_json(d, "config.json", |v| {
+                    v["num_hidden_layers"] = 3.into();
+                    v["layer_types"].as_array_mut().unwrap().truncate(3);
+                })
+            },
+            &["does not use", "model.layers.3."],
+        ),
+        (
+            "untied config without a stored lm_head",
+            |d| rewrite(d, |t| t.retain(|(n, _, _)| n != "lm_head.weight")),
+            &["`lm_head.weight` is missing"],
+        ),
+        (
+            "index pointing outside the folder",
+            |d| {
+                let index = serde_json::json!({"weight_map": {"model.norm.weight": "../model.safetensors"}});
+                std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
+            },
+            &[
+                "model.safetensors.index.json",
+                "not a file name inside the model folder",
+            ],
+        ),
+        (
+            "index with an empty weight_map",
+            |d| {
+                std::fs::write(
+                    d.join("model.safetensors.index.json"),
+                    r#"{"weight_map": {}}"#,
+                )
+                .unwrap();
+            },
+            &["model.safetensors.index.json", "lists no tensors"],
+        ),
+        (
+            "EOS id outside the vocabulary",
+            |d| {
+                edit_json(d, "generation_config.json", |v| {
+                    v["eos_token_id"] = 9999.into()
+                })
+            },
+            &[
+                "generation_config.json",
+                "eos_token_id",
+                "9999",
+                "vocabulary of 256",
+            ],
+        ),
+        (
+            "non-integer EOS id",
+            |d| {
+                edit_json(d, "generation_config.json", |v| {
+                    v["eos_token_id"] = 1.5.into()
+                })
+            },
+            &["generation_config.json", "eos_token_id", "1.5"],
+        ),
+        (
+            "generation_config.json that is not JSON",
+            |d| std::fs::write(d.join("generation_config.json"), "{oops").unwrap(),
+            &["generation_config.json: not valid JSON"],
+        ),
+        (
+            "EOS id in config.json outside the vocabulary",
+            |d| edit_json(d, "config.json", |v| v["eos_token_id"] = 256.into()),
+            &["config.json", "eos_token_id", "256"],
+        ),
+        (
+            "mlp_only_layers beyond the model",
+            |d| {
+                edit_json(d, "config.json", |v| {
+                    v["mlp_only_layers"] = serde_json::json!([7])
+                })
+            },
+            &["config.json", "mlp_only_layers", "layer 7"],
+        ),
+        (
+            "negative rms_norm_eps",
+            |d| edit_json(d, "config.json", |v| v["rms_norm_eps"] = (-1e-6).into()),
+            &["config.json", "rms_norm_eps"],
+        ),
+        (
+            "rope_theta 0",
+            |d| {
+                edit_json(d, "config.json", |v| {
+                    v["rope_parameters"]["rope_theta"] = 0.into()
+                })
+            },
+            &["config.json", "rope_theta"],
+        ),
+        (
+            "max_position_embeddings 0",
+            |d| {
+                edit_json(d, "config.json", |v| {
+                    v["max_position_embeddings"] = 0.into()
+                })
+            },
+            &["config.json", "max_position_embeddings"],
+        ),
+        (
+            "weight file that is a folder",
+            |d| {
+                std::fs::remove_file(d.join("model.safetensors")).unwrap();
+                std::fs::create_dir(d.join("model.safetensors")).unwrap();
+            },
+            &["model.safetensors", "is a folder, not a regular file"],
+        ),
+        (
+            "weight file that is a FIFO",
+            |d| {
+                std::fs::remove_file(d.join("model.safetensors")).unwrap();
+                let ok = std::process::Command::new("mkfifo")
+                    .arg(d.join("model.safetensors"))
+                    .status()
+                    .unwrap();
+                assert!(ok.success());
+            },
+            &["model.safetensors", "FIFO"],
+        ),
+    ];
+    for (i, (what, setup, want)) in cases.iter().enumerate() {
+        let dir = scratch(&format!("hostile-{i}"));
+        setup(&dir);
+        let e = load_err(&dir);
+        for w in *want {
+            assert!(e.contains(w), "{what}: `{w}` not in: {e}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// `tie_word_embeddings = true` with a stored `lm_head.weight`: the head is the embedding, as
+/// transformers ties it (the stored head is ignored).
+#[test]
+fn tied_config_ignores_a_stored_head() {
+    let dir = scratch("tied");
+    edit_json(&dir, "config.json", |v| {
+        v["tie_word_embeddings"] = true.into()
+    });
+    let (cfg, model) = load_model(&dir, &wgpu()).unwrap();
+    assert!(cfg.tie_word_embeddings && model.lm_head.is_none());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A model whose weights turn non-finite inside (here a NaN norm weight set after loading)
+/// stops generation with an error naming the first layer whose output is non-finite.
+#[test]
+fn non_finite_logits_name_the_layer() {
+    use sluice::model::generate::{GenerateError, GenerateOptions, generate};
+    let dev = wgpu();
+    let (_, mut model) = load_model(&tiny_dir(), &dev).unwrap();
+    let h = model.embed_tokens.cols();
+    let mut w = vec![1.0f32; h];
+    w[3] = f32::NAN;
+    model.layers[2].post_attention_layernorm = burn::module::Param::from_tensor(
+        burn::tensor::Tensor::from_data(burn::tensor::TensorData::new(w, [h]), &dev),
+    );
+    let opts = GenerateOptions {
+        max_new_tokens: 4,
+        sampling: Default::default(),
+        eos_token_ids: vec![],
+    };
+    match generate(&model, &[vec![1, 2, 3]], &opts, &dev, |_, _| {}) {
+        Err(GenerateError::NonFinite { step, origin }) => {
+            assert_eq!((step, origin.as_str()), (0, "model.layers.2"));
+        }
+        other => panic!("expected a non-finite error, got {other:?}"),
+    }
+}

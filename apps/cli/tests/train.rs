@@ -135,6 +135,21 @@ fn resumed_training_equals_the_uninterrupted_run() {
         "3",
     ]);
     assert_ok(&o, "train (first part)");
+    // A changed recipe is refused on resume, naming each difference.
+    let changed = split.join("changed.toml");
+    let text = std::fs::read_to_string(&rs).unwrap();
+    std::fs::write(&changed, text.replace("lr = 1e-3", "lr = 2e-3")).unwrap();
+    let o = sluice(&[
+        "train",
+        "--quiet",
+        "--config",
+        changed.to_str().unwrap(),
+        "--resume",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rl.schedule.lr: 0.001 → 0.002"), "{err}");
+    assert!(err.contains("--allow-recipe-change"), "{err}");
     let o = sluice(&[
         "train",
         "--quiet",

@@ -83,7 +83,7 @@ pub fn read_dir_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = sluice::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         files.push((name.to_string(), bytes));
     }
     Ok(files)

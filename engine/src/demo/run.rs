@@ -159,6 +159,36 @@ pub struct Demo {
     device: Device,
 }
 
+impl DemoConfig {
+    /// Checks every field; errors name it (`sft_lr`, `rl.top_p`, ...).
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::check::non_negative;
+        let task: Task = self.task.parse()?;
+        if self.hidden == 0 || !self.hidden.is_multiple_of(4) {
+            return Err(format!(
+                "`hidden` = {}: must be a positive multiple of 4",
+                self.hidden
+            ));
+        }
+        if self.sft_batch == 0 || self.eval_size == 0 {
+            return Err("`sft_batch` and `eval_size` must be positive".into());
+        }
+        if !matches!(self.reward.as_str(), "exact" | "partial") {
+            return Err(format!(
+                "`reward` = `{}`: must be `exact` or `partial`",
+                self.reward
+            ));
+        }
+        non_negative("sft_lr", self.sft_lr)?;
+        non_negative("rl_lr", self.rl_lr)?;
+        let mut rl = self.rl.clone();
+        if rl.max_new_tokens == 0 {
+            rl.max_new_tokens = task.max_answer_tokens() + 2;
+        }
+        rl.validate().map_err(|e| format!("[rl] {e}"))
+    }
+}
+
 impl Demo {
     /// A fresh model (seeded) on `device` (an autodiff device is made from it).
     pub fn new(cfg: DemoConfig, device: &Device) -> Result<Self, DemoError> {
@@ -171,30 +201,11 @@ impl Demo {
         device: &Device,
         start: Option<(Config, HybridModel)>,
     ) -> Result<Self, DemoError> {
+        cfg.validate().map_err(DemoError::Config)?;
         let task: Task = cfg.task.parse().map_err(DemoError::Config)?;
-        if cfg.hidden == 0 || !cfg.hidden.is_multiple_of(4) {
-            return Err(DemoError::Config(format!(
-                "hidden must be a positive multiple of 4, got {}",
-                cfg.hidden
-            )));
-        }
-        if cfg.sft_batch == 0 || cfg.eval_size == 0 {
-            return Err(DemoError::Config(
-                "sft_batch and eval_size must be positive".into(),
-            ));
-        }
-        if !matches!(cfg.reward.as_str(), "exact" | "partial") {
-            return Err(DemoError::Config(format!(
-                "reward must be `exact` or `partial`, got `{}`",
-                cfg.reward
-            )));
-        }
         if cfg.rl.max_new_tokens == 0 {
             cfg.rl.max_new_tokens = task.max_answer_tokens() + 2;
         }
-        cfg.rl
-            .validate()
-            .map_err(|e| DemoError::Config(e.to_string()))?;
         let objective = preset_objective(&cfg.rl).map_err(|e| DemoError::Config(e.to_string()))?;
         let device = if device.is_autodiff() {
             device.clone()

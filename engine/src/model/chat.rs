@@ -66,6 +66,38 @@ pub enum ChatError {
     /// No chat template in the tokenizer files, or no template of the requested name.
     #[error("{0}")]
     NoTemplate(String),
+    /// Rendering did more work or wrote more text than any real conversation needs (a loop
+    /// that does not end, a huge repetition).
+    #[error("chat template exceeded its limit: {0}")]
+    Limit(String),
+}
+
+/// Work one render may do: minijinja fuel (about one unit per instruction and per 64 bytes
+/// of data created), so about 10M instructions or 640 MB of strings and lists.
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
+/// Most bytes one render may output (a 100k-token conversation is well under 1 MB).
+pub const TEMPLATE_MAX_OUTPUT: usize = 64 << 20;
+
+/// An output buffer that refuses to grow past [`TEMPLATE_MAX_OUTPUT`].
+#[derive(Default)]
+struct Limited {
+    buf: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for Limited {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > TEMPLATE_MAX_OUTPUT {
+            self.exceeded = true;
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Who speaks in a message.
@@ -574,6 +606,7 @@ impl ChatTemplate {
         env.add_filter("string", string_filter);
         env.set_formatter(python_formatter);
         env.add_function("raise_exception", raise_exception);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         // `{% generation %}...{% endgeneration %}` (transformers' assistant-mask extension)
         // renders its body unchanged; an `if true` block has the same whitespace handling.
         let compiled = replace_generation_tags(source);
@@ -616,9 +649,23 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ChatError::Syntax(describe(&e, &self.source)))?;
-        template
-            .render(minijinja::Value::from(minijinja::value::Serde(&ctx)))
-            .map_err(|e| render_error(e, &self.source))
+        let mut out = Limited::default();
+        let done = template.render_captured_to(
+            minijinja::Value::from(minijinja::value::Serde(&ctx)),
+            &mut out,
+        );
+        match done {
+            Ok(_) => String::from_utf8(out.buf)
+                .map_err(|e| ChatError::Render(format!("the output is not UTF-8: {e}"))),
+            Err(_) if out.exceeded => Err(ChatError::Limit(format!(
+                "its output passed {} MiB",
+                TEMPLATE_MAX_OUTPUT >> 20
+            ))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(ChatError::Limit(format!(
+                "rendering took more than {TEMPLATE_FUEL} steps (a runaway loop or a huge value?)"
+            ))),
+            Err(e) => Err(render_error(e, &self.source)),
+        }
     }
 }
 

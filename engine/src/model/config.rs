@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 /// Errors reading a `config.json`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config.json is not valid JSON: {0}")]
+    #[error("not valid JSON: {0}")]
     Json(String),
     #[error("config field `{field}`: {msg}")]
     Field { field: String, msg: String },
@@ -82,6 +82,9 @@ pub struct Config {
     pub mlp_only_layers: Vec<usize>,
     pub decoder_sparse_step: usize,
     pub eos_token_ids: Vec<u32>,
+    /// The context length the model was trained for (`None` when the config does not say).
+    /// Sluice does not stop at it (RoPE has no hard limit); front ends warn beyond it.
+    pub max_position_embeddings: Option<usize>,
 }
 
 /// Keys that carry nothing for text inference (metadata, training-only or multimodal ids).
@@ -97,7 +100,6 @@ const IGNORED: &[&str] = &[
     "pad_token_id",
     "initializer_range",
     "use_cache",
-    "max_position_embeddings",
     "attention_dropout",
     "output_router_logits",
     "router_aux_loss_coef",
@@ -201,6 +203,18 @@ fn ids(v: &Value, key: &str) -> Result<Vec<u32>, ConfigError> {
     match v {
         Value::Array(xs) => xs.iter().map(one).collect(),
         x => Ok(vec![one(x)?]),
+    }
+}
+
+/// The EOS ids of a `generation_config.json` text (empty when it names none).
+pub fn generation_eos_ids(text: &str) -> Result<Vec<u32>, ConfigError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| ConfigError::Json(e.to_string()))?;
+    let Value::Object(map) = v else {
+        return Err(ConfigError::Json("the top level is not an object".into()));
+    };
+    match map.get("eos_token_id") {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(v) => ids(v, "eos_token_id"),
     }
 }
 
@@ -448,6 +462,7 @@ impl Config {
             mlp_only_layers,
             decoder_sparse_step: f.usize_opt("decoder_sparse_step")?.unwrap_or(1).max(1),
             eos_token_ids,
+            max_position_embeddings: f.usize_opt("max_position_embeddings")?,
         };
         f.finish()?;
         cfg.validate()?;
@@ -509,11 +524,54 @@ impl Config {
                 "gives an odd rotary dimension",
             ));
         }
+        let positive = [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ];
+        for (k, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(field(k, format!("{v} is not a finite number > 0")));
+            }
+        }
+        if self.rms_norm_eps >= 1.0 {
+            return Err(field(
+                "rms_norm_eps",
+                format!("{} is not a small epsilon (< 1)", self.rms_norm_eps),
+            ));
+        }
+        if let Some(&i) = (self.mlp_only_layers.iter()).find(|&&i| i >= self.num_hidden_layers) {
+            return Err(field(
+                "mlp_only_layers",
+                format!(
+                    "layer {i} is beyond the model's {} layers",
+                    self.num_hidden_layers
+                ),
+            ));
+        }
+        self.check_eos()?;
+        if self.max_position_embeddings == Some(0) {
+            return Err(field("max_position_embeddings", "must be positive"));
+        }
         let needs_dense = (0..self.num_hidden_layers).any(|i| !self.is_moe_layer(i));
         if needs_dense && self.intermediate_size.is_none() {
             return Err(ConfigError::Missing("intermediate_size".into()));
         }
         Ok(())
+    }
+
+    /// Every EOS id inside the vocabulary.
+    pub fn check_eos(&self) -> Result<(), ConfigError> {
+        match self
+            .eos_token_ids
+            .iter()
+            .find(|&&t| t as usize >= self.vocab_size)
+        {
+            Some(t) => Err(field(
+                "eos_token_id",
+                format!("{t} is outside the vocabulary of {}", self.vocab_size),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Channels of each attention head that RoPE rotates.

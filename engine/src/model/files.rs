@@ -32,13 +32,14 @@ pub enum LoadError {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    crate::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: path.to_path_buf(),
         source,
     })
 }
 
-/// Reads `config.json` (and EOS ids from `generation_config.json` when present).
+/// Reads `config.json` (and EOS ids from `generation_config.json` when present); errors
+/// name the file and the field.
 pub fn read_config(dir: &Path) -> Result<Config, LoadError> {
     let path = dir.join("config.json");
     let mut cfg = Config::from_json(&read(&path)?).map_err(|source| LoadError::Config {
@@ -47,23 +48,15 @@ pub fn read_config(dir: &Path) -> Result<Config, LoadError> {
     })?;
     let gen_path = dir.join("generation_config.json");
     if gen_path.exists() {
-        let v: serde_json::Value =
-            serde_json::from_str(&read(&gen_path)?).map_err(|e| LoadError::Config {
-                path: gen_path.clone(),
-                source: ConfigError::Json(e.to_string()),
-            })?;
-        let ids: Vec<u32> = match v.get("eos_token_id") {
-            Some(serde_json::Value::Array(xs)) => xs
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as u32)
-                .collect(),
-            Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-            None => vec![],
+        let bad = |source| LoadError::Config {
+            path: gen_path.clone(),
+            source,
         };
+        let ids = super::config::generation_eos_ids(&read(&gen_path)?).map_err(bad)?;
         if !ids.is_empty() {
             cfg.eos_token_ids = ids;
         }
+        cfg.check_eos().map_err(bad)?;
     }
     Ok(cfg)
 }
@@ -86,12 +79,28 @@ fn shard_paths(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
             path: index.clone(),
             msg: "no `weight_map` object".into(),
         })?;
+    if map.is_empty() {
+        return Err(LoadError::Index {
+            path: index.clone(),
+            msg: "`weight_map` lists no tensors".into(),
+        });
+    }
     let mut files: Vec<String> = Vec::new();
     for (name, f) in map {
-        let f = f.as_str().ok_or_else(|| LoadError::Index {
+        let bad = |msg: String| LoadError::Index {
             path: index.clone(),
-            msg: format!("`{name}` maps to {f}, not a file name"),
-        })?;
+            msg: format!("`weight_map.{name}`: {msg}"),
+        };
+        let f = f
+            .as_str()
+            .ok_or_else(|| bad(format!("{f} is not a file name")))?;
+        // Shards live in the model folder: no paths, so an index cannot reach other files.
+        let plain = Path::new(f).file_name().is_some_and(|n| n == f) && f != "..";
+        if !plain {
+            return Err(bad(format!(
+                "`{f}` is not a file name inside the model folder"
+            )));
+        }
         if !files.iter().any(|x| x == f) {
             files.push(f.to_string());
         }
@@ -108,7 +117,7 @@ pub fn open_weights(dir: &Path) -> Result<Weights, LoadError> {
             path: path.clone(),
             source,
         };
-        let file = std::fs::File::open(&path).map_err(io)?;
+        let file = crate::fs::open(&path).map_err(io)?;
         // SAFETY: the map is read-only; the checkpoint is not expected to change while loaded
         // (as every safetensors loader assumes).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
@@ -128,7 +137,7 @@ pub fn load_adapter_dir(
     use super::adapter::{ADAPTER_CONFIG_FILE, ADAPTER_MODEL_FILE};
     let config = read(&dir.join(ADAPTER_CONFIG_FILE))?;
     let path = dir.join(ADAPTER_MODEL_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| LoadError::Io {
+    let bytes = crate::fs::read(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
         source,
     })?;

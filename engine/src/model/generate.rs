@@ -65,6 +65,13 @@ pub enum GenerateError {
     Input(String),
     #[error("generate: reading logits from the device failed: {0}")]
     Device(String),
+    /// The logits hold a NaN or ±Inf; `origin` is the first part of the model whose output
+    /// is non-finite (`model.layers.3`, ...).
+    #[error(
+        "generate: the logits of step {step} are not finite; the first non-finite output is \
+         {origin}'s"
+    )]
+    NonFinite { step: usize, origin: String },
 }
 
 /// Checks prompts against the vocabulary.
@@ -249,6 +256,7 @@ pub async fn generate_streaming_async(
     let hidden = model.hidden(ids, &mut cache, &ctx);
     let vocab = model.vocab_size();
     let mut logits = last_logits(model, hidden).await?;
+    check_finite(model, &logits, prompts, &[], 0, device).await?;
     let (prompts, pads) = if group > 1 {
         cache = cache.fork(group);
         logits = logits
@@ -295,8 +303,35 @@ pub async fn generate_streaming_async(
         let ids = Tensor::from_data(TensorData::new(next, [b, 1]), device);
         let hidden = model.hidden(ids, &mut cache, &ctx);
         logits = last_logits(model, hidden).await?;
+        check_finite(model, &logits, &prompts, &out, step + 1, device).await?;
     }
     Ok(out)
+}
+
+/// Fails when `logits` hold a NaN or ±Inf, naming the first part of the model whose output
+/// is non-finite (found by re-running the sequences so far, `prompts` + `out`, on the
+/// composed path).
+async fn check_finite(
+    model: &HybridModel,
+    logits: &[f32],
+    prompts: &[Vec<u32>],
+    out: &[Vec<u32>],
+    step: usize,
+    device: &Device,
+) -> Result<(), GenerateError> {
+    if logits.iter().all(|x| x.is_finite()) {
+        return Ok(());
+    }
+    let seqs: Vec<Vec<u32>> = (0..prompts.len())
+        .map(|r| [&prompts[r][..], out.get(r).map_or(&[][..], |o| &o[..])].concat())
+        .collect();
+    let (ids, ctx, _) = left_padded(&seqs, device);
+    let origin = match model.first_non_finite(ids, &ctx).await {
+        Ok(Some(name)) => name,
+        Ok(None) => "the fused decode path (the composed path is finite)".into(),
+        Err(e) => format!("unknown (locating it failed: {e})"),
+    };
+    Err(GenerateError::NonFinite { step, origin })
 }
 
 /// Blocking [`generate_async`] (native only).

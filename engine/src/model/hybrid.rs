@@ -125,31 +125,77 @@ impl HybridModel {
                 x = y;
                 continue;
             }
-            let normed = rms_norm(x.clone(), &layer.input_layernorm, self.eps);
-            let mixed = match (&layer.mixer, lc) {
-                (Mixer::Linear(m), LayerCache::Linear(state)) => {
-                    // Padded positions are zeroed as transformers does; with left padding and
-                    // a zero initial state they leave the state untouched.
-                    let normed = match &ctx.token_mask {
-                        Some(m) => normed * m.clone().unsqueeze_dim::<3>(2),
-                        None => normed,
-                    };
-                    let (y, s) = m.forward(normed, state.take());
-                    *state = Some(s);
-                    y
-                }
-                (Mixer::Full(a), LayerCache::Full(kv)) => a.forward(normed, kv, ctx),
-                _ => unreachable!("the cache is built from the same layer list"),
-            };
-            x = x + mixed;
-            let normed = rms_norm(x.clone(), &layer.post_attention_layernorm, self.eps);
-            x = x + match &layer.ffn {
-                Ffn::Dense(m) => m.forward(normed),
-                Ffn::Moe(m) => m.forward(normed),
-            };
+            x = self.layer(layer, lc, x, ctx);
         }
         cache.seq_len += t;
         rms_norm(x, &self.norm, self.eps)
+    }
+
+    /// One layer on the composed path: `x` `[B, T, H]` -> the residual stream after it.
+    fn layer(
+        &self,
+        layer: &DecoderLayer,
+        lc: &mut LayerCache,
+        x: Tensor<3>,
+        ctx: &AttentionContext,
+    ) -> Tensor<3> {
+        let normed = rms_norm(x.clone(), &layer.input_layernorm, self.eps);
+        let mixed = match (&layer.mixer, lc) {
+            (Mixer::Linear(m), LayerCache::Linear(state)) => {
+                // Padded positions are zeroed as transformers does; with left padding and
+                // a zero initial state they leave the state untouched.
+                let normed = match &ctx.token_mask {
+                    Some(m) => normed * m.clone().unsqueeze_dim::<3>(2),
+                    None => normed,
+                };
+                let (y, s) = m.forward(normed, state.take());
+                *state = Some(s);
+                y
+            }
+            (Mixer::Full(a), LayerCache::Full(kv)) => a.forward(normed, kv, ctx),
+            _ => unreachable!("the cache is built from the same layer list"),
+        };
+        let x = x + mixed;
+        let normed = rms_norm(x.clone(), &layer.post_attention_layernorm, self.eps);
+        x + match &layer.ffn {
+            Ffn::Dense(m) => m.forward(normed),
+            Ffn::Moe(m) => m.forward(normed),
+        }
+    }
+
+    /// The first part of the forward pass over `ids` `[B, T]` (from a fresh cache) whose
+    /// output holds a NaN or ±Inf: `model.embed_tokens`, `model.layers.{i}`, `model.norm` or
+    /// `lm_head`; `None` when every output is finite. One readback (diagnostics only).
+    pub async fn first_non_finite(
+        &self,
+        ids: Tensor<2, Int>,
+        ctx: &AttentionContext,
+    ) -> Result<Option<String>, String> {
+        let [b, t] = ids.dims();
+        let h = self.embed_tokens.cols();
+        let bad = |x: &Tensor<3>| x.clone().is_finite().bool_not().any().float();
+        let mut names = vec!["model.embed_tokens".to_string()];
+        let mut x = self
+            .embed_tokens
+            .embed(ids.reshape([b * t]))
+            .reshape([b, t, h]);
+        let mut flags = vec![bad(&x)];
+        let mut cache = self.new_cache();
+        for (i, (layer, lc)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            x = self.layer(layer, lc, x, ctx);
+            names.push(format!("model.layers.{i}"));
+            flags.push(bad(&x));
+        }
+        let x = rms_norm(x, &self.norm, self.eps);
+        names.push("model.norm".into());
+        flags.push(bad(&x));
+        names.push("lm_head".into());
+        flags.push(bad(&self.logits(x)));
+        let host = super::save::read_flat(Tensor::cat(flags, 0)).await?;
+        Ok(host
+            .iter()
+            .position(|&f| f != 0.0)
+            .map(|i| names[i].clone()))
     }
 
     /// One decode token through `layer` with the fused kernels, `x` `[B, 1, H]` -> the

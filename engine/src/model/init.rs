@@ -277,6 +277,7 @@ impl Config {
             mlp_only_layers: vec![],
             decoder_sparse_step: 1,
             eos_token_ids: vec![],
+            max_position_embeddings: None,
         };
         Config::from_json(&super::save::config_json(&cfg))
     }

@@ -11,7 +11,8 @@
 //! Handles both projection layouts of the linear-attention layers (Qwen3-Next's grouped
 //! `in_proj_qkvz` / `in_proj_ba`, regrouped here into Qwen3.5's flat `in_proj_qkv`,
 //! `in_proj_z`, `in_proj_b`, `in_proj_a`), per-expert or fused expert weights, and tied or
-//! untied embeddings (tied when `lm_head.weight` is absent).
+//! untied embeddings (`tie_word_embeddings`, as transformers reads it). Every tensor of the
+//! checkpoint must be used: one the configuration does not describe is an error.
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -447,10 +448,16 @@ pub fn build_with(
         });
         progress(i as u64 + 2, total);
     }
-    let lm_head = if weights.contains("lm_head.weight") {
-        Some(l.vocab("lm_head.weight", v, h)?)
-    } else {
+    // As transformers: tied means the embedding is the head (a stored `lm_head.weight` is
+    // ignored); untied needs the stored head.
+    let lm_head = if cfg.tie_word_embeddings {
+        if weights.contains("lm_head.weight") {
+            tracing::info!("tie_word_embeddings is true: the stored lm_head.weight is ignored");
+            weights.skip("lm_head.weight");
+        }
         None
+    } else {
+        Some(l.vocab("lm_head.weight", v, h)?)
     };
     let model = HybridModel {
         embed_tokens,
@@ -460,6 +467,7 @@ pub fn build_with(
         eps: cfg.rms_norm_eps,
         adapter: None,
     };
+    weights.check_all_used()?;
     progress(total, total);
     Ok(model)
 }

@@ -52,6 +52,8 @@ pub enum SaveError {
     Adapters,
     #[error("safetensors serialisation failed: {0}")]
     Serialize(String),
+    #[error("parameter `{0}` holds a non-finite value; it is not saved")]
+    NonFinite(String),
 }
 
 /// A shared reference to one parameter of the model (every parameter is 1-D or 2-D).
@@ -271,6 +273,9 @@ pub async fn read_params(model: &HybridModel) -> Result<Vec<NamedHostTensor>, Sa
                 name: name.clone(),
                 msg,
             })?;
+        if values.iter().any(|x| !x.is_finite()) {
+            return Err(SaveError::NonFinite(name));
+        }
         out.push((name, shape, values));
     }
     Ok(out)
@@ -640,7 +645,7 @@ fn model_type(family: Family) -> (&'static str, &'static str) {
 /// `config.json` text for `cfg` (text-only model classes; pretty-printed with 2-space indent).
 /// [`Config::from_json`] reads it back to an equal `Config`, and transformers loads it.
 /// Keys `Config` does not keep are written with transformers' defaults
-/// (`initializer_range` 0.02, `max_position_embeddings` 4096...).
+/// (`initializer_range` 0.02...).
 pub fn config_json(cfg: &Config) -> String {
     let (mt, arch) = model_type(cfg.family);
     let mut m = Map::new();
@@ -667,7 +672,9 @@ pub fn config_json(cfg: &Config) -> String {
         "initializer_range",
         json!(super::init::DEFAULT_INITIALIZER_RANGE),
     );
-    set("max_position_embeddings", json!(4096));
+    if let Some(n) = cfg.max_position_embeddings {
+        set("max_position_embeddings", json!(n));
+    }
     set("linear_conv_kernel_dim", json!(cfg.linear_conv_kernel_dim));
     set("linear_key_head_dim", json!(cfg.linear_key_head_dim));
     set("linear_value_head_dim", json!(cfg.linear_value_head_dim));

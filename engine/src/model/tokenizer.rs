@@ -214,10 +214,11 @@ impl Tokenizer {
             move |source: std::io::Error| TokenizerError::Io { path, source }
         };
         let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer_json = std::fs::read(&tokenizer_path).map_err(io(tokenizer_path.clone()))?;
+        let tokenizer_json =
+            crate::fs::read(&tokenizer_path).map_err(io(tokenizer_path.clone()))?;
         let optional = |name: &str| -> Result<Option<String>, TokenizerError> {
             let path = dir.join(name);
-            match std::fs::read_to_string(&path) {
+            match crate::fs::read_to_string(&path) {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(io(path)(e)),

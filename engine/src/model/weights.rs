@@ -7,6 +7,7 @@
 //! (`mtp.*`) tensors are skipped with a log line.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use safetensors::Dtype;
 use safetensors::tensor::Metadata;
@@ -50,6 +51,18 @@ pub enum WeightError {
         first: String,
         second: String,
     },
+    #[error("tensor `{name}` in {file} holds a non-finite value ({value}) at element {index}")]
+    NonFinite {
+        name: String,
+        file: String,
+        index: usize,
+        value: f32,
+    },
+    #[error(
+        "the checkpoint holds {count} tensor(s) the configuration does not use (does config.json \
+         describe this checkpoint?): {names}"
+    )]
+    Unused { count: usize, names: String },
 }
 
 /// The bytes of one safetensors file (a memory map natively, fetched bytes in a browser).
@@ -116,6 +129,19 @@ impl Raw<'_> {
         }
     }
 
+    /// The index of the first NaN or ±Inf value, if any (one pass over the bits).
+    pub fn first_non_finite(&self) -> Option<usize> {
+        match self.dtype {
+            StoredDtype::F32 => self.bytes.chunks_exact(4).position(|b| {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000
+            }),
+            StoredDtype::Bf16 => (self.bytes.chunks_exact(2))
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+            StoredDtype::F16 => (self.bytes.chunks_exact(2))
+                .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
+        }
+    }
+
     /// All values as f32.
     pub fn to_f32(&self) -> Vec<f32> {
         self.to_f32_range(0, self.bytes.len() / self.dtype.size())
@@ -131,11 +157,18 @@ impl Raw<'_> {
     }
 }
 
+/// Where a normalised tensor name lives, and whether the model read it.
+struct Entry {
+    file: usize,
+    name: String,
+    used: AtomicBool,
+}
+
 /// Tensors of a checkpoint spread over one or more safetensors buffers.
 pub struct Weights {
     files: Vec<File>,
-    /// Normalised name -> (file index, name in the file).
-    index: HashMap<String, (usize, String)>,
+    /// Normalised name -> its file, its name there, and whether it was read.
+    index: HashMap<String, Entry>,
 }
 
 /// The name the text model uses for a checkpoint name, or `None` to skip the tensor.
@@ -178,7 +211,12 @@ impl Weights {
                     skipped += 1;
                     continue;
                 };
-                if let Some((prev, _)) = index.insert(norm.clone(), (fi, tname.clone())) {
+                let entry = Entry {
+                    file: fi,
+                    name: tname.clone(),
+                    used: AtomicBool::new(false),
+                };
+                if let Some(Entry { file: prev, .. }) = index.insert(norm.clone(), entry) {
                     let first = if prev == fi {
                         name.clone()
                     } else {
@@ -231,8 +269,8 @@ impl Weights {
 
     /// How tensor `name` (normalised) is stored; `None` when absent or of another dtype.
     pub fn dtype(&self, name: &str) -> Option<StoredDtype> {
-        let (fi, file_name) = self.index.get(name)?;
-        match self.files[*fi].meta.info(file_name)?.dtype {
+        let e = self.index.get(name)?;
+        match self.files[e.file].meta.info(&e.name)?.dtype {
             Dtype::F32 => Some(StoredDtype::F32),
             Dtype::BF16 => Some(StoredDtype::Bf16),
             Dtype::F16 => Some(StoredDtype::F16),
@@ -242,20 +280,55 @@ impl Weights {
 
     /// The stored shape of tensor `name` (normalised).
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        let (fi, file_name) = self.index.get(name)?;
-        Some(self.files[*fi].meta.info(file_name)?.shape.clone())
+        let e = self.index.get(name)?;
+        Some(self.files[e.file].meta.info(&e.name)?.shape.clone())
+    }
+
+    /// Marks `name` as deliberately not read (e.g. a stored `lm_head.weight` that the config
+    /// ties to the embedding, which transformers ignores too).
+    pub fn skip(&self, name: &str) {
+        if let Some(e) = self.index.get(name) {
+            e.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Tensors no [`Weights::raw`] call has read (normalised names, sorted).
+    pub fn unused(&self) -> Vec<String> {
+        let mut v: Vec<String> = (self.index.iter())
+            .filter(|(_, e)| !e.used.load(Ordering::Relaxed))
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Fails with [`WeightError::Unused`] when some tensor was never read.
+    pub fn check_all_used(&self) -> Result<(), WeightError> {
+        let unused = self.unused();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 8;
+        let mut names = unused[..unused.len().min(SHOWN)].join(", ");
+        if unused.len() > SHOWN {
+            names.push_str(&format!(", … ({} more)", unused.len() - SHOWN));
+        }
+        Err(WeightError::Unused {
+            count: unused.len(),
+            names,
+        })
     }
 
     /// The stored bytes and dtype of tensor `name`, checked against `shape` (F32, BF16 or F16).
     pub fn raw(&self, name: &str, shape: &[usize]) -> Result<Raw<'_>, WeightError> {
-        let (fi, file_name) = self.index.get(name).ok_or_else(|| WeightError::Missing {
+        let entry = self.index.get(name).ok_or_else(|| WeightError::Missing {
             name: name.to_string(),
             files: self.files_list(),
         })?;
-        let file = &self.files[*fi];
+        let file = &self.files[entry.file];
         let info = file
             .meta
-            .info(file_name)
+            .info(&entry.name)
             .expect("indexed tensors exist in their file's header");
         if info.shape != shape {
             return Err(WeightError::Shape {
@@ -290,7 +363,17 @@ impl Weights {
                 ),
             });
         }
-        Ok(Raw { dtype, bytes })
+        let raw = Raw { dtype, bytes };
+        if let Some(index) = raw.first_non_finite() {
+            return Err(WeightError::NonFinite {
+                name: name.to_string(),
+                file: file.name.clone(),
+                index,
+                value: raw.to_f32_range(index, index + 1)[0],
+            });
+        }
+        entry.used.store(true, Ordering::Relaxed);
+        Ok(raw)
     }
 
     /// The tensor `name` as f32, checked against `shape`.

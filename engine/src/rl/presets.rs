@@ -89,6 +89,65 @@ impl Default for RlObjective {
     }
 }
 
+impl RlObjective {
+    /// Checks every number of the objective; errors name the sub-table and the field
+    /// (`loss.kl_coef`, ...).
+    pub fn validate(&self) -> crate::check::Checked {
+        use crate::check::{closed, non_negative, open_closed, positive, within};
+        let a = &self.advantage;
+        within("advantage", non_negative("eps", a.eps))?;
+        within("advantage", closed("gamma", a.gamma, 0.0, 1.0))?;
+        let l = &self.loss;
+        within("loss", non_negative("epsilon_low", l.epsilon_low))?;
+        within("loss", non_negative("epsilon_high", l.epsilon_high))?;
+        within("loss", non_negative("kl_coef", l.kl_coef))?;
+        within("loss", crate::check::finite("entropy_coef", l.entropy_coef))?;
+        l.validate().map_err(|e| format!("loss {e}"))?;
+        let s = &self.shaping;
+        within(
+            "shaping",
+            open_closed("top_entropy_quantile", s.top_entropy_quantile, 0.0, 1.0),
+        )?;
+        if let Some(w) = s.conflict_positive_weight {
+            within("shaping", non_negative("conflict_positive_weight", w))?;
+        }
+        if let Some(o) = &s.overlong {
+            within("shaping.overlong", non_negative("factor", o.factor))?;
+            if o.max_len == 0 || o.cache_len > o.max_len {
+                return Err(format!(
+                    "shaping.overlong: need 0 < cache_len ≤ max_len, got cache_len {} and \
+                     max_len {}",
+                    o.cache_len, o.max_len
+                ));
+            }
+        }
+        if let Some(g) = &s.gtpo_entropy {
+            within(
+                "shaping.gtpo_entropy",
+                crate::check::finite("alpha1", g.alpha1),
+            )?;
+            within(
+                "shaping.gtpo_entropy",
+                crate::check::finite("alpha2", g.alpha2),
+            )?;
+        }
+        match self.reward_kl.controller {
+            KlController::Fixed { coef } => {
+                within("reward_kl.controller", non_negative("coef", coef))
+            }
+            KlController::Adaptive {
+                coef,
+                target_kl,
+                horizon,
+            } => {
+                within("reward_kl.controller", non_negative("coef", coef))?;
+                within("reward_kl.controller", positive("target_kl", target_kl))?;
+                within("reward_kl.controller", positive("horizon", horizon))
+            }
+        }
+    }
+}
+
 impl Preset {
     /// Every preset, in documentation order.
     pub const ALL: [Preset; 9] = [

@@ -105,6 +105,12 @@ impl RlConfig {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad("temperature must be positive (rollouts sample)");
         }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(RlStepError::Config(format!(
+                "top_p = {}: must be in (0, 1]",
+                self.top_p
+            )));
+        }
         if let Some(p) = &self.preset {
             p.parse::<Preset>()
                 .map_err(|e| RlStepError::Config(e.to_string()))?;

@@ -237,7 +237,7 @@ pub fn load_adapter_checkpoint(
 
 fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, FilesError> {
     let path = dir.join(name);
-    std::fs::read(&path).map_err(|e| match e.kind() {
+    crate::fs::read(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => FilesError::Missing(path.clone()),
         _ => FilesError::Io {
             path: path.clone(),

@@ -12,7 +12,12 @@
 //! Gradients of several micro-batches are summed in [`Grads`] before one step (scale each
 //! micro-batch loss, e.g. by 1/number of micro-batches, for a mean). A non-finite loss or
 //! gradient skips the step: weights, moments and the step count stay as they were, with a
-//! `tracing::warn`. The finiteness check and the norm need one host readback per step
+//! `tracing::warn`. With a finite gradient, a finite learning rate ≥ 0 (else an error) and
+//! ε > 0 the update cannot leave the finite range short of an f32 overflow; a second readback
+//! after the update checks that, and an update that made any parameter non-finite is an
+//! error naming it ([`OptimError::NonFiniteUpdate`]): the trainer stops without saving, so
+//! the last checkpoint stays the last good state (undoing the update in place would need a
+//! copy of every weight and moment). The checks need two host readbacks per step
 //! ([`AdamW::step_async`]; [`AdamW::step`] blocks, native only).
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +43,13 @@ pub enum OptimError {
     },
     #[error("reading {what} from the device: {msg}")]
     Device { what: String, msg: String },
+    #[error("learning rate {0}: must be a finite number ≥ 0")]
+    LearningRate(f64),
+    #[error(
+        "the update of step {step} made parameter `{name}` non-finite; training stops here \
+         (the last checkpoint is the last good state)"
+    )]
+    NonFiniteUpdate { step: u64, name: String },
     #[error("optimizer state: {0}")]
     State(String),
 }
@@ -80,6 +92,21 @@ pub struct AdamWConfig {
     pub decay: DecayRule,
     /// Clip the global gradient norm to this value (`None`: no clipping).
     pub max_grad_norm: Option<f64>,
+}
+
+impl AdamWConfig {
+    /// Checks every number (a NaN or negative learning-rate-like value never trains).
+    pub fn validate(&self) -> crate::check::Checked {
+        use crate::check::{half_open, non_negative, positive};
+        half_open("beta1", self.beta1, 0.0, 1.0)?;
+        half_open("beta2", self.beta2, 0.0, 1.0)?;
+        positive("eps", self.eps)?;
+        non_negative("weight_decay", self.weight_decay)?;
+        if let Some(c) = self.max_grad_norm {
+            positive("max_grad_norm", c)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for AdamWConfig {
@@ -264,6 +291,9 @@ impl AdamW {
         if grads.is_empty() {
             return Err(OptimError::NoGradients);
         }
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(OptimError::LearningRate(lr));
+        }
         let index: HashMap<String, usize> = params
             .iter()
             .enumerate()
@@ -361,6 +391,7 @@ impl AdamW {
         let bc1 = 1.0 - c.beta1.powf(t);
         let bc2_sqrt = (1.0 - c.beta2.powf(t)).sqrt();
         let step_size = lr / bc1;
+        let mut bad: Vec<(String, Tensor<1>)> = Vec::with_capacity(grads.grads.len());
         for (name, g) in grads.grads {
             let (_, p) = &mut params[index[&name]];
             let shape = p.as_ref().shape();
@@ -372,7 +403,7 @@ impl AdamW {
             if c.weight_decay != 0.0 && c.decay.applies(&name, &shape) {
                 w = w.mul_scalar(1.0 - lr * c.weight_decay);
             }
-            let st = self.state.entry(name).or_insert_with(|| Moments {
+            let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
                 shape,
                 exp_avg: Tensor::zeros_like(&g),
                 exp_avg_sq: Tensor::zeros_like(&g),
@@ -384,10 +415,31 @@ impl AdamW {
             w = w - (m.clone() / denom).mul_scalar(step_size);
             st.exp_avg = m;
             st.exp_avg_sq = v;
+            bad.push((name, w.clone().is_finite().bool_not().float().sum()));
             p.set_flat(w);
         }
         report.step = self.step;
+        self.check_update(bad).await?;
         Ok(report)
+    }
+
+    /// Fails naming the first parameter whose updated value holds a non-finite entry
+    /// (`bad`: per parameter, the count of such entries; one readback).
+    async fn check_update(&self, bad: Vec<(String, Tensor<1>)>) -> Result<(), OptimError> {
+        let (names, counts): (Vec<String>, Vec<Tensor<1>>) = bad.into_iter().unzip();
+        let host = crate::model::save::read_flat(Tensor::cat(counts, 0))
+            .await
+            .map_err(|msg| OptimError::Device {
+                what: "the finiteness of the update".into(),
+                msg,
+            })?;
+        match host.iter().position(|&n| n != 0.0) {
+            Some(i) => Err(OptimError::NonFiniteUpdate {
+                step: self.step,
+                name: names[i].clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks that every moment belongs to a parameter of `model` with the same shape.
@@ -432,6 +484,11 @@ impl AdamW {
                         what: key.clone(),
                         msg,
                     })?;
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(OptimError::State(format!(
+                        "`{key}` holds a non-finite value; it is not saved"
+                    )));
+                }
                 tensors.push((key, m.shape.clone(), v));
             }
         }

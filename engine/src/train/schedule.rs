@@ -29,6 +29,20 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
+    /// Checks the rates: finite and ≥ 0.
+    pub fn validate(&self) -> crate::check::Checked {
+        use crate::check::non_negative;
+        match *self {
+            Self::Constant { lr } => non_negative("lr", lr),
+            Self::WarmupCosine {
+                peak_lr, min_lr, ..
+            } => {
+                non_negative("peak_lr", peak_lr)?;
+                non_negative("min_lr", min_lr)
+            }
+        }
+    }
+
     /// Learning rate of (0-based) step `step`.
     pub fn lr(&self, step: u64) -> f64 {
         match *self {

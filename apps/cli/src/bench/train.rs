@@ -245,7 +245,7 @@ pub fn run(args: &Args) -> Result<()> {
         Ok(())
     })?;
     let trl = if let Some(p) = &args.trl_json {
-        let text = std::fs::read_to_string(p)
+        let text = sluice::fs::read_to_string(p)
             .map_err(|e| format!("cannot read --trl-json file {}: {e}", p.display()))?;
         Some(parse_trl(&text, &p.display().to_string())?)
     } else if args.trl {

@@ -91,17 +91,22 @@ pub fn run(args: &Args) -> Result<()> {
 
     let stdin = std::io::stdin();
     let mut lines = stdin.lock();
-    let mut line = String::new();
+    let mut bytes = Vec::new();
     let mut turn = 0u64;
     loop {
         eprint!("> ");
         std::io::stderr().flush()?;
-        line.clear();
-        if lines.read_line(&mut line)? == 0 {
+        bytes.clear();
+        if lines.read_until(b'\n', &mut bytes)? == 0 {
             eprintln!();
             break;
         }
-        let said = match classify(&line) {
+        // One undecodable line is skipped; the conversation goes on.
+        let Ok(line) = std::str::from_utf8(&bytes) else {
+            eprintln!("that line is not UTF-8 text; it was ignored");
+            continue;
+        };
+        let said = match classify(line) {
             Input::Exit => break,
             Input::Empty => continue,
             Input::Reset => {

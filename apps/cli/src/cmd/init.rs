@@ -42,7 +42,7 @@ fn parse_dtype(s: &str) -> std::result::Result<FileDtype, String> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let text = std::fs::read_to_string(&args.config)
+    let text = sluice::fs::read_to_string(&args.config)
         .map_err(|e| format!("--config {}: {e}", args.config.display()))?;
     let cfg = Config::from_json(&text).map_err(|e| format!("{}: {e}", args.config.display()))?;
     if !(args.std.is_finite() && args.std > 0.0) {

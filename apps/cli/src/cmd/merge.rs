@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
     for name in COPIED {
         let path = base.join(name);
         if path.is_file() {
-            let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let bytes = sluice::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             files.push((name.to_string(), bytes));
         }
     }

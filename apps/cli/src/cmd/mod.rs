@@ -47,7 +47,7 @@ pub struct SamplingArgs {
     pub max_new_tokens: usize,
 
     /// Softmax temperature; 0 = greedy (argmax).
-    #[arg(long, default_value_t = 0.0, value_name = "T", value_parser = non_negative_f32)]
+    #[arg(long, default_value_t = 0.0, value_name = "T", value_parser = non_negative_f32, allow_negative_numbers = true)]
     pub temperature: f32,
 
     /// Sample among the K most likely tokens only (0 = off).
@@ -55,15 +55,15 @@ pub struct SamplingArgs {
     pub top_k: usize,
 
     /// Nucleus sampling: the smallest set of tokens with total probability ≥ P (1 = off).
-    #[arg(long, default_value_t = 1.0, value_name = "P", value_parser = unit_interval_open)]
+    #[arg(long, default_value_t = 1.0, value_name = "P", value_parser = unit_interval_open, allow_negative_numbers = true)]
     pub top_p: f32,
 
     /// Drop tokens less likely than P × the most likely one (0 = off).
-    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = unit_interval, allow_negative_numbers = true)]
     pub min_p: f32,
 
     /// > 1 discourages tokens already in the prompt or the output (1 = off).
-    #[arg(long, default_value_t = 1.0, value_name = "R", value_parser = positive_f32)]
+    #[arg(long, default_value_t = 1.0, value_name = "R", value_parser = positive_f32, allow_negative_numbers = true)]
     pub repetition_penalty: f32,
 
     /// Seed of the sampler (with --temperature > 0).
@@ -198,13 +198,20 @@ pub fn check_vocab(rows: &[Vec<u32>], vocab: usize) -> std::result::Result<(), S
     Ok(())
 }
 
+/// Fails unless `dir` is an existing folder (before anything inside it is looked for).
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("--model {}: not a folder", dir.display()).into()),
+        Err(e) => Err(format!("--model {}: {e}", dir.display()).into()),
+    }
+}
+
 /// Loads the checkpoint `args.model` on the default wgpu device as `args.dtype` says; shows a
 /// progress bar and says how long it took on stderr when `verbose`.
 pub fn load(args: &ModelArgs, verbose: bool) -> Result<(Device, Config, HybridModel)> {
     let dir: &Path = &args.model;
-    if !dir.is_dir() {
-        return Err(format!("--model {}: not a folder", dir.display()).into());
-    }
+    check_model_dir(dir)?;
     let device = sluice::device::try_wgpu()?;
     let t0 = Instant::now();
     let bar = if verbose {

@@ -17,7 +17,8 @@ impl Text {
     /// The tokenizer in `dir`, or `None` when the folder has no `tokenizer.json`. A tokenizer
     /// that is present but broken is an error.
     pub fn open(dir: &Path) -> Result<Option<Self>> {
-        if !dir.join("tokenizer.json").is_file() {
+        super::check_model_dir(dir)?;
+        if !dir.join("tokenizer.json").exists() {
             return Ok(None);
         }
         let tok = Tokenizer::from_dir(dir)

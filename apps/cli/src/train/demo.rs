@@ -47,9 +47,13 @@ pub struct Args {
 pub fn demo_config(args: &Args) -> Result<DemoConfig> {
     let mut cfg = match &args.config {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            toml::from_str::<DemoConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+            let text = sluice::fs::read_to_string(p)
+                .map_err(|e| format!("reading {}: {e}", p.display()))?;
+            let cfg =
+                toml::from_str::<DemoConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            cfg.validate()
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            cfg
         }
         None => DemoConfig::default(),
     };

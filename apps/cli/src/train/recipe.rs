@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use sluice::check::{Checked, finite, within};
 use sluice::model::adapter::LoraConfig;
 use sluice::model::load::WeightDtype;
 use sluice::rl::presets::RlObjective;
@@ -115,6 +116,31 @@ fn unit() -> f64 {
     1.0
 }
 
+impl RewardSpec {
+    /// Checks the weight (finite) and a length reward's lengths.
+    fn validate(&self) -> Checked {
+        match *self {
+            Self::ExactMatch { weight } | Self::Accuracy { weight } | Self::Format { weight } => {
+                finite("weight", weight)
+            }
+            Self::Length {
+                weight,
+                max_len,
+                cache,
+            } => {
+                finite("weight", weight)?;
+                if max_len == 0 || cache > max_len {
+                    return Err(format!(
+                        "a length reward needs 0 < cache ≤ max_len, got cache {cache} and \
+                         max_len {max_len}"
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Recipe {
     /// Parses and checks a recipe (errors name the field).
     pub fn from_toml(text: &str) -> Result<Self, String> {
@@ -138,6 +164,7 @@ impl Recipe {
                     .into(),
             );
         }
+        within("[optim]", r.optim.validate())?;
         if r.sft.is_none() && r.rl.is_none() {
             return Err("the recipe has neither an [sft] nor an [rl] phase".into());
         }
@@ -150,6 +177,7 @@ impl Recipe {
                     "[sft]: steps, batch_size and grad_accum must be positive, max_len ≥ 2".into(),
                 );
             }
+            within("[sft] schedule:", s.schedule.validate())?;
         }
         if let Some(p) = &r.rl {
             if p.prompts.is_some() == p.task.is_some() {
@@ -164,6 +192,13 @@ impl Recipe {
             p.sampling
                 .validate()
                 .map_err(|e| format!("[rl.sampling]: {e}"))?;
+            within("[rl] schedule:", p.schedule.validate())?;
+            if let Some(o) = &p.objective {
+                within("[rl.objective]", o.validate())?;
+            }
+            for (i, reward) in p.rewards.iter().enumerate() {
+                within(&format!("[rl] rewards[{i}]:"), reward.validate())?;
+            }
         }
         if r.save_every == 0 {
             return Err("save_every must be positive".into());
@@ -292,12 +327,29 @@ epsilon_high = 0.3
             ("alpha = 8.0", "alpha = -1.0"),
             ("r = 4", "r = 4\nbogus = 1"),
             ("demo_hidden = 32", "demo_hidden = 32\ndtype = \"int4\""),
+            ("weight_decay = 0.0", "weight_decay = nan"),
+            ("weight_decay = 0.0", "weight_decay = 0.0\nbeta1 = 1.0"),
+            ("weight_decay = 0.0", "weight_decay = 0.0\neps = -1e-8"),
+            (
+                "weight_decay = 0.0",
+                "weight_decay = 0.0\nmax_grad_norm = -1.0",
+            ),
+            ("peak_lr = 1e-2", "peak_lr = nan"),
+            ("peak_lr = 1e-2", "peak_lr = inf"),
+            ("lr = 5e-4", "lr = -5e-4"),
+            ("epsilon_high = 0.3", "epsilon_high = 0.3\nkl_coef = -0.1"),
+            ("epsilon_high = 0.3", "epsilon_high = nan"),
+            ("group_size = 4", "group_size = 4\ntop_p = 0.0"),
+            ("group_size = 4", "group_size = 4\ntop_p = 1.5"),
+            ("weight = 0.5, max_len = 8", "weight = nan, max_len = 8"),
+            ("max_len = 8, cache = 2", "max_len = 0, cache = 0"),
         ] {
             let text = FULL.replacen(patch, want, 1);
-            assert!(
-                Recipe::from_toml(&text).is_err(),
-                "{want} should be rejected"
-            );
+            let e = Recipe::from_toml(&text).expect_err(want);
+            // The message names the field that was set wrong.
+            let last = want.lines().last().unwrap_or(want);
+            let key = last.split([' ', '=']).next().unwrap_or(last);
+            assert!(e.contains(key), "{want}: {e}");
         }
         let e =
             Recipe::from_toml(&FULL.replacen("seed = 3", "seed = 3\nbogus = 1", 1)).unwrap_err();

@@ -48,9 +48,13 @@ pub struct Args {
     /// recipes/reference.toml).
     #[arg(long, value_name = "FILE", required_unless_present = "help_recipe")]
     config: Option<PathBuf>,
-    /// Continue from `<out>/checkpoint` (same recipe).
+    /// Continue from `<out>/checkpoint` (same recipe: a recipe that differs from the one
+    /// stored with the checkpoint is refused, listing the differences).
     #[arg(long)]
     resume: bool,
+    /// With --resume: continue even though the recipe changed since the checkpoint.
+    #[arg(long, requires = "resume")]
+    allow_recipe_change: bool,
     /// The model folder to train (overrides the recipe's `[model]`).
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
@@ -98,7 +102,7 @@ fn tokenizer_files(tok_dir: Option<&Path>, demo: bool) -> Vec<(String, Vec<u8>)>
     ]
     .iter()
     .filter_map(|n| {
-        std::fs::read(dir.join(n))
+        sluice::fs::read(&dir.join(n))
             .ok()
             .map(|b| ((*n).to_string(), b))
     })
@@ -112,7 +116,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let path = args.config.as_ref().ok_or("--config is required")?;
     let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        sluice::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let recipe = Recipe::from_toml(&text)
         .and_then(|r| r.with_overrides(args.model.clone(), args.steps, args.out.clone()))
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -159,6 +163,9 @@ pub fn run(args: &Args) -> Result<()> {
         &extra,
         &ad,
     )?;
+    if args.resume {
+        check_same_recipe(&recipe, &state, args.allow_recipe_change)?;
+    }
     let eos: Vec<u32> = if demo {
         vec![vocab::EOS]
     } else if !config.eos_token_ids.is_empty() {
@@ -406,8 +413,8 @@ fn load_sft(
         return Ok(SftData::Examples(examples));
     }
     let path = resolve(s.data.as_ref().expect("validated"));
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = sluice::fs::read_to_string(&path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     let tok = tok.ok_or("SFT data needs the model's tokenizer.json")?;
     let records = parse_jsonl(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut examples = Vec::with_capacity(records.len());
@@ -450,8 +457,8 @@ fn load_rl(
         return Ok(RlData::Prompts(prompts));
     }
     let path = resolve(r.prompts.as_ref().expect("validated"));
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = sluice::fs::read_to_string(&path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     let tok = tok.ok_or("RL prompts need the model's tokenizer.json")?;
     let mut prompts = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -606,6 +613,69 @@ fn sft_step(
         "tokens": tokens,
         "skipped": rep.skipped.is_some(),
     }))
+}
+
+/// On resume: the recipe must equal the one stored with the checkpoint (its `out` aside),
+/// unless `allow` — then the differences are printed.
+fn check_same_recipe(recipe: &Recipe, state: &TrainerState, allow: bool) -> Result<()> {
+    let Some(stored) = state.metadata.get("recipe") else {
+        eprintln!("sluice train: the checkpoint stores no recipe; it cannot be compared");
+        return Ok(());
+    };
+    let mut now = serde_json::to_value(recipe)?;
+    let mut stored = stored.clone();
+    for v in [&mut now, &mut stored] {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("out");
+        }
+    }
+    let diff = recipe_diff("", &stored, &now);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    let list = diff.join("\n  ");
+    if allow {
+        eprintln!("sluice train: resuming with a changed recipe:\n  {list}");
+        return Ok(());
+    }
+    Err(format!(
+        "--resume: the recipe differs from the one the checkpoint was trained with:\n  {list}\n\
+         (pass --allow-recipe-change to continue anyway)"
+    )
+    .into())
+}
+
+/// The fields where `a` and `b` differ, as `path: a → b` (missing values print as `-`).
+fn recipe_diff(path: &str, a: &Value, b: &Value) -> Vec<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            let none = Value::Null;
+            keys.into_iter()
+                .flat_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    recipe_diff(&p, x.get(k).unwrap_or(&none), y.get(k).unwrap_or(&none))
+                })
+                .collect()
+        }
+        _ if a == b => vec![],
+        _ => {
+            let show = |v: &Value| {
+                if v.is_null() {
+                    "-".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            vec![format!("{path}: {} → {}", show(a), show(b))]
+        }
+    }
 }
 
 /// What a run trains, and from where it resumes.
