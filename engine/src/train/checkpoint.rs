@@ -53,8 +53,6 @@ pub enum CheckpointError {
     Config(#[from] ConfigError),
     #[error("{STATE_FILE}: {0}")]
     State(String),
-    #[error("{MODEL_FILE}: tensor `{0}` is not a parameter of the model the config describes")]
-    ExtraTensor(String),
     #[error("{0}")]
     Adapter(Box<AdapterError>),
 }
@@ -168,8 +166,8 @@ pub struct Restored {
 }
 
 /// Rebuilds a checkpoint from its files' contents onto `device` (use an autodiff device to
-/// keep training). Every tensor of `model.safetensors` must be a parameter of the model and
-/// every moment must match a parameter's name and shape.
+/// keep training). Every tensor of `model.safetensors` must be a parameter of the model (the
+/// loader refuses unused tensors) and every moment must match a parameter's name and shape.
 pub fn restore(
     config_json: &str,
     model: Buffer,
@@ -180,7 +178,6 @@ pub fn restore(
     let config = Config::from_json(config_json)?;
     let weights = Weights::new(vec![(MODEL_FILE.to_string(), model)])?;
     let model = crate::model::load::build(&config, &weights, device)?;
-    check_no_extra(&config, &weights, &model)?;
     let optimizer = AdamW::from_safetensors(optimizer, device)?;
     optimizer.check_against(&model)?;
     let state = TrainerState::from_json(trainer_state)?;
@@ -190,21 +187,4 @@ pub fn restore(
         optimizer,
         state,
     })
-}
-
-/// Errors on checkpoint tensors the model does not use (a wrong name would otherwise be
-/// silently ignored).
-fn check_no_extra(
-    cfg: &Config,
-    weights: &Weights,
-    model: &HybridModel,
-) -> Result<(), CheckpointError> {
-    let expected: std::collections::HashSet<String> = crate::model::save::hf_names(cfg, model)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    match weights.names().into_iter().find(|n| !expected.contains(n)) {
-        Some(extra) => Err(CheckpointError::ExtraTensor(extra)),
-        None => Ok(()),
-    }
 }
