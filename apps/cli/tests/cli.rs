@@ -15,6 +15,10 @@ fn sluice(args: &[&str]) -> Output {
 }
 
 fn sluice_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    sluice_with_stdin_bytes(args, stdin.map(str::as_bytes))
+}
+
+fn sluice_with_stdin_bytes(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     cmd.args(args)
         .stdin(if stdin.is_some() {
@@ -31,7 +35,7 @@ fn sluice_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
     if let Some(input) = stdin {
         use std::io::Write;
         let mut pipe = child.stdin.take().expect("piped stdin");
-        pipe.write_all(input.as_bytes()).expect("writing stdin");
+        pipe.write_all(input).expect("writing stdin");
     }
     child.wait_with_output().expect("waiting for sluice")
 }
@@ -252,7 +256,64 @@ fn bad_input_gives_clear_errors() {
         "--prompt-ids",
         "1",
     ]);
-    assert_fails_with(&o, "not a folder", "missing model folder");
+    assert_fails_with(
+        &o,
+        "/nonexistent/model: no such folder",
+        "missing model folder",
+    );
+    // ... also when a text prompt would look for its tokenizer first.
+    let o = sluice(&[
+        "generate",
+        "--model",
+        "/nonexistent/model",
+        "--prompt",
+        "hi",
+    ]);
+    assert_fails_with(
+        &o,
+        "/nonexistent/model: no such folder",
+        "missing folder, text",
+    );
+
+    // Negative numbers reach the value check (not "unexpected argument").
+    for (flag, value, needle) in [
+        ("--temperature", "-1", "-1 is negative"),
+        ("--top-p", "-0.5", "not in [0, 1]"),
+        ("--min-p", "-0.1", "not in [0, 1]"),
+        ("--repetition-penalty", "-2", "must be > 0"),
+        ("--temperature", "nan", "not a finite number"),
+    ] {
+        let o = sluice(&[
+            "generate",
+            "--model",
+            model,
+            "--prompt-ids",
+            "1",
+            flag,
+            value,
+        ]);
+        assert_fails_with(&o, needle, flag);
+    }
+
+    // A closed stdout is an error (exit ≠ 0), not output silently lost.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "hello",
+            "--max-new-tokens",
+            "8",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_fails_with(&o, "writing to stdout", "closed stdout");
 
     // Argument errors are clap's (exit status 2).
     let o = sluice(&["generate", "--model", model]);
@@ -315,7 +376,7 @@ fn generate_text_streams_what_json_reports() {
 #[test]
 fn chat_keeps_and_resets_the_conversation() {
     let dir = fixture("qwen3_next_tiny");
-    let o = sluice_with_stdin(
+    let o = sluice_with_stdin_bytes(
         &[
             "chat",
             "--model",
@@ -325,11 +386,13 @@ fn chat_keeps_and_resets_the_conversation() {
             "--system",
             "Be brief.",
         ],
-        Some("Hello\n/reset\nHello\nAgain\n/exit\nnot read\n"),
+        // A line that is not UTF-8 is skipped; the session goes on.
+        Some(b"Hello\n/reset\nHello\n\xff\xfe bad\nAgain\n/exit\nnot read\n"),
     );
     assert_ok(&o, "chat");
     let err = stderr(&o);
     assert!(err.contains("(conversation cleared)"), "{err}");
+    assert!(err.contains("not UTF-8 text; it was ignored"), "{err}");
     // "[N prompt tokens, ..." per reply.
     let prompt_tokens: Vec<usize> = err
         .match_indices('[')

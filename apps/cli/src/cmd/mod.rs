@@ -203,6 +203,9 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("--model {}: not a folder", dir.display()).into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("--model {}: no such folder", dir.display()).into())
+        }
         Err(e) => Err(format!("--model {}: {e}", dir.display()).into()),
     }
 }
