@@ -573,3 +573,37 @@ fn named_templates_follow_transformers_selection() {
     let err = tok.chat_template(Some("nope"), false).unwrap_err();
     assert!(err.to_string().contains("default, tool_use"), "{err}");
 }
+
+/// Templates from the internet cannot hang or exhaust memory: endless work and huge output
+/// stop with [`ChatError::Limit`]; deep recursion with minijinja's recursion error.
+#[test]
+fn runaway_templates_hit_named_limits() {
+    let render = |src: &str| {
+        let t = std::time::Instant::now();
+        let r = ChatTemplate::new(src)
+            .unwrap()
+            .render(&[Message::user("x")], &ChatOptions::default());
+        assert!(t.elapsed().as_secs() < 60, "{src} took {:?}", t.elapsed());
+        r
+    };
+    for src in [
+        // ~10^10 loop steps
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        // 100 MB of output
+        "{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}",
+        // a 100M-item join (the repetition itself is lazy)
+        "{{ ([1] * 100000000) | join }}",
+    ] {
+        match render(src) {
+            Err(ChatError::Limit(msg)) => assert!(!msg.is_empty()),
+            other => panic!("{src}: expected a limit error, got {other:?}"),
+        }
+    }
+    let err = render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").unwrap_err();
+    assert!(err.to_string().contains("recursion"), "{err}");
+    // Real templates stay far below the limits.
+    let long: Vec<Message> = (0..2000).map(|i| Message::user(format!("turn {i}"))).collect();
+    let tok = tokenizer_from_parts("qwen3_5_tiny");
+    let opts = ChatOptions::default();
+    assert!(tok.apply_chat_template(&long, &opts).is_ok());
+}
