@@ -24,6 +24,39 @@ pub fn max_binding_bytes(device: &Device) -> Option<u64> {
     Some(t.client.properties().memory.max_page_size)
 }
 
+/// A failed device operation in a few words: an allocation the adapter cannot make becomes
+/// "cannot allocate a buffer of N bytes" with the adapter's per-buffer limit; otherwise the
+/// backend's reason without its backtrace. `text` is the backend error's `Display`.
+pub fn describe_error(text: &str, device: &Device) -> String {
+    const TOO_BIG: &str = "allocate buffer of size: ";
+    if let Some(at) = text.find(TOO_BIG) {
+        let digits: String = text[at + TOO_BIG.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse::<u64>() {
+            let limit = max_binding_bytes(device)
+                .map(|l| format!("; this adapter allows at most {l} bytes per buffer"))
+                .unwrap_or_default();
+            return format!(
+                "the device cannot allocate a buffer of {n} bytes ({:.1} MB){limit}",
+                n as f64 / 1e6
+            );
+        }
+    }
+    let frame = |l: &str| {
+        l.starts_with("at ")
+            || l.split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    };
+    let lines: Vec<&str> = (text.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !frame(l) && !l.starts_with("Caused by"))
+        .take(3)
+        .collect();
+    lines.join(": ")
+}
+
 /// Kernel launches batched into one command submission on native devices.
 pub const TASKS_PER_SUBMISSION: usize = 512;
 
@@ -99,5 +132,20 @@ mod tests {
         assert_eq!(parse_backend("gl").unwrap(), B::Gl);
         let e = parse_backend("cuda").unwrap_err();
         assert!(e.contains(BACKEND_ENV) && e.contains("dx12"), "{e}");
+    }
+
+    #[test]
+    fn device_errors_are_short() {
+        let dev = Device::default();
+        let alloc = "An error happened during execution\nCaused by:\n  can't allocate buffer of \
+                     size: 174284800\n   0: cubecl_runtime::server::alloc\n      at src/a.rs:3\n   \
+                     1: burn::x";
+        let e = describe_error(alloc, &dev);
+        assert!(e.starts_with("the device cannot allocate a buffer of 174284800 bytes (174.3 MB)"));
+        let other = "An error happened during execution\nCaused by:\n  shader failed\n   0: f\n      at g.rs:1";
+        assert_eq!(
+            describe_error(other, &dev),
+            "An error happened during execution: shader failed"
+        );
     }
 }

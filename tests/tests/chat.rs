@@ -602,7 +602,9 @@ fn runaway_templates_hit_named_limits() {
     let err = render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").unwrap_err();
     assert!(err.to_string().contains("recursion"), "{err}");
     // Real templates stay far below the limits.
-    let long: Vec<Message> = (0..2000).map(|i| Message::user(format!("turn {i}"))).collect();
+    let long: Vec<Message> = (0..2000)
+        .map(|i| Message::user(format!("turn {i}")))
+        .collect();
     let tok = tokenizer_from_parts("qwen3_5_tiny");
     let opts = ChatOptions::default();
     assert!(tok.apply_chat_template(&long, &opts).is_ok());

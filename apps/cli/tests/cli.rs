@@ -295,6 +295,36 @@ fn bad_input_gives_clear_errors() {
         assert_fails_with(&o, needle, flag);
     }
 
+    // Past max_position_embeddings: generation goes on, with a warning that says why.
+    let short = tmp.join("short-context");
+    std::fs::create_dir_all(&short).unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(dir.join(f), short.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(short.join("config.json")).unwrap();
+    let cfg = cfg.replace(
+        "\"max_position_embeddings\": 4096",
+        "\"max_position_embeddings\": 4",
+    );
+    std::fs::write(short.join("config.json"), cfg).unwrap();
+    let short = short.to_str().unwrap();
+    let args = [
+        "generate",
+        "--model",
+        short,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-new-tokens",
+        "3",
+    ];
+    let o = sluice(&args);
+    assert_ok(&o, "generation past max_position_embeddings");
+    assert!(
+        stderr(&o).contains("pass max_position_embeddings = 4"),
+        "{}",
+        stderr(&o)
+    );
+
     // A closed stdout is an error (exit ≠ 0), not output silently lost.
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([

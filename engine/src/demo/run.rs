@@ -164,12 +164,7 @@ impl DemoConfig {
     pub fn validate(&self) -> Result<(), String> {
         use crate::check::non_negative;
         let task: Task = self.task.parse()?;
-        if self.hidden == 0 || !self.hidden.is_multiple_of(4) {
-            return Err(format!(
-                "`hidden` = {}: must be a positive multiple of 4",
-                self.hidden
-            ));
-        }
+        super::vocab::model_config(self.hidden).map_err(|e| format!("`hidden` = {e}"))?;
         if self.sft_batch == 0 || self.eval_size == 0 {
             return Err("`sft_batch` and `eval_size` must be positive".into());
         }
@@ -215,8 +210,8 @@ impl Demo {
         let (config, model) = match start {
             Some(start) => start,
             None => {
-                let config = Config::from_json(&vocab::model_config_json(cfg.hidden))
-                    .map_err(|e| DemoError::Config(e.to_string()))?;
+                let config = vocab::model_config(cfg.hidden)
+                    .map_err(|e| DemoError::Config(format!("`hidden` = {e}")))?;
                 let model = crate::model::init::init_model(&config, cfg.seed, &device);
                 (config, model)
             }

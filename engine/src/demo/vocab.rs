@@ -113,6 +113,16 @@ pub fn model_config_json(hidden: usize) -> String {
     .to_string()
 }
 
+/// The demo model's configuration for width `hidden`; an error names the width (the
+/// setting a user wrote) rather than the derived config field.
+pub fn model_config(hidden: usize) -> Result<crate::model::Config, String> {
+    if hidden == 0 || !hidden.is_multiple_of(4) {
+        return Err(format!("{hidden} is not a positive multiple of 4"));
+    }
+    crate::model::Config::from_json(&model_config_json(hidden))
+        .map_err(|e| format!("{hidden} gives no valid model ({e})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,10 +195,11 @@ async fn last_logits(model: &HybridModel, hidden: Tensor<3>) -> Result<Vec<f32>,
     let logits = model
         .logits(hidden.narrow(1, t - 1, 1))
         .reshape([b, model.vocab_size()]);
+    let device = logits.device();
     logits
         .into_data_async()
         .await
-        .map_err(|e| GenerateError::Device(format!("{e:?}")))?
+        .map_err(|e| GenerateError::Device(crate::device::describe_error(&e.to_string(), &device)))?
         .convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| GenerateError::Device(format!("{e:?}")))

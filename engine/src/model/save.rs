@@ -283,9 +283,10 @@ pub async fn read_params(model: &HybridModel) -> Result<Vec<NamedHostTensor>, Sa
 
 /// Host copy of a 1-D tensor.
 pub(crate) async fn read_flat(t: Tensor<1>) -> Result<Vec<f32>, String> {
+    let device = t.device();
     t.into_data_async()
         .await
-        .map_err(|e| format!("{e:?}"))?
+        .map_err(|e| crate::device::describe_error(&e.to_string(), &device))?
         .convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| format!("{e:?}"))

@@ -318,10 +318,11 @@ fn grids(completions: &[Vec<u32>]) -> (Vec<Vec<u32>>, Vec<Vec<f64>>) {
 
 async fn host_grid(t: Tensor<2>) -> Result<Vec<Vec<f64>>, RlStepError> {
     let [b, tc] = t.dims();
+    let device = t.device();
     let v = t
         .into_data_async()
         .await
-        .map_err(|e| RlStepError::Model(format!("{e:?}")))?
+        .map_err(|e| RlStepError::Model(crate::device::describe_error(&e.to_string(), &device)))?
         .convert::<f64>()
         .try_into_vec::<f64>()
         .map_err(|e| RlStepError::Model(format!("{e:?}")))?;

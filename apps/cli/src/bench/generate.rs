@@ -153,8 +153,13 @@ fn read_last_logits(model: &HybridModel, hidden: Tensor<3>) -> Result<Vec<f32>> 
     let logits = model
         .logits(hidden.narrow(1, t - 1, 1))
         .reshape([b, model.vocab_size()]);
+    let device = logits.device();
     logits
-        .into_data()
+        .try_into_data()
+        .map_err(|e| {
+            let e = sluice::device::describe_error(&e.to_string(), &device);
+            format!("reading logits back: {e}")
+        })?
         .convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| format!("reading logits back: {e:?}").into())

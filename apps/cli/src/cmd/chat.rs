@@ -123,6 +123,7 @@ pub fn run(args: &Args) -> Result<()> {
         messages.push(Message::user(said));
         let template_opts = generation_options(args.no_thinking);
         let prompt = text.encode(&text.render_chat(&messages, &template_opts)?, false)?;
+        super::warn_past_context(&cfg, prompt.len() + opts.max_new_tokens);
         // A different sampling seed per turn, reproducible from --seed.
         let mut turn_opts = opts.clone();
         turn_opts.sampling.seed = opts.sampling.seed.wrapping_add(turn);

@@ -152,6 +152,7 @@ pub fn run(args: &Args) -> Result<()> {
     if opts.max_new_tokens == 0 {
         return Err("--max-new-tokens must be at least 1".into());
     }
+    super::warn_past_context(&cfg, prompt.len() + opts.max_new_tokens);
 
     let stream = !args.json;
     let mut stdout = std::io::stdout().lock();

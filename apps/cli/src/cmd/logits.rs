@@ -54,7 +54,11 @@ pub fn run(args: &Args) -> Result<()> {
     let ctx = AttentionContext::contiguous(b, t, 0, &device);
     let logits = model.logits(model.hidden(ids, &mut cache, &ctx));
     let values: Vec<f32> = logits
-        .into_data()
+        .try_into_data()
+        .map_err(|e| {
+            let e = sluice::device::describe_error(&e.to_string(), &device);
+            format!("reading the logits back from the device: {e}")
+        })?
         .convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| format!("reading the logits back from the device: {e:?}"))?;

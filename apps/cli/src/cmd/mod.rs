@@ -198,6 +198,21 @@ pub fn check_vocab(rows: &[Vec<u32>], vocab: usize) -> std::result::Result<(), S
     Ok(())
 }
 
+/// Warns on stderr when `tokens` (prompt + new) pass the context the model was trained for
+/// (`max_position_embeddings`). Generation goes on — rotary positions have no hard limit and
+/// transformers does not stop either — but quality usually drops past it.
+pub fn warn_past_context(cfg: &Config, tokens: usize) {
+    if let Some(n) = cfg.max_position_embeddings
+        && tokens > n
+    {
+        eprintln!(
+            "sluice: warning: up to {tokens} tokens (prompt + new) pass max_position_embeddings \
+             = {n}, the context this model was trained for; generation goes on (rotary \
+             positions have no hard limit), but quality usually drops past it"
+        );
+    }
+}
+
 /// Fails unless `dir` is an existing folder (before anything inside it is looked for).
 pub fn check_model_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {

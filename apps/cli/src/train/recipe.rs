@@ -153,7 +153,11 @@ impl Recipe {
     fn validate(&self) -> Result<(), String> {
         let r = self;
         match (&r.model.path, r.model.demo_hidden) {
-            (Some(_), None) | (None, Some(_)) => {}
+            (Some(_), None) => {}
+            (None, Some(h)) => {
+                sluice::demo::vocab::model_config(h)
+                    .map_err(|e| format!("[model] `demo_hidden` = {e}"))?;
+            }
             _ => return Err("[model]: give exactly one of `path` or `demo_hidden`".into()),
         }
         if let Some(l) = &r.lora {
@@ -327,6 +331,8 @@ epsilon_high = 0.3
             ("alpha = 8.0", "alpha = -1.0"),
             ("r = 4", "r = 4\nbogus = 1"),
             ("demo_hidden = 32", "demo_hidden = 32\ndtype = \"int4\""),
+            ("demo_hidden = 32", "demo_hidden = 30"),
+            ("demo_hidden = 32", "demo_hidden = 0"),
             ("weight_decay = 0.0", "weight_decay = nan"),
             ("weight_decay = 0.0", "weight_decay = 0.0\nbeta1 = 1.0"),
             ("weight_decay = 0.0", "weight_decay = 0.0\neps = -1e-8"),

@@ -780,7 +780,7 @@ fn fresh_model(
         (Some(d), _) => sluice::model::files::load_model(d, ad)
             .map_err(|e| format!("loading {}: {e}", d.display()))?,
         (None, Some(h)) => {
-            let c = Config::from_json(&vocab::model_config_json(h))?;
+            let c = vocab::model_config(h).map_err(|e| format!("[model] `demo_hidden` = {e}"))?;
             let m = sluice::model::init::init_model(&c, recipe.seed, ad);
             (c, m)
         }
