@@ -499,3 +499,133 @@ fn non_finite_logits_name_the_layer() {
         other => panic!("expected a non-finite error, got {other:?}"),
     }
 }
+
+/// Property-based fuzzing of the readers of untrusted files (a short bounded run: a few
+/// hundred cases each): whatever the bytes, the result is `Ok` or a named error — never a
+/// panic, a hang or an unbounded allocation.
+mod fuzz {
+    use proptest::prelude::*;
+    use sluice::model::Config;
+    use sluice::model::chat::{ChatOptions, ChatTemplate, Message};
+    use sluice::model::tokenizer::Tokenizer;
+    use sluice::model::weights::Weights;
+
+    /// 256 cases from a fixed seed (CI); `SLUICE_FUZZ_CASES=N` and `SLUICE_FUZZ_SEED=S` run
+    /// a longer or different search.
+    fn cfg() -> ProptestConfig {
+        let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        ProptestConfig {
+            cases: env("SLUICE_FUZZ_CASES").map_or(256, |n| n as u32),
+            rng_seed: proptest::test_runner::RngSeed::Fixed(env("SLUICE_FUZZ_SEED").unwrap_or(17)),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A small valid safetensors file: three tensors of the three supported dtypes.
+    fn small_safetensors() -> Vec<u8> {
+        use safetensors::tensor::TensorView;
+        let (a, b, c) = (vec![0u8; 4 * 6], vec![1u8; 2 * 4], vec![2u8; 2 * 3]);
+        let views = vec![
+            (
+                "a",
+                TensorView::new(safetensors::Dtype::F32, vec![2, 3], &a).unwrap(),
+            ),
+            (
+                "b",
+                TensorView::new(safetensors::Dtype::BF16, vec![4], &b).unwrap(),
+            ),
+            (
+                "c",
+                TensorView::new(safetensors::Dtype::F16, vec![3, 1], &c).unwrap(),
+            ),
+        ];
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    /// JSON values a hostile config may hold.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::json;
+        prop_oneof![
+            any::<i64>().prop_map(|x| json!(x)),
+            any::<u64>().prop_map(|x| json!(x)),
+            any::<f64>().prop_map(|x| json!(x)),
+            Just(json!(null)),
+            any::<bool>().prop_map(|x| json!(x)),
+            "[a-z_]{0,12}".prop_map(|x| json!(x)),
+            prop::collection::vec(0u64..300, 0..6).prop_map(|x| json!(x)),
+            Just(json!({"rope_theta": -1})),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(cfg())]
+
+        #[test]
+        fn safetensors_bytes_never_panic(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = small_safetensors();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            if let Ok(w) = Weights::new(vec![("f".into(), Box::new(bytes))]) {
+                for name in w.names() {
+                    let shape = w.shape(&name).unwrap_or_default();
+                    let _ = w.raw(&name, &shape).map(|r| r.to_f32());
+                }
+                let _ = w.check_all_used();
+            }
+        }
+
+        #[test]
+        fn config_values_never_panic(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), json_value()), 1..4),
+        ) {
+            let text = std::fs::read_to_string(super::tiny_dir().join("config.json")).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            for (at, value) in edits {
+                v[&keys[at.index(keys.len())]] = value;
+            }
+            if let Ok(c) = Config::from_json(&v.to_string()) {
+                // A config that parses gives shapes whose products fit.
+                let _ = c.num_parameters();
+            }
+        }
+
+        #[test]
+        fn config_text_never_panics(text in "\\PC{0,200}") {
+            let _ = Config::from_json(&text);
+            let _ = sluice::model::config::generation_eos_ids(&text);
+        }
+
+        #[test]
+        fn chat_templates_never_panic(src in "[{}%#a-z()|~+*. '\\[\\]0-9=]{0,60}") {
+            if let Ok(t) = ChatTemplate::new(&src) {
+                let _ = t.render(&[Message::user("hi")], &ChatOptions::default());
+            }
+        }
+
+        #[test]
+        fn tokenizer_json_never_panics(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let path = sluice_tests::fixtures_dir().join("models/qwen3_next_tiny/tokenizer.json");
+            let mut bytes = std::fs::read(path).unwrap();
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            if let Ok(tok) = Tokenizer::from_bytes(&bytes) {
+                let _ = tok.encode("hello 123 ✓", true);
+            }
+        }
+    }
+}

@@ -118,6 +118,9 @@ const IGNORED: &[&str] = &[
     "label2id",
 ];
 
+/// The largest size (width, count, length) a config may give: 2^24.
+pub const MAX_SIZE: usize = 1 << 24;
+
 /// Reads fields from a JSON object, remembering which keys were consumed.
 struct Fields {
     map: Map<String, Value>,
@@ -130,15 +133,22 @@ impl Fields {
         self.map.get(key).cloned().filter(|v| !v.is_null())
     }
 
+    /// A non-negative integer up to [`MAX_SIZE`] (so that products of sizes cannot overflow
+    /// and a hostile value cannot make a loader allocate without bound).
     fn usize_opt(&mut self, key: &str) -> Result<Option<usize>, ConfigError> {
-        match self.take(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|x| usize::try_from(x).ok())
-                .map(Some)
-                .ok_or_else(|| field(key, format!("expected a non-negative integer, got {v}"))),
+        let Some(v) = self.take(key) else {
+            return Ok(None);
+        };
+        let x = v
+            .as_u64()
+            .ok_or_else(|| field(key, format!("expected a non-negative integer, got {v}")))?;
+        if x > MAX_SIZE as u64 {
+            return Err(field(
+                key,
+                format!("{x} is beyond any supported model (at most {MAX_SIZE})"),
+            ));
         }
+        Ok(Some(x as usize))
     }
 
     fn usize(&mut self, key: &str) -> Result<usize, ConfigError> {

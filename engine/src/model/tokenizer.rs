@@ -90,6 +90,10 @@ impl Tokenizer {
     /// A tokenizer from the contents of `tokenizer.json` alone (no special tokens, no chat
     /// template).
     pub fn from_bytes(tokenizer_json: &[u8]) -> Result<Self, TokenizerError> {
+        // The tokenizers crate panics on some malformed JSON (inside its decoder section):
+        // check the syntax first.
+        serde_json::from_slice::<serde_json::Value>(tokenizer_json)
+            .map_err(|e| TokenizerError::Parse(format!("not valid JSON: {e}")))?;
         let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json)
             .map_err(|e| TokenizerError::Parse(e.to_string()))?;
         Ok(Tokenizer {
