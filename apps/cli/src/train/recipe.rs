@@ -319,6 +319,39 @@ epsilon_high = 0.3
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(17),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Fuzzing: a recipe with a few characters replaced (or cut short) parses or is an
+        /// error, never a panic.
+        #[test]
+        fn mangled_recipes_never_panic(
+            edits in proptest::collection::vec(
+                (proptest::sample::select((0..FULL.len()).collect::<Vec<_>>()), 0x20u8..0x7f),
+                1..6,
+            ),
+            cut in 0..FULL.len(),
+            truncate in proptest::bool::ANY,
+        ) {
+            let mut bytes = FULL.as_bytes().to_vec();
+            for (at, b) in edits {
+                bytes[at] = b;
+            }
+            if truncate {
+                bytes.truncate(cut);
+            }
+            let text = String::from_utf8(bytes).expect("ASCII edits of an ASCII recipe");
+            if let Ok(r) = Recipe::from_toml(&text) {
+                let _ = r.total_steps();
+            }
+        }
+    }
+
     #[test]
     fn bad_recipes_name_the_problem() {
         for (patch, want) in [
