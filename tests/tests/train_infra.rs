@@ -483,6 +483,31 @@ fn non_finite_loss_or_gradient_skips_the_step() {
     // The next good step still runs.
     train_step(&mut model, &mut opt, 1, &schedule(), &dev);
     assert_eq!(opt.step_count(), 2);
+
+    // A learning rate that is not a finite number ≥ 0 is an error, not a step.
+    for lr in [f64::NAN, f64::INFINITY, -1e-3] {
+        let mut grads = Grads::new();
+        grads.add(
+            "model.norm.weight".into(),
+            Tensor::<1>::from_floats(vec![0.1f32; h].as_slice(), &dev),
+        );
+        let e = opt.step(&mut model, grads, lr).unwrap_err();
+        assert!(e.to_string().contains("learning rate"), "{e}");
+    }
+    // An update that overflows f32 is an error naming the parameter, and the weights are
+    // never saved: the checkpoint writer refuses non-finite values.
+    let mut grads = Grads::new();
+    grads.add(
+        "model.norm.weight".into(),
+        Tensor::<1>::from_floats(vec![1.0f32; h].as_slice(), &dev),
+    );
+    let e = opt.step(&mut model, grads, 1e39).unwrap_err();
+    assert!(
+        e.to_string().contains("made parameter `model.norm.weight` non-finite"),
+        "{e}"
+    );
+    let e = pollster::block_on(sluice::model::save::read_params(&model)).unwrap_err();
+    assert!(e.to_string().contains("model.norm.weight"), "{e}");
 }
 
 #[test]
