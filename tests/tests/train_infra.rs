@@ -503,7 +503,8 @@ fn non_finite_loss_or_gradient_skips_the_step() {
     );
     let e = opt.step(&mut model, grads, 1e39).unwrap_err();
     assert!(
-        e.to_string().contains("made parameter `model.norm.weight` non-finite"),
+        e.to_string()
+            .contains("made parameter `model.norm.weight` non-finite"),
         "{e}"
     );
     let e = pollster::block_on(sluice::model::save::read_params(&model)).unwrap_err();
