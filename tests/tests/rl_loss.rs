@@ -300,10 +300,23 @@ fn kl_estimators_match_verl() {
         // TRL's unclamped k3
         let lp = grid_tensor(&lp_rows, &dev, dtype).unwrap();
         let rf = grid_tensor(&ref_rows, &dev, dtype).unwrap();
-        let v = kl::kl_penalty(lp, rf, KlPenalty::from_str("k3").unwrap());
+        let v = kl::kl_penalty(lp, rf, KlPenalty::from_str("k3_unclamped").unwrap());
         let want: Vec<f64> = grid(&k["trl_k3"]).into_iter().flatten().collect();
         close(&host(v), &want, rtol * 10.0, 1.0, "TRL k3");
     }
+    // verl's names mean verl's estimators: "k3" is the clamped low_var_kl.
+    for (verl, ours) in [
+        ("k3", "low_var_kl"),
+        ("k3+", "low_var_kl+"),
+        ("kl", "k1"),
+        ("mse", "k2"),
+    ] {
+        assert_eq!(
+            KlPenalty::from_str(verl).unwrap(),
+            KlPenalty::from_str(ours).unwrap()
+        );
+    }
+    assert_eq!(KlPenalty::default().to_string(), "k3_unclamped");
 }
 
 #[test]
@@ -777,4 +790,59 @@ fn no_old_logp_means_ratio_one() {
     assert_eq!(s.ratio_mean, 1.0);
     let g = host(lp.grad(&out.loss.backward()).unwrap());
     assert_eq!(g, vec![-0.25, -0.25, 1.0, 0.0]);
+}
+
+/// GSPO with advantages that vary along a sequence: the TRL form (`sequence`) sends the
+/// gradient through the mean log-ratio, so every token of a sequence gets the sequence's mean
+/// advantage; GSPO-token (`sequence_token`, verl's `gspo`) keeps each token's own advantage.
+/// Unclipped, token-mean over N tokens, w_b = exp(mean_t lr_bt):
+///   sequence:       ∂L/∂lp_bt = −w_b · (Σ_t' m A_bt') / |y_b| · m_bt / N
+///   sequence_token: ∂L/∂lp_bt = −w_b · A_bt · m_bt / N
+#[test]
+fn gspo_token_keeps_per_token_advantages() {
+    let g = golden();
+    let inp = &g["inputs"];
+    let (lp, old, adv, mask) = (
+        grid(&inp["lp"]),
+        grid(&inp["old_small"]),
+        grid(&inp["adv_tok"]),
+        grid(&inp["mask"]),
+    );
+    let n: f64 = mask.iter().flatten().sum();
+    let dev = flex64();
+    for level in ["sequence", "sequence_token"] {
+        let cfg: LossConfig = serde_json::from_value(serde_json::json!({
+            "ratio_level": level, "epsilon_low": 10.0, "epsilon_high": 10.0,
+            "kl_coef": 0.0, "aggregation": "token-mean"
+        }))
+        .unwrap();
+        let t = |x: &Vec<Vec<f64>>| grid_tensor(x, &dev, DType::F64).unwrap();
+        let lp_t = t(&lp).require_grad();
+        let mut li = LossInputs::new(lp_t.clone(), t(&adv), t(&mask));
+        li.old_logp = Some(t(&old));
+        let out = policy_loss(&cfg, li).unwrap();
+        let grad = host(lp_t.grad(&out.loss.backward()).unwrap());
+        let mut want = Vec::new();
+        for b in 0..lp.len() {
+            let len: f64 = mask[b].iter().sum();
+            let mean_lr: f64 = (0..lp[b].len())
+                .map(|t| mask[b][t] * (lp[b][t] - old[b][t]))
+                .sum::<f64>()
+                / len.max(1.0);
+            let w = mean_lr.exp();
+            let mean_adv: f64 = (0..lp[b].len())
+                .map(|t| mask[b][t] * adv[b][t])
+                .sum::<f64>()
+                / len.max(1.0);
+            for t in 0..lp[b].len() {
+                let a = if level == "sequence" {
+                    mean_adv
+                } else {
+                    adv[b][t]
+                };
+                want.push(-w * a * mask[b][t] / n);
+            }
+        }
+        close(&grad, &want, 1e-12, 1e-12, level);
+    }
 }

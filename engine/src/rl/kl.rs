@@ -7,12 +7,14 @@
 //! |---|---|---|
 //! | `k1` (`kl`) | d | verl `kl_penalty_forward` |
 //! | `k2` (`mse`) | ½d² | verl |
-//! | `k3` | e^{ref−lp} − (ref−lp) − 1, no clamp | TRL `grpo_trainer.py:3098-3105` |
-//! | `low_var_kl` | x = clamp(ref−lp, ±20); clamp(eˣ − x − 1, ±10) | verl (verl also calls this `k3`) |
+//! | `k3_unclamped` | e^{ref−lp} − (ref−lp) − 1, no clamp | TRL `grpo_trainer.py:3098-3105` |
+//! | `low_var_kl` (`k3`) | x = clamp(ref−lp, ±20); clamp(eˣ − x − 1, ±10) | verl |
 //! | `abs` | \|d\| | verl |
 //! | `<name>+` | value of `<name>`, gradient of ½d² (straight-through `b − sg(b) + sg(f)`) | verl `kl_penalty` |
 //!
-//! Note: verl's string `"k3"` means the clamped `low_var_kl`; here `k3` is TRL's unclamped form.
+//! Names follow verl, so a recipe written with verl's names gets verl's estimator: `"k3"` is
+//! verl's clamped `low_var_kl`. TRL's unclamped form (TRL has no name for it; its GRPO loss
+//! always uses it) is `k3_unclamped`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -29,17 +31,17 @@ pub enum KlEstimator {
     K1,
     /// ½d².
     K2,
-    /// e^{−d} + d − 1 (TRL's form, no clamp).
+    /// e^{−d} + d − 1 (TRL's form, no clamp; `k3_unclamped`).
     K3,
-    /// verl's clamped k3: log-ratio clamped to ±20, value to ±10.
+    /// verl's clamped k3 (`low_var_kl` or `k3`): log-ratio clamped to ±20, value to ±10.
     LowVarKl,
     /// |d|.
     Abs,
 }
 
 /// A KL estimator, optionally straight-through (the `+` suffix): the value of the estimator with
-/// the gradient of ½d². Parsed from and serialised as verl-style names: `k1`/`kl`, `k2`/`mse`,
-/// `k3`, `low_var_kl`, `abs`, each with an optional `+`.
+/// the gradient of ½d². Parsed from verl's names (`k1`/`kl`, `k2`/`mse`, `k3`/`low_var_kl`,
+/// `abs`) and `k3_unclamped`, each with an optional `+`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct KlPenalty {
@@ -64,7 +66,7 @@ impl Default for KlPenalty {
     }
 }
 
-const KL_NAMES: &str = "k1, kl, k2, mse, k3, low_var_kl, abs (each optionally with a `+` suffix)";
+const KL_NAMES: &str = "k1, kl, k2, mse, k3 (= low_var_kl), low_var_kl, k3_unclamped, abs (each optionally with a `+` suffix)";
 
 impl FromStr for KlPenalty {
     type Err = RlError;
@@ -76,8 +78,8 @@ impl FromStr for KlPenalty {
         let estimator = match base {
             "k1" | "kl" => KlEstimator::K1,
             "k2" | "mse" => KlEstimator::K2,
-            "k3" => KlEstimator::K3,
-            "low_var_kl" => KlEstimator::LowVarKl,
+            "k3_unclamped" => KlEstimator::K3,
+            "k3" | "low_var_kl" => KlEstimator::LowVarKl,
             "abs" => KlEstimator::Abs,
             _ => {
                 return Err(RlError::Unknown {
@@ -99,7 +101,7 @@ impl fmt::Display for KlPenalty {
         let base = match self.estimator {
             KlEstimator::K1 => "k1",
             KlEstimator::K2 => "k2",
-            KlEstimator::K3 => "k3",
+            KlEstimator::K3 => "k3_unclamped",
             KlEstimator::LowVarKl => "low_var_kl",
             KlEstimator::Abs => "abs",
         };

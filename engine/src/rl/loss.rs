@@ -5,6 +5,9 @@
 //! ```text
 //! ratio  token:    w_bt = exp(lr_bt)                                   (PPO / GRPO)
 //!        sequence: w_b  = exp(Σ_t m·lr / max(|y_b|,1))  (gradient through the mean; GSPO, TRL)
+//!        sequence_token: w_bt = exp(min(sg(s_b) + lp_bt − sg(lp_bt), 10)), s_b the masked mean
+//!                  log-ratio (GSPO-token, verl `gspo`): the value of w_b, but each token's
+//!                  gradient is w_b·∇lp_bt with its own advantage
 //!        geo_mean: per-token lr clipped in log space, w_b = exp(Σ_t m·lr_c / (|y_b|+1e-8)),
 //!                  L = mean_b(−Ā_b·w_b), Ā_b = Σ_t m·A/(|y_b|+1e-8)   (GMPO, verl geo_mean)
 //! clipped surrogate (token / sequence):
@@ -41,8 +44,13 @@ pub enum RatioLevel {
     #[default]
     Token,
     /// exp of the masked mean log-ratio of the sequence (GSPO, Zheng et al. 2025; TRL
-    /// `importance_sampling_level="sequence"`, gradient through the mean).
+    /// `importance_sampling_level="sequence"`, gradient through the mean: every token of a
+    /// sequence gets the sequence's mean advantage).
     Sequence,
+    /// GSPO-token (the GSPO paper's token form; verl `gspo`): the sequence ratio's value with a
+    /// per-token gradient, so token-level advantages (Reinforce++ with γ < 1, GTPO) stay per
+    /// token. With one advantage per sequence it equals [`RatioLevel::Sequence`].
+    SequenceToken,
     /// Geometric mean of per-token ratios clipped in log space, loss averaged over sequences
     /// (GMPO, Zhao et al. 2025; verl `geo_mean`, which ignores the aggregation mode).
     GeoMean,
@@ -469,12 +477,14 @@ pub fn policy_loss(cfg: &LossConfig, inp: LossInputs) -> Result<LossOutput, RlEr
 
     // Policy term and its ratio w (for the KL correction and the metrics).
     let (pg_loss, ratio, clip_low, clip_high, dual) = match cfg.ratio_level {
-        RatioLevel::Token | RatioLevel::Sequence => {
+        RatioLevel::Token | RatioLevel::Sequence | RatioLevel::SequenceToken => {
+            let seq_mean =
+                |lr: Tensor<2>| (lr * m.clone()).sum_dim(1) / m.clone().sum_dim(1).clamp_min(1.0);
             let log_w = match cfg.ratio_level {
                 RatioLevel::Token => lr,
-                _ => {
-                    ((lr * m.clone()).sum_dim(1) / m.clone().sum_dim(1).clamp_min(1.0)).expand(dims)
-                }
+                RatioLevel::Sequence => seq_mean(lr).expand(dims),
+                _ => (seq_mean(lr).detach().expand(dims) + lp.clone() - lp.clone().detach())
+                    .clamp_max(10.0),
             };
             let coef1 = log_w.exp();
             let coef2 = coef1

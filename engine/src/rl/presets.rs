@@ -5,7 +5,7 @@
 //! | `grpo` | TRL loss_type "grpo", β = 0.04 (DeepSeekMath) | group-normalised, eps 1e-4 | token ratio, ε 0.2, k3 KL in the loss (IS-corrected), seq-mean-token-mean |
 //! | `dr_grpo` | TRL "dr_grpo", scale_rewards "none" | group mean only | seq-mean-token-sum-norm (÷ padded T or max_completion_length), no KL |
 //! | `dapo` | TRL "dapo", epsilon_high 0.28, mask_truncated_completions | group-normalised | clip-higher 0.2/0.28, token-mean over the global batch; dynamic sampling, soft overlong penalty, truncation masking |
-//! | `gspo` | TRL importance_sampling_level "sequence", ε 3e-4/4e-4 | group-normalised | sequence ratio, seq-mean-token-mean |
+//! | `gspo` | TRL importance_sampling_level "sequence", ε 3e-4/4e-4 | group-normalised | GSPO-token ratio (verl `gspo`; equal to TRL's sequence ratio for TRL's per-sequence advantages, and per-token where advantages vary), seq-mean-token-mean |
 //! | `gmpo` | verl loss_mode "geo_mean", clip 0.4 (GMPO paper) | verl grpo (eps 1e-6) | geometric-mean ratio, per-token log-space clip |
 //! | `reinforce_pp` | verl adv_estimator "reinforce_plus_plus", use_kl_in_reward (k1, β 0.001) | token returns, batch whitening | verl vanilla (dual clip 3, ±20 clamp), token-mean |
 //! | `reinforce_pp_baseline` | verl "reinforce_plus_plus_baseline", use_kl_loss k2 (mse) β 0.001 | group mean, batch whitening | verl vanilla + k2 KL in the loss |
@@ -251,7 +251,7 @@ impl Preset {
             },
             Preset::Gspo => RlObjective {
                 loss: LossConfig {
-                    ratio_level: RatioLevel::Sequence,
+                    ratio_level: RatioLevel::SequenceToken,
                     epsilon_low: 3e-4,
                     epsilon_high: 4e-4,
                     ..trl_grpo_loss
