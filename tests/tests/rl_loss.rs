@@ -344,6 +344,28 @@ fn aggregation_modes_match_verl() {
             &format!("{mode:?}"),
         );
     }
+    // TRL's bnpo (micro-token-mean) is each micro-batch's own token mean, whatever the
+    // batch's global token count; token-mean (DAPO) divides by the global count.
+    let agg = |mode, global| {
+        host(loss::aggregate(
+            x.clone(),
+            m.clone(),
+            mode,
+            RowConvention::Trl,
+            None,
+            global,
+        ))[0]
+    };
+    let own = agg(Aggregation::TokenMean, None);
+    assert_eq!(agg(Aggregation::MicroTokenMean, Some(1000.0)), own);
+    let n: f64 = grid(&g["inputs"]["mask"]).iter().flatten().sum();
+    close(
+        &[agg(Aggregation::TokenMean, Some(1000.0))],
+        &[own * n / 1000.0],
+        1e-12,
+        0.0,
+        "dapo",
+    );
 }
 
 #[test]

@@ -60,10 +60,14 @@ pub enum RatioLevel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Aggregation {
-    /// Σ m·L / N, N = Σ m, or the global token count given in the inputs (DAPO, BNPO; TRL "bnpo" /
-    /// "dapo"; verl default).
+    /// Σ m·L / N, N = Σ m, or the global token count given in the inputs: with micro-batches
+    /// every token of the batch weighs the same (DAPO; TRL "dapo"; verl default).
     #[default]
     TokenMean,
+    /// Each micro-batch's own token mean Σ m·L / Σ m, averaged over the micro-batches (TRL
+    /// "bnpo": the Trainer divides each micro-batch loss by the accumulation steps). Equals
+    /// `token-mean` with one micro-batch.
+    MicroTokenMean,
     /// Σ m·L (verl token-sum).
     TokenSum,
     /// mean over sequences of the per-sequence token mean (GRPO paper; TRL "grpo").
@@ -383,6 +387,7 @@ pub fn aggregate(
             Some(n) => masked.sum().mul_scalar(1.0 / n.max(1.0)),
             None => masked.sum() / m.sum().clamp_min(1.0),
         },
+        Aggregation::MicroTokenMean => masked.sum() / m.sum().clamp_min(1.0),
         Aggregation::TokenSum => masked.sum(),
         Aggregation::SeqMeanTokenMean => {
             let den = match rows {

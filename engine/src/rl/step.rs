@@ -575,13 +575,16 @@ pub async fn update_async(
                 Some(m) => Some(rows_tensor(m, &rows, device)?),
                 None => None,
             };
-            // Micro-batches: token-mean normalises by the whole batch's tokens (exact); the
+            // Micro-batches: token-mean normalises by the whole batch's tokens (exact);
+            // micro-token-mean (TRL bnpo) averages the micro-batches' own means; the
             // per-sequence modes are weighted by their share of rows (exact for the means).
             let scale = if micro == b {
                 1.0
             } else if token_mean {
                 inputs.global_tokens = Some(inputs.global_tokens.unwrap_or(total_tokens));
                 1.0
+            } else if objective.loss.aggregation == Aggregation::MicroTokenMean {
+                1.0 / b.div_ceil(micro) as f64
             } else {
                 rows.len() as f64 / b as f64
             };
