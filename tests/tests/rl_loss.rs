@@ -16,6 +16,7 @@ use sluice::rl::loss::{
 };
 use sluice::rl::presets::{KlPlacement, Preset, RlObjective};
 use sluice::rl::shaping::{self, GtpoEntropyConfig, OverlongConfig};
+use sluice::rl::surrogate::Surrogate;
 use sluice_tests::{fixtures_dir, wgpu};
 
 fn golden() -> Value {
@@ -185,7 +186,17 @@ fn trl_metrics_match() {
             1e-12,
             name,
         );
-        if cfg.ratio_level == loss::RatioLevel::Token {
+        if let Some(c) = m.get("cispo_clip_ratio") {
+            // TRL: (w > ε_high) ∧ (A > 0), the truncated share of the tokens
+            close(
+                &[s.clip_high_frac],
+                &[c.as_f64().unwrap()],
+                1e-7,
+                1e-12,
+                name,
+            );
+        }
+        if cfg.ratio_level == loss::RatioLevel::Token && cfg.surrogate == Surrogate::Clip {
             close(
                 &[s.clip_low_frac, s.clip_high_frac],
                 &[

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::RlError;
 use super::kl::{KlPenalty, kl_penalty};
+use super::surrogate::{self, Surrogate, Terms};
 
 /// Which importance ratio multiplies the advantage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -140,6 +141,9 @@ pub struct LossConfig {
     pub norm_divisor: Option<f64>,
     /// Row conventions of the sequence means: trl | verl.
     pub row_convention: RowConvention,
+    /// The per-token surrogate: PPO's clipped ratio (default), or CISPO, SAPO, VESPO, GPG,
+    /// DRO, DPPO ([`Surrogate`]); `dual_clip` and `delta` apply to the clipped one only.
+    pub surrogate: Surrogate,
 }
 
 impl Default for LossConfig {
@@ -159,6 +163,7 @@ impl Default for LossConfig {
             aggregation: Aggregation::TokenMean,
             norm_divisor: None,
             row_convention: RowConvention::Trl,
+            surrogate: Surrogate::Clip,
         }
     }
 }
@@ -195,6 +200,14 @@ impl LossConfig {
         }
         if !self.kl_coef.is_finite() || !self.entropy_coef.is_finite() {
             return bad("kl_coef and entropy_coef must be finite".into());
+        }
+        if let Err(e) = self.surrogate.validate() {
+            return bad(format!("surrogate {e}"));
+        }
+        if self.ratio_level == RatioLevel::GeoMean && self.surrogate != Surrogate::Clip {
+            return bad(
+                "the geo_mean (GMPO) ratio is defined for the clipped surrogate only".into(),
+            );
         }
         Ok(())
     }
@@ -472,7 +485,7 @@ pub fn policy_loss(cfg: &LossConfig, inp: LossInputs) -> Result<LossOutput, RlEr
         Some(o) => o.detach().cast(dtype),
         None => lp.clone().detach(),
     };
-    let mut lr = lp.clone() - old;
+    let mut lr = lp.clone() - old.clone();
     if let Some(c) = cfg.log_ratio_clamp {
         lr = lr.clamp(-c, c);
     }
@@ -486,50 +499,81 @@ pub fn policy_loss(cfg: &LossConfig, inp: LossInputs) -> Result<LossOutput, RlEr
             let seq_mean =
                 |lr: Tensor<2>| (lr * m.clone()).sum_dim(1) / m.clone().sum_dim(1).clamp_min(1.0);
             let log_w = match cfg.ratio_level {
-                RatioLevel::Token => lr,
-                RatioLevel::Sequence => seq_mean(lr).expand(dims),
-                _ => (seq_mean(lr).detach().expand(dims) + lp.clone() - lp.clone().detach())
-                    .clamp_max(10.0),
+                RatioLevel::Token => lr.clone(),
+                RatioLevel::Sequence => seq_mean(lr.clone()).expand(dims),
+                _ => (seq_mean(lr.clone()).detach().expand(dims) + lp.clone()
+                    - lp.clone().detach())
+                .clamp_max(10.0),
             };
             let coef1 = log_w.exp();
-            let coef2 = coef1
-                .clone()
-                .clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high);
-            let unclipped = match cfg.delta {
-                Some(d) => coef1.clone().clamp_max(d),
-                None => coef1.clone(),
-            };
-            let mut ptl = (unclipped * adv.clone())
-                .min_pair(coef2 * adv.clone())
-                .neg();
-            let mut dual = zero();
-            if let Some(c) = cfg.dual_clip {
-                let bound = adv.clone().mul_scalar(-c);
-                let active = fl(ptl.clone().greater(bound.clone()), dtype) * a_neg.clone();
-                dual = masked_mean(active, m.clone()).detach();
-                ptl = ptl
+            if cfg.surrogate != Surrogate::Clip {
+                let terms = Terms {
+                    lp: lp.clone(),
+                    old: old.clone(),
+                    lr: lr.clone(),
+                    w: coef1.clone(),
+                    adv: adv.clone(),
+                    mask: m.clone(),
+                };
+                let (mut ptl, clipped) =
+                    surrogate::per_token(&cfg.surrogate, terms, cfg.epsilon_low, cfg.epsilon_high);
+                if let Some(w) = &inp.entropy_mask {
+                    ptl = ptl * w.clone().detach().cast(dtype);
+                }
+                if let Some(w) = &inp.token_weights {
+                    ptl = ptl * w.clone().detach().cast(dtype);
+                }
+                let pg = aggregate(
+                    ptl,
+                    m.clone(),
+                    cfg.aggregation,
+                    cfg.row_convention,
+                    cfg.norm_divisor,
+                    inp.global_tokens,
+                );
+                let (low, high) = (clipped.clone() * a_neg.clone(), clipped * a_pos.clone());
+                (pg, coef1, low, high, zero())
+            } else {
+                let coef2 = coef1
                     .clone()
-                    .min_pair(bound)
-                    .mask_where(adv.clone().greater_equal_elem(0.0), ptl);
+                    .clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high);
+                let unclipped = match cfg.delta {
+                    Some(d) => coef1.clone().clamp_max(d),
+                    None => coef1.clone(),
+                };
+                let mut ptl = (unclipped * adv.clone())
+                    .min_pair(coef2 * adv.clone())
+                    .neg();
+                let mut dual = zero();
+                if let Some(c) = cfg.dual_clip {
+                    let bound = adv.clone().mul_scalar(-c);
+                    let active = fl(ptl.clone().greater(bound.clone()), dtype) * a_neg.clone();
+                    dual = masked_mean(active, m.clone()).detach();
+                    ptl = ptl
+                        .clone()
+                        .min_pair(bound)
+                        .mask_where(adv.clone().greater_equal_elem(0.0), ptl);
+                }
+                if let Some(w) = &inp.entropy_mask {
+                    ptl = ptl * w.clone().detach().cast(dtype);
+                }
+                if let Some(w) = &inp.token_weights {
+                    ptl = ptl * w.clone().detach().cast(dtype);
+                }
+                let pg = aggregate(
+                    ptl,
+                    m.clone(),
+                    cfg.aggregation,
+                    cfg.row_convention,
+                    cfg.norm_divisor,
+                    inp.global_tokens,
+                );
+                let low =
+                    fl(coef1.clone().lower_elem(1.0 - cfg.epsilon_low), dtype) * a_neg.clone();
+                let high =
+                    fl(coef1.clone().greater_elem(1.0 + cfg.epsilon_high), dtype) * a_pos.clone();
+                (pg, coef1, low, high, dual)
             }
-            if let Some(w) = &inp.entropy_mask {
-                ptl = ptl * w.clone().detach().cast(dtype);
-            }
-            if let Some(w) = &inp.token_weights {
-                ptl = ptl * w.clone().detach().cast(dtype);
-            }
-            let pg = aggregate(
-                ptl,
-                m.clone(),
-                cfg.aggregation,
-                cfg.row_convention,
-                cfg.norm_divisor,
-                inp.global_tokens,
-            );
-            let low = fl(coef1.clone().lower_elem(1.0 - cfg.epsilon_low), dtype) * a_neg.clone();
-            let high =
-                fl(coef1.clone().greater_elem(1.0 + cfg.epsilon_high), dtype) * a_pos.clone();
-            (pg, coef1, low, high, dual)
         }
         RatioLevel::GeoMean => {
             let sgn = adv.clone().sign();

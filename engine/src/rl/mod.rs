@@ -13,3 +13,4 @@ pub mod presets;
 pub mod rewards;
 pub mod shaping;
 pub mod step;
+pub mod surrogate;

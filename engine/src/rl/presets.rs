@@ -22,6 +22,7 @@ use super::error::RlError;
 use super::kl::{KlController, KlEstimator, KlPenalty};
 use super::loss::{Aggregation, EntropyAggregation, LossConfig, RatioLevel, RowConvention};
 use super::shaping::{GtpoEntropyConfig, OverlongConfig, ShapingConfig};
+use super::surrogate::Surrogate;
 
 /// A named recipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -206,6 +207,7 @@ impl Preset {
             aggregation: Aggregation::TokenMean,
             norm_divisor: None,
             row_convention: RowConvention::Verl,
+            surrogate: Surrogate::Clip,
         };
         let base = RlObjective {
             advantage: trl_adv.clone(),

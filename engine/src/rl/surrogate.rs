@@ -1,0 +1,234 @@
+//! Per-token policy-gradient surrogates besides PPO's clipped ratio (which stays in
+//! [`super::loss`]). Each maps (lp, the log-ratio, the advantage) to a per-token loss `[B, T]`
+//! that [`super::loss::policy_loss`] then masks, weights and aggregates like the clipped one.
+//!
+//! Notation: w = exp(log-ratio at the configured ratio level), lr = lp − old (token level,
+//! after `log_ratio_clamp`), p = e^lp, p_old = e^old, sg = stop-gradient, ε = ε_low / ε_high.
+//! ```text
+//! cispo (TRL)      L = −sg(min(w, ε_high))·A·lp                 ε_high an absolute cap (e.g. 5)
+//! cispo (verl)     L = −sg(clamp(w, 1−ε_low, 1+ε_high))·A·lp
+//! sapo             L = −σ(τ(w − 1))·(4/τ)·A,  τ = τ_pos if A > 0 else τ_neg
+//! vespo (TRL)      log W = clamp(Σ_t m·clamp(lp−old, ±20), ln 1e-8, 20)   (a sum, per sequence)
+//!                  φ = sg(exp(λ + k·log W − λ·e^{log W})), (k, λ) = (k_pos, λ_pos) if A ≥ 0
+//!                  else (k_neg, λ_neg);   L = −φ·A·lp
+//! gpg (verl)       L = −A·lp
+//! dro (verl)       L = −(A·lp − ½β·lr²)
+//! dppo_tv (verl)   L = −A·sg(min(w, cap))·lp·sg(valid),  valid = p − p_old ≤ ε_high if A > 0
+//!                  else p − p_old ≥ −ε_low
+//! dppo_kl (verl)   as dppo_tv with valid = (D ≤ ε_high ∨ p ≤ p_old) if A > 0 else
+//!                  (D ≤ ε_low ∨ p ≥ p_old),  D = p_old(old − lp) + (1 − p_old)·ln((1 − p_old +
+//!                  1e-8)/(1 − p + 1e-8))  (binary KL)
+//! ```
+//! Sources: TRL 1.16 `GRPOTrainer._compute_loss` / `get_gamma_weights`; verl 0.9.1
+//! `core_algos.compute_policy_loss_{cispo,sapo,gpg,dro,dppo_tv,dppo_kl}`. verl's sapo always
+//! aggregates with seq-mean-token-mean; here the configured aggregation applies.
+
+use burn::tensor::{Tensor, activation::sigmoid};
+use serde::{Deserialize, Serialize};
+
+/// Which surrogate turns ratios and advantages into a per-token loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Surrogate {
+    /// PPO's clipped ratio (GRPO, DAPO, GSPO, ...; with `dual_clip` and `delta`).
+    #[default]
+    Clip,
+    /// CISPO (MiniMax-M1): the clipped ratio as a detached weight on A·lp.
+    Cispo {
+        #[serde(default)]
+        clip: CispoClip,
+    },
+    /// SAPO: a sigmoid gate instead of hard clipping.
+    Sapo {
+        #[serde(default = "one")]
+        tau_pos: f64,
+        #[serde(default = "tau_neg")]
+        tau_neg: f64,
+    },
+    /// VESPO: a detached Gamma weight of the sequence ratio on A·lp (TRL).
+    Vespo {
+        #[serde(default = "two")]
+        k_pos: f64,
+        #[serde(default = "three")]
+        lambda_pos: f64,
+        #[serde(default = "three")]
+        k_neg: f64,
+        #[serde(default = "two")]
+        lambda_neg: f64,
+    },
+    /// GPG: the plain policy gradient −A·lp (no ratio).
+    Gpg,
+    /// DRO: −(A·lp − ½β·lr²).
+    Dro { beta: f64 },
+    /// DPPO with the total-variation trust region (verl `dppo_tv`).
+    DppoTv {
+        /// Cap of the detached ratio (verl `clip_ratio_c`, 3).
+        #[serde(default = "three")]
+        ratio_cap: f64,
+    },
+    /// DPPO with the binary-KL trust region (verl `dppo_kl`).
+    DppoKl {
+        #[serde(default = "three")]
+        ratio_cap: f64,
+    },
+}
+
+/// How CISPO clips its weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CispoClip {
+    /// min(w, ε_high), ε_high an absolute value (TRL `loss_type="cispo"`).
+    #[default]
+    TruncateAbove,
+    /// clamp(w, 1 − ε_low, 1 + ε_high) (verl `cispo`).
+    Relative,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn two() -> f64 {
+    2.0
+}
+fn three() -> f64 {
+    3.0
+}
+fn tau_neg() -> f64 {
+    1.05
+}
+
+impl Surrogate {
+    /// Checks the parameters (errors name the field).
+    pub fn validate(&self) -> crate::check::Checked {
+        use crate::check::{finite, positive};
+        match *self {
+            Self::Clip | Self::Cispo { .. } | Self::Gpg => Ok(()),
+            Self::Sapo { tau_pos, tau_neg } => {
+                positive("tau_pos", tau_pos)?;
+                positive("tau_neg", tau_neg)
+            }
+            Self::Vespo {
+                k_pos,
+                lambda_pos,
+                k_neg,
+                lambda_neg,
+            } => {
+                finite("k_pos", k_pos)?;
+                finite("k_neg", k_neg)?;
+                positive("lambda_pos", lambda_pos)?;
+                positive("lambda_neg", lambda_neg)
+            }
+            Self::Dro { beta } => positive("beta", beta),
+            Self::DppoTv { ratio_cap } | Self::DppoKl { ratio_cap } => {
+                positive("ratio_cap", ratio_cap)
+            }
+        }
+    }
+}
+
+/// The tensors a surrogate reads, all `[B, T]` in one float dtype.
+pub(crate) struct Terms {
+    /// Current log-probs (with gradient).
+    pub lp: Tensor<2>,
+    /// Old log-probs (detached).
+    pub old: Tensor<2>,
+    /// lp − old at token level (after `log_ratio_clamp`).
+    pub lr: Tensor<2>,
+    /// The importance ratio w at the configured level.
+    pub w: Tensor<2>,
+    pub adv: Tensor<2>,
+    pub mask: Tensor<2>,
+}
+
+/// The per-token loss of `s` (not [`Surrogate::Clip`]) and a 0/1 indicator of tokens whose
+/// weight was clipped or that fell outside the trust region (for the clip-fraction metric).
+pub(crate) fn per_token(
+    s: &Surrogate,
+    t: Terms,
+    eps_low: f64,
+    eps_high: f64,
+) -> (Tensor<2>, Tensor<2>) {
+    let dtype = t.lp.dtype();
+    let fl = |b: Tensor<2, burn::tensor::Bool>| b.float().cast(dtype);
+    let zero = t.lp.clone().detach().mul_scalar(0.0);
+    let pos = fl(t.adv.clone().greater_elem(0.0));
+    let select =
+        |a: Tensor<2>, b: Tensor<2>| pos.clone() * a + (pos.clone().neg().add_scalar(1.0)) * b;
+    match *s {
+        Surrogate::Clip => unreachable!("the clipped surrogate lives in loss::policy_loss"),
+        Surrogate::Cispo { clip } => {
+            let w = t.w.detach();
+            let c = match clip {
+                CispoClip::TruncateAbove => w.clone().clamp_max(eps_high),
+                CispoClip::Relative => w.clone().clamp(1.0 - eps_low, 1.0 + eps_high),
+            };
+            let clipped = fl(w.not_equal(c.clone()));
+            ((c * t.adv * t.lp).neg(), clipped)
+        }
+        Surrogate::Sapo { tau_pos, tau_neg } => {
+            let tau = select(
+                zero.clone().add_scalar(tau_pos),
+                zero.clone().add_scalar(tau_neg),
+            );
+            let gate = sigmoid(tau.clone() * t.w.add_scalar(-1.0)) * tau.recip().mul_scalar(4.0);
+            ((gate * t.adv).neg(), zero)
+        }
+        Surrogate::Vespo {
+            k_pos,
+            lambda_pos,
+            k_neg,
+            lambda_neg,
+        } => {
+            let raw = (t.lp.clone() - t.old).detach().clamp(-20.0, 20.0);
+            let log_w = (raw * t.mask).sum_dim(1).clamp((1e-8f64).ln(), 20.0); // [B, 1]
+            let [b, tt] = t.lp.dims();
+            let log_w = log_w.expand([b, tt]);
+            let nonneg = fl(t.adv.clone().greater_equal_elem(0.0));
+            let pick = |a: f64, c: f64| nonneg.clone().mul_scalar(a - c).add_scalar(c);
+            let (k, lambda) = (
+                pick(k_pos, k_neg),
+                pick(lambda_pos, lambda_neg).clamp_min(1e-4),
+            );
+            let log_phi = lambda.clone() + k * log_w.clone() - lambda * log_w.exp();
+            let phi = log_phi.exp().detach();
+            ((phi * t.adv * t.lp).neg(), zero)
+        }
+        Surrogate::Gpg => ((t.adv * t.lp).neg(), zero),
+        Surrogate::Dro { beta } => {
+            let pen = t.lr.powi_scalar(2).mul_scalar(0.5 * beta);
+            ((t.adv * t.lp - pen).neg(), zero)
+        }
+        Surrogate::DppoTv { ratio_cap } | Surrogate::DppoKl { ratio_cap } => {
+            let tr = t.w.detach().clamp_max(ratio_cap);
+            let (p, p_old) = (t.lp.clone().detach().exp(), t.old.clone().exp());
+            let valid = match *s {
+                Surrogate::DppoTv { .. } => {
+                    let d = p - p_old;
+                    select(
+                        fl(d.clone().lower_equal_elem(eps_high)),
+                        fl(d.greater_equal_elem(-eps_low)),
+                    )
+                }
+                _ => {
+                    let one_minus = |x: Tensor<2>| x.neg().add_scalar(1.0 + 1e-8);
+                    let bkl = p_old.clone() * (t.old.clone() - t.lp.clone().detach())
+                        + one_minus(p_old.clone()).add_scalar(-1e-8)
+                            * (one_minus(p_old.clone()).log() - one_minus(p.clone()).log());
+                    let or = |a: Tensor<2>, b: Tensor<2>| (a + b).clamp_max(1.0);
+                    select(
+                        or(
+                            fl(bkl.clone().lower_equal_elem(eps_high)),
+                            fl(p.clone().lower_equal(p_old.clone())),
+                        ),
+                        or(
+                            fl(bkl.lower_equal_elem(eps_low)),
+                            fl(p.greater_equal(p_old)),
+                        ),
+                    )
+                }
+            };
+            let out = (t.adv * tr * t.lp * valid.clone()).neg();
+            (out, valid.neg().add_scalar(1.0))
+        }
+    }
+}
