@@ -18,9 +18,11 @@
 //! dppo_kl (verl)   as dppo_tv with valid = (D ≤ ε_high ∨ p ≤ p_old) if A > 0 else
 //!                  (D ≤ ε_low ∨ p ≥ p_old),  D = p_old(old − lp) + (1 − p_old)·ln((1 − p_old +
 //!                  1e-8)/(1 − p + 1e-8))  (binary KL)
+//! kl_cov (verl)    L = −A·w + coef·|lr| on the top max(1, ⌊N·ratio⌋) valid tokens by the
+//!                  covariance (A − Ā)(lp − l̄p), else −A·w
 //! ```
 //! Sources: TRL 1.16 `GRPOTrainer._compute_loss` / `get_gamma_weights`; verl 0.9.1
-//! `core_algos.compute_policy_loss_{cispo,sapo,gpg,dro,dppo_tv,dppo_kl}`. verl's sapo always
+//! `core_algos.compute_policy_loss_{cispo,sapo,gpg,dro,dppo_tv,dppo_kl,kl_cov}`. verl's sapo always
 //! aggregates with seq-mean-token-mean; here the configured aggregation applies.
 
 use burn::tensor::{Tensor, activation::sigmoid};
@@ -71,6 +73,14 @@ pub enum Surrogate {
         #[serde(default = "three")]
         ratio_cap: f64,
     },
+    /// KL-Cov (verl `kl_cov`): −A·w, plus coef·|lr| on the top `ratio` share of the valid
+    /// tokens by the covariance (A − Ā)(lp − l̄p) (at least one token).
+    KlCov {
+        #[serde(default = "kl_cov_ratio")]
+        ratio: f64,
+        #[serde(default = "kl_cov_coef")]
+        coef: f64,
+    },
 }
 
 /// How CISPO clips its weight.
@@ -95,6 +105,12 @@ fn three() -> f64 {
 }
 fn tau_neg() -> f64 {
     1.05
+}
+fn kl_cov_ratio() -> f64 {
+    2e-4
+}
+fn kl_cov_coef() -> f64 {
+    0.1
 }
 
 impl Surrogate {
@@ -121,6 +137,10 @@ impl Surrogate {
             Self::Dro { beta } => positive("beta", beta),
             Self::DppoTv { ratio_cap } | Self::DppoKl { ratio_cap } => {
                 positive("ratio_cap", ratio_cap)
+            }
+            Self::KlCov { ratio, coef } => {
+                crate::check::open_closed("ratio", ratio, 0.0, 1.0)?;
+                crate::check::non_negative("coef", coef)
             }
         }
     }
@@ -198,6 +218,11 @@ pub(crate) fn per_token(
             let pen = t.lr.powi_scalar(2).mul_scalar(0.5 * beta);
             ((t.adv * t.lp - pen).neg(), zero)
         }
+        Surrogate::KlCov { ratio, coef } => {
+            let sel = top_covariance(&t.adv, &t.lp, &t.mask, ratio);
+            let out = (t.adv * t.w).neg() + sel.clone() * t.lr.abs().mul_scalar(coef);
+            (out, sel)
+        }
         Surrogate::DppoTv { ratio_cap } | Surrogate::DppoKl { ratio_cap } => {
             let tr = t.w.detach().clamp_max(ratio_cap);
             let (p, p_old) = (t.lp.clone().detach().exp(), t.old.clone().exp());
@@ -231,4 +256,24 @@ pub(crate) fn per_token(
             (out, valid.neg().add_scalar(1.0))
         }
     }
+}
+
+/// 0/1 `[B, T]`: the valid tokens whose covariance (A − Ā)(lp − l̄p) (means over the valid
+/// tokens, detached) is among the largest max(1, ⌊N·ratio⌋), N = Σ mask — on the device, by
+/// sorting and reading the threshold at that rank.
+fn top_covariance(adv: &Tensor<2>, lp: &Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<2> {
+    let [b, t] = lp.dims();
+    let n = mask.clone().sum(); // [1]
+    let mean = |x: Tensor<2>| {
+        ((x * mask.clone()).sum() / n.clone().clamp_min(1.0)).reshape([1, 1])
+    };
+    let (a, l) = (adv.clone().detach(), lp.clone().detach());
+    let cov = (a.clone() - mean(a)) * (l.clone() - mean(l));
+    let invalid = mask.clone().lower_equal_elem(0.0);
+    let ranked = cov.clone().mask_fill(invalid, f64::NEG_INFINITY);
+    let sorted = ranked.clone().reshape([b * t]).sort_descending(0);
+    let k = n.mul_scalar(ratio).floor().clamp_min(1.0).add_scalar(-1.0).int();
+    let threshold = sorted.gather(0, k).reshape([1, 1]);
+    let dtype = lp.dtype();
+    ranked.greater_equal(threshold).float().cast(dtype) * mask.clone()
 }
