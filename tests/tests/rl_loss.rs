@@ -879,3 +879,44 @@ fn gspo_token_keeps_per_token_advantages() {
         close(&grad, &want, 1e-12, 1e-12, level);
     }
 }
+
+/// Clip-Cov with fewer cuts than candidates: exactly max(1, ⌊N·ratio⌋) of the candidate
+/// tokens (unclipped, covariance in the band) lose their gradient, chosen at random.
+#[test]
+fn clip_cov_cuts_a_random_subset_of_the_candidates() {
+    let g = golden();
+    let inp = &g["inputs"];
+    let dev = flex64();
+    let t = |n: &str| grid_tensor(&grid(&inp[n]), &dev, DType::F64).unwrap();
+    let grad = |ratio: f64, lb: f64, ub: f64| {
+        let cfg = LossConfig {
+            aggregation: Aggregation::TokenSum,
+            surrogate: Surrogate::ClipCov { ratio, lb, ub },
+            ..LossConfig::default()
+        };
+        let lp = t("lp").require_grad();
+        let mut li = LossInputs::new(lp.clone(), t("adv_tok"), t("mask"));
+        li.old_logp = Some(t("old_big"));
+        let out = policy_loss(&cfg, li).unwrap();
+        host(lp.grad(&out.loss.backward()).unwrap())
+    };
+    let none = grad(1.0, 100.0, 200.0);
+    let all = grad(1.0, -0.3, 0.4);
+    let candidates: Vec<usize> = (0..none.len())
+        .filter(|&i| none[i] != 0.0 && all[i] == 0.0)
+        .collect();
+    assert_eq!(
+        candidates.len(),
+        11,
+        "the mid band holds 11 candidates (verl fixture)"
+    );
+    // N = 33 valid tokens: ratio 0.07 cuts ⌊2.31⌋ = 2 of them.
+    for _ in 0..3 {
+        let some = grad(0.07, -0.3, 0.4);
+        let cut: Vec<usize> = (0..none.len())
+            .filter(|&i| none[i] != 0.0 && some[i] == 0.0)
+            .collect();
+        assert_eq!(cut.len(), 2, "{cut:?}");
+        assert!(cut.iter().all(|i| candidates.contains(i)), "{cut:?}");
+    }
+}

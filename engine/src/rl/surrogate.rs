@@ -18,11 +18,13 @@
 //! dppo_kl (verl)   as dppo_tv with valid = (D ≤ ε_high ∨ p ≤ p_old) if A > 0 else
 //!                  (D ≤ ε_low ∨ p ≥ p_old),  D = p_old(old − lp) + (1 − p_old)·ln((1 − p_old +
 //!                  1e-8)/(1 − p + 1e-8))  (binary KL)
+//! clip_cov (verl)  L = max(−A·w, −A·clamp(w, 1−ε_low, 1+ε_high)), times 0 on a random
+//!                  max(1, ⌊N·ratio⌋) of the unclipped valid tokens with lb < cov < ub
 //! kl_cov (verl)    L = −A·w + coef·|lr| on the top max(1, ⌊N·ratio⌋) valid tokens by the
 //!                  covariance (A − Ā)(lp − l̄p), else −A·w
 //! ```
 //! Sources: TRL 1.16 `GRPOTrainer._compute_loss` / `get_gamma_weights`; verl 0.9.1
-//! `core_algos.compute_policy_loss_{cispo,sapo,gpg,dro,dppo_tv,dppo_kl,kl_cov}`. verl's sapo always
+//! `core_algos.compute_policy_loss_{cispo,sapo,gpg,dro,dppo_tv,dppo_kl,clip_cov,kl_cov}`. verl's sapo always
 //! aggregates with seq-mean-token-mean; here the configured aggregation applies.
 
 use burn::tensor::{Tensor, activation::sigmoid};
@@ -73,6 +75,18 @@ pub enum Surrogate {
         #[serde(default = "three")]
         ratio_cap: f64,
     },
+    /// Clip-Cov (verl `clip_cov`): PPO's max(−A·w, −A·clamp(w)) with the gradient cut on a
+    /// random max(1, ⌊N·ratio⌋) of the unclipped valid tokens whose covariance lies in
+    /// (lb, ub) (all of them when fewer). The random choice uses the device RNG (seeded per
+    /// step by the trainer), so it is reproducible here but not verl's `torch.randperm` draw.
+    ClipCov {
+        #[serde(default = "kl_cov_ratio")]
+        ratio: f64,
+        #[serde(default = "one")]
+        lb: f64,
+        #[serde(default = "five")]
+        ub: f64,
+    },
     /// KL-Cov (verl `kl_cov`): −A·w, plus coef·|lr| on the top `ratio` share of the valid
     /// tokens by the covariance (A − Ā)(lp − l̄p) (at least one token).
     KlCov {
@@ -102,6 +116,9 @@ fn two() -> f64 {
 }
 fn three() -> f64 {
     3.0
+}
+fn five() -> f64 {
+    5.0
 }
 fn tau_neg() -> f64 {
     1.05
@@ -137,6 +154,13 @@ impl Surrogate {
             Self::Dro { beta } => positive("beta", beta),
             Self::DppoTv { ratio_cap } | Self::DppoKl { ratio_cap } => {
                 positive("ratio_cap", ratio_cap)
+            }
+            Self::ClipCov { ratio, lb, ub } => {
+                crate::check::open_closed("ratio", ratio, 0.0, 1.0)?;
+                if !(lb < ub) {
+                    return Err(format!("`lb` = {lb}, `ub` = {ub}: need lb < ub"));
+                }
+                Ok(())
             }
             Self::KlCov { ratio, coef } => {
                 crate::check::open_closed("ratio", ratio, 0.0, 1.0)?;
@@ -218,6 +242,18 @@ pub(crate) fn per_token(
             let pen = t.lr.powi_scalar(2).mul_scalar(0.5 * beta);
             ((t.adv * t.lp - pen).neg(), zero)
         }
+        Surrogate::ClipCov { ratio, lb, ub } => {
+            let a = t.adv.clone();
+            let l1 = (a.clone() * t.w.clone()).neg();
+            let l2 = (a * t.w.clone().clamp(1.0 - eps_low, 1.0 + eps_high)).neg();
+            let clipped = fl(l2.clone().greater(l1.clone())) * t.mask.clone();
+            let cov = covariance(&t.adv, &t.lp, &t.mask);
+            let in_band = fl(cov.clone().greater_elem(lb)) * fl(cov.lower_elem(ub));
+            let candidates = in_band * t.mask.clone() * clipped.clone().neg().add_scalar(1.0);
+            let cut = random_subset(candidates, &t.mask, ratio);
+            let keep = cut.neg().add_scalar(1.0);
+            (l1.max_pair(l2) * keep, clipped)
+        }
         Surrogate::KlCov { ratio, coef } => {
             let sel = top_covariance(&t.adv, &t.lp, &t.mask, ratio);
             let out = (t.adv * t.w).neg() + sel.clone() * t.lr.abs().mul_scalar(coef);
@@ -263,17 +299,47 @@ pub(crate) fn per_token(
 /// sorting and reading the threshold at that rank.
 fn top_covariance(adv: &Tensor<2>, lp: &Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<2> {
     let [b, t] = lp.dims();
-    let n = mask.clone().sum(); // [1]
-    let mean = |x: Tensor<2>| {
-        ((x * mask.clone()).sum() / n.clone().clamp_min(1.0)).reshape([1, 1])
-    };
-    let (a, l) = (adv.clone().detach(), lp.clone().detach());
-    let cov = (a.clone() - mean(a)) * (l.clone() - mean(l));
+    let cov = covariance(adv, lp, mask);
     let invalid = mask.clone().lower_equal_elem(0.0);
-    let ranked = cov.clone().mask_fill(invalid, f64::NEG_INFINITY);
+    let ranked = cov.mask_fill(invalid, f64::NEG_INFINITY);
     let sorted = ranked.clone().reshape([b * t]).sort_descending(0);
-    let k = n.mul_scalar(ratio).floor().clamp_min(1.0).add_scalar(-1.0).int();
-    let threshold = sorted.gather(0, k).reshape([1, 1]);
+    let threshold = sorted.gather(0, rank_index(mask, ratio)).reshape([1, 1]);
     let dtype = lp.dtype();
     ranked.greater_equal(threshold).float().cast(dtype) * mask.clone()
+}
+
+/// (A − Ā)(lp − l̄p) with both means over the valid tokens, detached.
+fn covariance(adv: &Tensor<2>, lp: &Tensor<2>, mask: &Tensor<2>) -> Tensor<2> {
+    let n = mask.clone().sum().clamp_min(1.0);
+    let mean = |x: Tensor<2>| ((x * mask.clone()).sum() / n.clone()).reshape([1, 1]);
+    let (a, l) = (adv.clone().detach(), lp.clone().detach());
+    (a.clone() - mean(a)) * (l.clone() - mean(l))
+}
+
+/// `[1]` index max(1, ⌊N·ratio⌋) − 1, N = Σ mask (on the device).
+fn rank_index(mask: &Tensor<2>, ratio: f64) -> Tensor<1, burn::tensor::Int> {
+    let n = mask.clone().sum();
+    n.mul_scalar(ratio)
+        .floor()
+        .clamp_min(1.0)
+        .add_scalar(-1.0)
+        .int()
+}
+
+/// 0/1 `[B, T]`: a uniformly random subset of the `candidates` (0/1) of size
+/// max(1, ⌊N·ratio⌋) (N = Σ mask), or all of them when there are fewer: the candidates with
+/// the smallest uniform keys.
+fn random_subset(candidates: Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<2> {
+    let [b, t] = candidates.dims();
+    let dtype = candidates.dtype();
+    let keys = Tensor::<2>::random(
+        [b, t],
+        burn::tensor::Distribution::Uniform(0.0, 1.0),
+        &candidates.device(),
+    )
+    .cast(dtype);
+    let keys = keys.mask_fill(candidates.clone().lower_equal_elem(0.0), f64::INFINITY);
+    let sorted = keys.clone().reshape([b * t]).sort(0);
+    let threshold = sorted.gather(0, rank_index(mask, ratio)).reshape([1, 1]);
+    keys.lower_equal(threshold).float().cast(dtype) * candidates
 }
