@@ -395,14 +395,24 @@ fn verl_advantages_match() {
         let estimator: Estimator = serde_json::from_value(case["estimator"].clone()).unwrap();
         let cfg = AdvantageConfig {
             estimator,
-            scale: StdScale::Group,
+            scale: case.get("scale").map_or(StdScale::Group, |s| {
+                serde_json::from_value(s.clone()).unwrap()
+            }),
             eps: 1e-6,
             singletons: Singletons::RawScore,
             gamma: case["gamma"].as_f64().unwrap_or(1.0),
         };
+        let groups: Vec<usize> = case.get("groups").map_or(groups.clone(), |g| {
+            vec1(g).into_iter().map(|x| x as usize).collect()
+        });
         let rewards = grid(&a[case["rewards"].as_str().unwrap()]);
-        let got = advantage::token_advantages(&cfg, Rewards::Token(&rewards), &mask, &groups)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = if estimator == Estimator::Remax {
+            let scores: Vec<f64> = rewards.iter().map(|r| r.iter().sum()).collect();
+            advantage::remax_advantages(&scores, &vec1(&case["baselines"]), &mask)
+        } else {
+            advantage::token_advantages(&cfg, Rewards::Token(&rewards), &mask, &groups)
+        }
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let want: Vec<f64> = grid(&case["out"]).into_iter().flatten().collect();
         let got: Vec<f64> = got.into_iter().flatten().collect();
         close(&got, &want, 1e-9, 1e-9, name);

@@ -12,6 +12,9 @@
 //! | `opo` | s_i − Σ_j len_j s_j / Σ_j len_j; n = 1: s_i | verl `compute_opo_outcome_advantage` |
 //! | `reinforce_pp` | token returns G_t = r_t + γ G_{t+1} over valid tokens, whitened over the batch | verl `compute_reinforce_plus_plus_outcome_advantage` |
 //! | `reinforce_pp_baseline` | (s_i − mean_g) on every valid token, whitened over the batch | verl `compute_reinforce_plus_plus_baseline_outcome_advantage` |
+//! | `gpg` | α·(s_i − mean_g), α = B / #{i: s_i ≠ 0} (n = 1: mean 0) | verl `compute_gpg_outcome_advantage` (f_norm 1) |
+//! | `pass_at_k` | the group's best member only: (s_max − s_second)/(std_g + eps) (scale `none`: no division); others 0; n ≥ 2 | verl `compute_grpo_passk_outcome_advantage` |
+//! | `remax` | s_i − b_i with b_i the reward of the greedy completion of i's prompt ([`remax_advantages`]) | verl `compute_remax_outcome_advantage` |
 //!
 //! A score may be NaN ("no reward function applied", TRL): it is left out of the group
 //! statistics and its advantage is 0 (grpo / dr_grpo only).
@@ -39,6 +42,12 @@ pub enum Estimator {
     ReinforcePpBaseline,
     /// Length-weighted group baseline (OPO).
     Opo,
+    /// Group baseline scaled by the batch's share of non-zero scores (GPG).
+    Gpg,
+    /// Only the best member of each group learns, by its margin over the second (Pass@k).
+    PassAtK,
+    /// Reward minus the greedy completion's reward (ReMax); see [`remax_advantages`].
+    Remax,
 }
 
 /// Which standard deviation divides the GRPO advantage (TRL `scale_rewards`).
@@ -346,13 +355,76 @@ pub fn sequence_advantages(
                 }
             }
         }
+        Estimator::Gpg => {
+            let nonzero = scores.iter().filter(|&&s| s != 0.0).count().max(1);
+            let alpha = b as f64 / nonzero as f64;
+            for m in &members {
+                let mean = if m.len() > 1 {
+                    m.iter().map(|&i| scores[i]).sum::<f64>() / m.len() as f64
+                } else {
+                    0.0
+                };
+                for &i in m {
+                    adv[i] = alpha * (scores[i] - mean);
+                }
+            }
+        }
+        Estimator::PassAtK => {
+            for m in &members {
+                if m.len() < 2 {
+                    return Err(RlError::NotEnough(format!(
+                        "pass_at_k needs at least 2 completions per group, got {}",
+                        m.len()
+                    )));
+                }
+                // The first member with the largest score; the runner-up among the others.
+                let best = (m.iter().copied())
+                    .fold(m[0], |b, i| if scores[i] > scores[b] { i } else { b });
+                let second = (m.iter().copied().filter(|&i| i != best))
+                    .map(|i| scores[i])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let margin = scores[best] - second;
+                let group: Vec<f64> = m.iter().map(|&i| scores[i]).collect();
+                adv[best] = match cfg.scale {
+                    StdScale::None => margin,
+                    _ => margin / (std_unbiased(&group) + cfg.eps),
+                };
+            }
+        }
         Estimator::ReinforcePp => {
             return Err(RlError::Config(
                 "reinforce_pp works on token returns: use token_advantages".into(),
             ));
         }
+        Estimator::Remax => {
+            return Err(RlError::Config(
+                "remax needs the greedy completions' rewards: use remax_advantages".into(),
+            ));
+        }
     }
     Ok(adv)
+}
+
+/// ReMax: `scores[i] − baselines[i]` on every valid token of row i, the baseline being the
+/// reward of the greedy completion of row i's prompt (verl `compute_remax_outcome_advantage`
+/// with one outcome reward per sequence). No whitening.
+pub fn remax_advantages(
+    scores: &[f64],
+    baselines: &[f64],
+    mask: &[Vec<f64>],
+) -> Result<Vec<Vec<f64>>, RlError> {
+    for (what, n) in [("scores", scores.len()), ("baselines", baselines.len())] {
+        if n != mask.len() {
+            return Err(RlError::Shape {
+                what,
+                expected: vec![mask.len()],
+                got: vec![n],
+            });
+        }
+    }
+    Ok((mask.iter().enumerate())
+        .map(|(i, row)| row.iter().map(|m| (scores[i] - baselines[i]) * m).collect())
+        .collect())
 }
 
 /// verl's `masked_whiten`: (x − mean)/√(var + 1e-8) with the masked mean (÷(Σm + 1e-8)) and the

@@ -11,6 +11,9 @@
 //! | `reinforce_pp_baseline` | verl "reinforce_plus_plus_baseline", use_kl_loss k2 (mse) β 0.001 | group mean, batch whitening | verl vanilla + k2 KL in the loss |
 //! | `rloo` | verl "rloo", KL in the reward (k1, β 0.001) | leave-one-out | verl vanilla |
 //! | `gtpo` | GRPO without KL + GTPO (Simoni et al.; Tan et al.) shaping | group-normalised | token ratio, seq-mean-token-mean, conflict-token weights, entropy-shaped token rewards |
+//! | `remax` | verl adv_estimator "remax" (Li et al. 2023) | reward − the greedy completion's reward | verl vanilla, no KL |
+//! | `gpg` | verl adv_estimator "gpg" + loss_mode "gpg" (Chu et al. 2025) | α-scaled group mean baseline | −A·lp, token-mean, no KL |
+//! | `pass_at_k` | verl adv_estimator "grpo_passk" (Chen et al. 2025) | best member's margin over the second, ÷ std | verl vanilla, no KL |
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,6 +40,9 @@ pub enum Preset {
     ReinforcePpBaseline,
     Rloo,
     Gtpo,
+    Remax,
+    Gpg,
+    PassAtK,
 }
 
 /// Where the KL to the reference model goes.
@@ -151,7 +157,7 @@ impl RlObjective {
 
 impl Preset {
     /// Every preset, in documentation order.
-    pub const ALL: [Preset; 9] = [
+    pub const ALL: [Preset; 12] = [
         Preset::Grpo,
         Preset::DrGrpo,
         Preset::Dapo,
@@ -161,6 +167,9 @@ impl Preset {
         Preset::ReinforcePpBaseline,
         Preset::Rloo,
         Preset::Gtpo,
+        Preset::Remax,
+        Preset::Gpg,
+        Preset::PassAtK,
     ];
 
     /// The recipe name (`grpo`, `dr_grpo`, ...).
@@ -175,6 +184,9 @@ impl Preset {
             Preset::ReinforcePpBaseline => "reinforce_pp_baseline",
             Preset::Rloo => "rloo",
             Preset::Gtpo => "gtpo",
+            Preset::Remax => "remax",
+            Preset::Gpg => "gpg",
+            Preset::PassAtK => "pass_at_k",
         }
     }
 
@@ -300,6 +312,29 @@ impl Preset {
                     gtpo_entropy: Some(GtpoEntropyConfig::default()),
                     ..ShapingConfig::default()
                 },
+                ..base
+            },
+            Preset::Remax => RlObjective {
+                advantage: verl_adv(Estimator::Remax),
+                loss: verl_vanilla.clone(),
+                kl_placement: KlPlacement::None,
+                ..base
+            },
+            Preset::Gpg => RlObjective {
+                advantage: verl_adv(Estimator::Gpg),
+                loss: LossConfig {
+                    surrogate: Surrogate::Gpg,
+                    log_ratio_clamp: None,
+                    dual_clip: None,
+                    ..verl_vanilla.clone()
+                },
+                kl_placement: KlPlacement::None,
+                ..base
+            },
+            Preset::PassAtK => RlObjective {
+                advantage: verl_adv(Estimator::PassAtK),
+                loss: verl_vanilla,
+                kl_placement: KlPlacement::None,
                 ..base
             },
         }

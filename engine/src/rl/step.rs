@@ -17,7 +17,9 @@ use burn::module::Module;
 use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::advantage::{Rewards, sequence_advantages, token_advantages};
+use super::advantage::{
+    Estimator, Rewards, remax_advantages, sequence_advantages, token_advantages,
+};
 use super::kl::{KlController, apply_kl_in_reward};
 use super::loss::{Aggregation, LossInputs, LossStats, grid_tensor, policy_loss};
 use super::presets::{KlPlacement, Preset, RlObjective};
@@ -55,7 +57,7 @@ pub enum RlStepError {
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
     /// Named recipe the objective starts from (`grpo`, `dr_grpo`, `dapo`, `gspo`, `gmpo`,
-    /// `reinforce_pp`, `reinforce_pp_baseline`, `rloo`, `gtpo`).
+    /// `reinforce_pp`, `reinforce_pp_baseline`, `rloo`, `gtpo`, `remax`, `gpg`, `pass_at_k`).
     pub preset: Option<String>,
     /// G: completions per prompt (TRL `num_generations`).
     pub group_size: usize,
@@ -143,6 +145,8 @@ pub struct Rollout {
     pub per_reward: Vec<Vec<Option<f64>>>,
     /// Weighted total per row (NaN when no reward applied), before shaping.
     pub scores: Vec<f64>,
+    /// ReMax: per row, the reward of the greedy completion of its prompt.
+    pub baselines: Option<Vec<f64>>,
 }
 
 impl Rollout {
@@ -195,6 +199,7 @@ impl Rollout {
                 .map(|f| rows.iter().map(|&r| f[r]).collect())
                 .collect(),
             scores: pick(&self.scores),
+            baselines: self.baselines.as_deref().map(pick),
         }
     }
 
@@ -210,6 +215,13 @@ impl Rollout {
             mine.extend(theirs);
         }
         self.scores.extend(other.scores);
+        self.baselines = match (self.baselines.take(), other.baselines) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
     }
 }
 
@@ -248,20 +260,7 @@ pub async fn rollout_async(
         .map(|c| c.last().is_some_and(|t| eos_token_ids.contains(t)))
         .collect();
     let texts: Vec<String> = completions.iter().map(|c| decode(c)).collect();
-    let samples: Vec<Sample> = completions
-        .iter()
-        .enumerate()
-        .map(|(r, c)| {
-            let p = &prompts[groups[r]];
-            let s = Sample::new(p.text.clone(), texts[r].clone())
-                .in_group(groups[r])
-                .with_ids(p.ids.clone(), c.clone());
-            match &p.reference {
-                Some(reference) => s.with_reference(reference.clone()),
-                None => s,
-            }
-        })
-        .collect();
+    let samples = samples(&prompts, &groups, &texts, &completions);
     let breakdown = rewards
         .score_async(&samples)
         .await
@@ -275,7 +274,59 @@ pub async fn rollout_async(
         reward_names: breakdown.names,
         per_reward: breakdown.per_reward,
         scores: breakdown.total,
+        baselines: None,
     })
+}
+
+/// The reward functions' view of completion rows (`groups[r]` = row r's prompt).
+fn samples(
+    prompts: &[Prompt],
+    groups: &[usize],
+    texts: &[String],
+    completions: &[Vec<u32>],
+) -> Vec<Sample> {
+    (completions.iter().enumerate())
+        .map(|(r, c)| {
+            let p = &prompts[groups[r]];
+            let s = Sample::new(p.text.clone(), texts[r].clone())
+                .in_group(groups[r])
+                .with_ids(p.ids.clone(), c.clone());
+            match &p.reference {
+                Some(reference) => s.with_reference(reference.clone()),
+                None => s,
+            }
+        })
+        .collect()
+}
+
+/// ReMax baselines: the reward (no reward applied: 0) of one greedy completion of each
+/// prompt of `ro`, per row.
+async fn greedy_baselines(
+    sampler: &HybridModel,
+    ro: &Rollout,
+    cfg: &RlConfig,
+    eos_token_ids: &[u32],
+    rewards: &WeightedRewards<'_>,
+    decode: &dyn Fn(&[u32]) -> String,
+    device: &Device,
+) -> Result<Vec<f64>, RlStepError> {
+    let ids: Vec<Vec<u32>> = ro.prompts.iter().map(|p| p.ids.clone()).collect();
+    let opts = GenerateOptions {
+        max_new_tokens: cfg.max_new_tokens,
+        sampling: Sampling::default(),
+        eos_token_ids: eos_token_ids.to_vec(),
+    };
+    let greedy = generate_groups_async(sampler, &ids, 1, &opts, device, |_, _| {})
+        .await
+        .map_err(|e| RlStepError::Rollout(e.to_string()))?;
+    let groups: Vec<usize> = (0..greedy.len()).collect();
+    let texts: Vec<String> = greedy.iter().map(|c| decode(c)).collect();
+    let scored = rewards
+        .score_async(&samples(&ro.prompts, &groups, &texts, &greedy))
+        .await
+        .map_err(|e| RlStepError::Reward(e.to_string()))?;
+    let finite = |s: f64| if s.is_finite() { s } else { 0.0 };
+    Ok(ro.groups.iter().map(|&g| finite(scored.total[g])).collect())
 }
 
 /// What one update did (host values).
@@ -491,6 +542,11 @@ pub async fn update_async(
             &mask,
             &ro.groups,
         )?
+    } else if objective.advantage.estimator == Estimator::Remax {
+        let baselines = ro.baselines.as_deref().ok_or_else(|| {
+            RlStepError::Config("remax needs the rollout's greedy baselines (rl_step)".into())
+        })?;
+        remax_advantages(&scores, baselines, &mask)?
     } else {
         token_advantages(
             &objective.advantage,
@@ -792,6 +848,11 @@ pub async fn rl_step_async(
     if batch.completions.is_empty() {
         report.no_update = true;
         return Ok(report);
+    }
+    let mut batch = batch;
+    if objective.advantage.estimator == Estimator::Remax {
+        let b = greedy_baselines(&sampler, &batch, cfg, eos_token_ids, rewards, decode, &base);
+        batch.baselines = Some(b.await?);
     }
     report.update = update_async(
         policy.model,

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     task: Option<String>,
     /// RL preset: grpo, dr_grpo, dapo, gspo, gmpo, reinforce_pp, reinforce_pp_baseline,
-    /// rloo, gtpo.
+    /// rloo, gtpo, remax, gpg, pass_at_k.
     #[arg(long)]
     preset: Option<String>,
     #[arg(long, value_name = "N")]
