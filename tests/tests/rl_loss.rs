@@ -315,16 +315,18 @@ fn kl_estimators_match_verl() {
         let want: Vec<f64> = grid(&k["trl_k3"]).into_iter().flatten().collect();
         close(&host(v), &want, rtol * 10.0, 1.0, "TRL k3");
     }
-    // verl's names mean verl's estimators: "k3" is the clamped low_var_kl.
-    for (verl, ours) in [
-        ("k3", "low_var_kl"),
-        ("k3+", "low_var_kl+"),
-        ("kl", "k1"),
-        ("mse", "k2"),
-    ] {
+    // verl's names mean verl's estimators; the ambiguous "k3" says what each library means.
+    for (verl, ours) in [("kl", "k1"), ("mse", "k2"), ("kl+", "k1+")] {
         assert_eq!(
             KlPenalty::from_str(verl).unwrap(),
             KlPenalty::from_str(ours).unwrap()
+        );
+    }
+    for (name, want) in [("k3", "`low_var_kl`"), ("k3+", "`low_var_kl+`")] {
+        let e = KlPenalty::from_str(name).unwrap_err().to_string();
+        assert!(
+            e.contains("ambiguous") && e.contains(want) && e.contains("k3_unclamped"),
+            "{e}"
         );
     }
     assert_eq!(KlPenalty::default().to_string(), "k3_unclamped");

@@ -8,13 +8,13 @@
 //! | `k1` (`kl`) | d | verl `kl_penalty_forward` |
 //! | `k2` (`mse`) | ½d² | verl |
 //! | `k3_unclamped` | e^{ref−lp} − (ref−lp) − 1, no clamp | TRL `grpo_trainer.py:3098-3105` |
-//! | `low_var_kl` (`k3`) | x = clamp(ref−lp, ±20); clamp(eˣ − x − 1, ±10) | verl |
+//! | `low_var_kl` | x = clamp(ref−lp, ±20); clamp(eˣ − x − 1, ±10) | verl (which also calls it `k3`) |
 //! | `abs` | \|d\| | verl |
 //! | `<name>+` | value of `<name>`, gradient of ½d² (straight-through `b − sg(b) + sg(f)`) | verl `kl_penalty` |
 //!
-//! Names follow verl, so a recipe written with verl's names gets verl's estimator: `"k3"` is
-//! verl's clamped `low_var_kl`. TRL's unclamped form (TRL has no name for it; its GRPO loss
-//! always uses it) is `k3_unclamped`.
+//! verl's names (`kl`, `mse`, `low_var_kl`, with `+`) are accepted with verl's meaning. `k3` is
+//! refused as ambiguous: verl's `k3` is the clamped `low_var_kl`, while the k3 of TRL's GRPO
+//! loss (TRL has no name for it) is the unclamped form, here `k3_unclamped`; the error says so.
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,15 +33,15 @@ pub enum KlEstimator {
     K2,
     /// e^{−d} + d − 1 (TRL's form, no clamp; `k3_unclamped`).
     K3,
-    /// verl's clamped k3 (`low_var_kl` or `k3`): log-ratio clamped to ±20, value to ±10.
+    /// verl's clamped k3 (`low_var_kl`): log-ratio clamped to ±20, value to ±10.
     LowVarKl,
     /// |d|.
     Abs,
 }
 
 /// A KL estimator, optionally straight-through (the `+` suffix): the value of the estimator with
-/// the gradient of ½d². Parsed from verl's names (`k1`/`kl`, `k2`/`mse`, `k3`/`low_var_kl`,
-/// `abs`) and `k3_unclamped`, each with an optional `+`.
+/// the gradient of ½d². Parsed from verl's names (`k1`/`kl`, `k2`/`mse`, `low_var_kl`, `abs`)
+/// and `k3_unclamped`, each with an optional `+`; the ambiguous `k3` is an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct KlPenalty {
@@ -79,7 +79,15 @@ impl FromStr for KlPenalty {
             "k1" | "kl" => KlEstimator::K1,
             "k2" | "mse" => KlEstimator::K2,
             "k3_unclamped" => KlEstimator::K3,
-            "k3" | "low_var_kl" => KlEstimator::LowVarKl,
+            "low_var_kl" => KlEstimator::LowVarKl,
+            "k3" => {
+                return Err(RlError::Config(format!(
+                    "KL estimator `{s}` is ambiguous: verl's `k3` is the clamped estimator, \
+                     written here `low_var_kl{plus}`; the k3 of TRL's GRPO loss is unclamped, \
+                     written here `k3_unclamped{plus}`",
+                    plus = if straight_through { "+" } else { "" }
+                )));
+            }
             "abs" => KlEstimator::Abs,
             _ => {
                 return Err(RlError::Unknown {
