@@ -434,6 +434,67 @@ fn check_same(what: &'static str, x: &Tensor<2>, dims: [usize; 2]) -> Result<(),
 /// Computes the loss of `cfg` on `inp`. No readback happens here.
 pub fn policy_loss(cfg: &LossConfig, inp: LossInputs) -> Result<LossOutput, RlError> {
     cfg.validate()?;
+    check_inputs(cfg, &inp)?;
+    let dtype = inp.logp.dtype();
+    let dims = inp.logp.dims();
+    let m = inp.mask.clone().detach().cast(dtype);
+    let adv = inp.advantages.clone().detach().cast(dtype).expand(dims);
+    let old = match &inp.old_logp {
+        Some(o) => o.clone().detach().cast(dtype),
+        None => inp.logp.clone().detach(),
+    };
+    let mut lr = inp.logp.clone() - old.clone();
+    if let Some(c) = cfg.log_ratio_clamp {
+        lr = lr.clamp(-c, c);
+    }
+    let p = Prepared {
+        a_neg: fl(adv.clone().lower_elem(0.0), dtype),
+        a_pos: fl(adv.clone().greater_elem(0.0), dtype),
+        lp: inp.logp.clone(),
+        old,
+        lr,
+        adv,
+        m,
+    };
+    let term = match cfg.ratio_level {
+        RatioLevel::GeoMean => geo_mean_term(cfg, &p),
+        _ if cfg.surrogate == Surrogate::Clip => clipped_term(cfg, &p, &inp),
+        _ => surrogate_term(cfg, &p, &inp),
+    };
+    let mut loss = term.pg.clone();
+    let (kl_loss, kl_mean) = match kl_term(cfg, &p, &inp, &term.ratio) {
+        Some((weighted, kl_loss, kl_mean)) => {
+            loss = loss + weighted;
+            (kl_loss, kl_mean)
+        }
+        None => (p.zero(), p.zero()),
+    };
+    let (entropy_loss, entropy_mean) = match entropy_term(cfg, &p, &inp) {
+        Some((h_bar, entropy_mean)) => {
+            if cfg.entropy_coef != 0.0 {
+                loss = loss - h_bar.clone().mul_scalar(cfg.entropy_coef);
+            }
+            (h_bar.detach(), entropy_mean)
+        }
+        None => (p.zero(), p.zero()),
+    };
+    let m = &p.m;
+    let metrics = LossMetrics {
+        pg_loss: term.pg.detach(),
+        kl_loss,
+        entropy_loss,
+        clip_low_frac: masked_mean(term.clip_low.detach(), m.clone()),
+        clip_high_frac: masked_mean(term.clip_high.detach(), m.clone()),
+        dual_clip_frac: term.dual,
+        ratio_mean: masked_mean(term.ratio.detach(), m.clone()),
+        kl_mean,
+        entropy_mean,
+    };
+    Ok(LossOutput { loss, metrics })
+}
+
+/// Shapes and the inputs each option needs.
+fn check_inputs(cfg: &LossConfig, inp: &LossInputs) -> Result<(), RlError> {
     let dims = inp.logp.dims();
     let [b, t] = dims;
     if b == 0 || t == 0 {
@@ -476,180 +537,201 @@ pub fn policy_loss(cfg: &LossConfig, inp: LossInputs) -> Result<LossOutput, RlEr
             "token weights / entropy masks are not defined for the geo_mean (GMPO) ratio".into(),
         ));
     }
+    Ok(())
+}
 
-    let dtype = inp.logp.dtype();
-    let lp = inp.logp;
-    let m = inp.mask.detach().cast(dtype);
-    let adv = inp.advantages.detach().cast(dtype).expand(dims);
-    let old = match inp.old_logp {
-        Some(o) => o.detach().cast(dtype),
-        None => lp.clone().detach(),
-    };
-    let mut lr = lp.clone() - old.clone();
-    if let Some(c) = cfg.log_ratio_clamp {
-        lr = lr.clamp(-c, c);
+/// The loss's `[B, T]` inputs in one dtype: lp (with gradient), old (detached), the token
+/// log-ratio lr (clamped as configured), advantages, mask, and A < 0 / A > 0 indicators.
+struct Prepared {
+    lp: Tensor<2>,
+    old: Tensor<2>,
+    lr: Tensor<2>,
+    adv: Tensor<2>,
+    m: Tensor<2>,
+    a_neg: Tensor<2>,
+    a_pos: Tensor<2>,
+}
+
+impl Prepared {
+    /// A detached scalar 0 `[1]`.
+    fn zero(&self) -> Tensor<1> {
+        self.m.clone().sum().mul_scalar(0.0).detach()
     }
-    let a_neg = fl(adv.clone().lower_elem(0.0), dtype);
-    let a_pos = fl(adv.clone().greater_elem(0.0), dtype);
-    let zero = || m.clone().sum().mul_scalar(0.0).detach();
 
-    // Policy term and its ratio w (for the KL correction and the metrics).
-    let (pg_loss, ratio, clip_low, clip_high, dual) = match cfg.ratio_level {
-        RatioLevel::Token | RatioLevel::Sequence | RatioLevel::SequenceToken => {
-            let seq_mean =
-                |lr: Tensor<2>| (lr * m.clone()).sum_dim(1) / m.clone().sum_dim(1).clamp_min(1.0);
-            let log_w = match cfg.ratio_level {
-                RatioLevel::Token => lr.clone(),
-                RatioLevel::Sequence => seq_mean(lr.clone()).expand(dims),
-                _ => (seq_mean(lr.clone()).detach().expand(dims) + lp.clone()
-                    - lp.clone().detach())
-                .clamp_max(10.0),
-            };
-            let coef1 = log_w.exp();
-            if cfg.surrogate != Surrogate::Clip {
-                let terms = Terms {
-                    lp: lp.clone(),
-                    old: old.clone(),
-                    lr: lr.clone(),
-                    w: coef1.clone(),
-                    adv: adv.clone(),
-                    mask: m.clone(),
-                };
-                let (mut ptl, clipped) =
-                    surrogate::per_token(&cfg.surrogate, terms, cfg.epsilon_low, cfg.epsilon_high);
-                if let Some(w) = &inp.entropy_mask {
-                    ptl = ptl * w.clone().detach().cast(dtype);
-                }
-                if let Some(w) = &inp.token_weights {
-                    ptl = ptl * w.clone().detach().cast(dtype);
-                }
-                let pg = aggregate(
-                    ptl,
-                    m.clone(),
-                    cfg.aggregation,
-                    cfg.row_convention,
-                    cfg.norm_divisor,
-                    inp.global_tokens,
-                );
-                let (low, high) = (clipped.clone() * a_neg.clone(), clipped * a_pos.clone());
-                (pg, coef1, low, high, zero())
-            } else {
-                let coef2 = coef1
-                    .clone()
-                    .clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high);
-                let unclipped = match cfg.delta {
-                    Some(d) => coef1.clone().clamp_max(d),
-                    None => coef1.clone(),
-                };
-                let mut ptl = (unclipped * adv.clone())
-                    .min_pair(coef2 * adv.clone())
-                    .neg();
-                let mut dual = zero();
-                if let Some(c) = cfg.dual_clip {
-                    let bound = adv.clone().mul_scalar(-c);
-                    let active = fl(ptl.clone().greater(bound.clone()), dtype) * a_neg.clone();
-                    dual = masked_mean(active, m.clone()).detach();
-                    ptl = ptl
-                        .clone()
-                        .min_pair(bound)
-                        .mask_where(adv.clone().greater_equal_elem(0.0), ptl);
-                }
-                if let Some(w) = &inp.entropy_mask {
-                    ptl = ptl * w.clone().detach().cast(dtype);
-                }
-                if let Some(w) = &inp.token_weights {
-                    ptl = ptl * w.clone().detach().cast(dtype);
-                }
-                let pg = aggregate(
-                    ptl,
-                    m.clone(),
-                    cfg.aggregation,
-                    cfg.row_convention,
-                    cfg.norm_divisor,
-                    inp.global_tokens,
-                );
-                let low =
-                    fl(coef1.clone().lower_elem(1.0 - cfg.epsilon_low), dtype) * a_neg.clone();
-                let high =
-                    fl(coef1.clone().greater_elem(1.0 + cfg.epsilon_high), dtype) * a_pos.clone();
-                (pg, coef1, low, high, dual)
-            }
-        }
-        RatioLevel::GeoMean => {
-            let sgn = adv.clone().sign();
-            let lr_c = lr.clone().clamp(-cfg.epsilon_low, cfg.epsilon_high);
-            let lr_min = (sgn.clone() * lr.clone()).min_pair(sgn.clone() * lr_c.clone()) * sgn;
-            let len = m.clone().sum_dim(1).add_scalar(1e-8);
-            let ratio_b = ((lr_min * m.clone()).sum_dim(1) / len.clone()).exp(); // [B, 1]
-            let adv_b = (adv.clone() * m.clone()).sum_dim(1) / len;
-            let pg = (adv_b * ratio_b.clone()).neg().mean();
-            let clipped = fl(lr.clone().not_equal(lr_c), dtype);
-            let low = clipped.clone() * a_neg.clone();
-            let high = clipped * a_pos.clone();
-            (pg, ratio_b.expand(dims), low, high, zero())
-        }
-    };
-
-    let mut loss = pg_loss.clone();
-    let (mut kl_loss, mut kl_mean) = (zero(), zero());
-    if let Some(ref_lp) = inp.ref_logp
-        && cfg.kl_coef != 0.0
-    {
-        let mut kl = kl_penalty(lp.clone(), ref_lp.cast(dtype), cfg.kl_estimator);
-        if cfg.kl_is_correction {
-            kl = kl * ratio.clone();
-        }
-        kl_mean = masked_mean(kl.clone().detach(), m.clone());
-        kl_loss = aggregate(
-            kl,
-            m.clone(),
+    /// `agg(x)` with the config's aggregation over the mask.
+    fn aggregate(&self, cfg: &LossConfig, x: Tensor<2>, global_tokens: Option<f64>) -> Tensor<1> {
+        aggregate(
+            x,
+            self.m.clone(),
             cfg.aggregation,
             cfg.row_convention,
             cfg.norm_divisor,
-            inp.global_tokens,
-        );
-        loss = loss + kl_loss.clone().mul_scalar(cfg.kl_coef);
-        kl_loss = kl_loss.detach();
-    }
-    let (mut entropy_loss, mut entropy_mean) = (zero(), zero());
-    if let Some(h) = inp.entropy {
-        let h = h.cast(dtype);
-        entropy_mean = masked_mean(h.clone().detach(), m.clone());
-        let h_bar = match cfg.entropy_aggregation {
-            EntropyAggregation::TokenMean => {
-                let m_eff = match &inp.entropy_mask {
-                    Some(w) => m.clone() * w.clone().detach().cast(dtype),
-                    None => m.clone(),
-                };
-                masked_mean(h, m_eff)
-            }
-            EntropyAggregation::Loss => aggregate(
-                h,
-                m.clone(),
-                cfg.aggregation,
-                cfg.row_convention,
-                cfg.norm_divisor,
-                inp.global_tokens,
-            ),
-        };
-        if cfg.entropy_coef != 0.0 {
-            loss = loss - h_bar.clone().mul_scalar(cfg.entropy_coef);
-        }
-        entropy_loss = h_bar.detach();
+            global_tokens,
+        )
     }
 
-    let metrics = LossMetrics {
-        pg_loss: pg_loss.detach(),
-        kl_loss,
-        entropy_loss,
-        clip_low_frac: masked_mean(clip_low.detach(), m.clone()),
-        clip_high_frac: masked_mean(clip_high.detach(), m.clone()),
-        dual_clip_frac: dual,
-        ratio_mean: masked_mean(ratio.detach(), m.clone()),
-        kl_mean,
-        entropy_mean,
+    /// The importance ratio w `[B, T]` at the token, sequence or GSPO-token level.
+    fn ratio(&self, level: RatioLevel) -> Tensor<2> {
+        let dims = self.lp.dims();
+        let m = &self.m;
+        let seq_mean =
+            |lr: Tensor<2>| (lr * m.clone()).sum_dim(1) / m.clone().sum_dim(1).clamp_min(1.0);
+        let log_w = match level {
+            RatioLevel::Token => self.lr.clone(),
+            RatioLevel::Sequence => seq_mean(self.lr.clone()).expand(dims),
+            _ => (seq_mean(self.lr.clone()).detach().expand(dims) + self.lp.clone()
+                - self.lp.clone().detach())
+            .clamp_max(10.0),
+        };
+        log_w.exp()
+    }
+}
+
+/// The policy term: aggregated loss, the ratio w (for the KL correction and the metrics), the
+/// clipped-low / clipped-high token indicators and the dual-clip fraction.
+struct PolicyTerm {
+    pg: Tensor<1>,
+    ratio: Tensor<2>,
+    clip_low: Tensor<2>,
+    clip_high: Tensor<2>,
+    dual: Tensor<1>,
+}
+
+/// `ptl` times the entropy mask and the token weights, aggregated.
+fn weighted_pg(cfg: &LossConfig, p: &Prepared, inp: &LossInputs, ptl: Tensor<2>) -> Tensor<1> {
+    let dtype = ptl.dtype();
+    let mut ptl = ptl;
+    for w in [&inp.entropy_mask, &inp.token_weights]
+        .into_iter()
+        .flatten()
+    {
+        ptl = ptl * w.clone().detach().cast(dtype);
+    }
+    p.aggregate(cfg, ptl, inp.global_tokens)
+}
+
+/// PPO's clipped surrogate, with the optional δ truncation and dual clip.
+fn clipped_term(cfg: &LossConfig, p: &Prepared, inp: &LossInputs) -> PolicyTerm {
+    let dtype = p.lp.dtype();
+    let coef1 = p.ratio(cfg.ratio_level);
+    let coef2 = coef1
+        .clone()
+        .clamp(1.0 - cfg.epsilon_low, 1.0 + cfg.epsilon_high);
+    let unclipped = match cfg.delta {
+        Some(d) => coef1.clone().clamp_max(d),
+        None => coef1.clone(),
     };
-    Ok(LossOutput { loss, metrics })
+    let adv = &p.adv;
+    let mut ptl = (unclipped * adv.clone())
+        .min_pair(coef2 * adv.clone())
+        .neg();
+    let mut dual = p.zero();
+    if let Some(c) = cfg.dual_clip {
+        let bound = adv.clone().mul_scalar(-c);
+        let active = fl(ptl.clone().greater(bound.clone()), dtype) * p.a_neg.clone();
+        dual = masked_mean(active, p.m.clone()).detach();
+        ptl = ptl
+            .clone()
+            .min_pair(bound)
+            .mask_where(adv.clone().greater_equal_elem(0.0), ptl);
+    }
+    let clip_low = fl(coef1.clone().lower_elem(1.0 - cfg.epsilon_low), dtype) * p.a_neg.clone();
+    let clip_high = fl(coef1.clone().greater_elem(1.0 + cfg.epsilon_high), dtype) * p.a_pos.clone();
+    PolicyTerm {
+        pg: weighted_pg(cfg, p, inp, ptl),
+        ratio: coef1,
+        clip_low,
+        clip_high,
+        dual,
+    }
+}
+
+/// A non-clip surrogate ([`Surrogate`]); its clip indicator split by the advantage's sign.
+fn surrogate_term(cfg: &LossConfig, p: &Prepared, inp: &LossInputs) -> PolicyTerm {
+    let w = p.ratio(cfg.ratio_level);
+    let terms = Terms {
+        lp: p.lp.clone(),
+        old: p.old.clone(),
+        lr: p.lr.clone(),
+        w: w.clone(),
+        adv: p.adv.clone(),
+        mask: p.m.clone(),
+    };
+    let (ptl, clipped) =
+        surrogate::per_token(&cfg.surrogate, terms, cfg.epsilon_low, cfg.epsilon_high);
+    PolicyTerm {
+        pg: weighted_pg(cfg, p, inp, ptl),
+        ratio: w,
+        clip_low: clipped.clone() * p.a_neg.clone(),
+        clip_high: clipped * p.a_pos.clone(),
+        dual: p.zero(),
+    }
+}
+
+/// GMPO: the geometric mean of per-token ratios clipped in log space, averaged over
+/// sequences (verl `geo_mean`, which ignores the aggregation mode).
+fn geo_mean_term(cfg: &LossConfig, p: &Prepared) -> PolicyTerm {
+    let dims = p.lp.dims();
+    let dtype = p.lp.dtype();
+    let (lr, m, adv) = (&p.lr, &p.m, &p.adv);
+    let sgn = adv.clone().sign();
+    let lr_c = lr.clone().clamp(-cfg.epsilon_low, cfg.epsilon_high);
+    let lr_min = (sgn.clone() * lr.clone()).min_pair(sgn.clone() * lr_c.clone()) * sgn;
+    let len = m.clone().sum_dim(1).add_scalar(1e-8);
+    let ratio_b = ((lr_min * m.clone()).sum_dim(1) / len.clone()).exp(); // [B, 1]
+    let adv_b = (adv.clone() * m.clone()).sum_dim(1) / len;
+    let clipped = fl(lr.clone().not_equal(lr_c), dtype);
+    PolicyTerm {
+        pg: (adv_b * ratio_b.clone()).neg().mean(),
+        ratio: ratio_b.expand(dims),
+        clip_low: clipped.clone() * p.a_neg.clone(),
+        clip_high: clipped * p.a_pos.clone(),
+        dual: p.zero(),
+    }
+}
+
+/// The KL term when configured: (β·agg(KL) with gradient, agg(KL) detached, masked mean KL).
+fn kl_term(
+    cfg: &LossConfig,
+    p: &Prepared,
+    inp: &LossInputs,
+    ratio: &Tensor<2>,
+) -> Option<(Tensor<1>, Tensor<1>, Tensor<1>)> {
+    let ref_lp = inp.ref_logp.as_ref().filter(|_| cfg.kl_coef != 0.0)?;
+    let dtype = p.lp.dtype();
+    let mut kl = kl_penalty(p.lp.clone(), ref_lp.clone().cast(dtype), cfg.kl_estimator);
+    if cfg.kl_is_correction {
+        kl = kl * ratio.clone();
+    }
+    let kl_mean = masked_mean(kl.clone().detach(), p.m.clone());
+    let kl_loss = p.aggregate(cfg, kl, inp.global_tokens);
+    Some((
+        kl_loss.clone().mul_scalar(cfg.kl_coef),
+        kl_loss.detach(),
+        kl_mean,
+    ))
+}
+
+/// The entropy bonus's H̄ (with gradient) and the masked mean entropy, when entropy is given.
+fn entropy_term(
+    cfg: &LossConfig,
+    p: &Prepared,
+    inp: &LossInputs,
+) -> Option<(Tensor<1>, Tensor<1>)> {
+    let dtype = p.lp.dtype();
+    let h = inp.entropy.as_ref()?.clone().cast(dtype);
+    let entropy_mean = masked_mean(h.clone().detach(), p.m.clone());
+    let h_bar = match cfg.entropy_aggregation {
+        EntropyAggregation::TokenMean => {
+            let m_eff = match &inp.entropy_mask {
+                Some(w) => p.m.clone() * w.clone().detach().cast(dtype),
+                None => p.m.clone(),
+            };
+            masked_mean(h, m_eff)
+        }
+        EntropyAggregation::Loss => p.aggregate(cfg, h, inp.global_tokens),
+    };
+    Some((h_bar, entropy_mean))
 }
 
 /// A `[B, T]` host grid as a tensor on `device` in `dtype` (e.g. advantages from

@@ -157,7 +157,7 @@ impl Surrogate {
             }
             Self::ClipCov { ratio, lb, ub } => {
                 crate::check::open_closed("ratio", ratio, 0.0, 1.0)?;
-                if !(lb < ub) {
+                if lb.partial_cmp(&ub) != Some(std::cmp::Ordering::Less) {
                     return Err(format!("`lb` = {lb}, `ub` = {ub}: need lb < ub"));
                 }
                 Ok(())
