@@ -21,7 +21,7 @@ use super::advantage::{
     Estimator, Rewards, remax_advantages, sequence_advantages, token_advantages,
 };
 use super::kl::{KlController, apply_kl_in_reward};
-use super::loss::{Aggregation, LossInputs, LossStats, grid_tensor, policy_loss};
+use super::loss::{Aggregation, LossConfig, LossInputs, LossStats, grid_tensor, policy_loss};
 use super::presets::{KlPlacement, Preset, RlObjective};
 use super::rewards::{Sample, WeightedRewards};
 use super::shaping::{
@@ -514,47 +514,12 @@ pub async fn update_async(
     };
     // Advantages [B][Tc].
     let mut report = UpdateReport::default();
-    let advantages = if let Some(gcfg) = &sh.gtpo_entropy {
-        let ent = match &old {
-            Some((_, Some(e))) => host_grid(e.clone()).await?,
-            _ => unreachable!("GTPO entropy computed above"),
-        };
-        let rewards = gtpo_token_rewards(&scores, &ent, &mask, &ro.groups, gcfg)?;
-        gtpo_token_advantages(&rewards, &mask, &ro.groups, objective.advantage.eps)?
-    } else if kl_in_reward {
-        let (old_lp, _) = old.as_ref().expect("computed when KL is in the reward");
-        let old_h = host_grid(old_lp.clone()).await?;
-        let ref_h = host_grid(ref_lp.clone().expect("reference scored")).await?;
-        let token_scores = super::advantage::scores_on_last_token(&scores, &mask)?;
-        let rk = apply_kl_in_reward(
-            &token_scores,
-            &old_h,
-            &ref_h,
-            &mask,
-            objective.reward_kl.penalty,
-            kl_ctrl,
-        )?;
-        report.reward_kl = rk.current_kl;
-        report.reward_kl_coef = rk.coef;
-        token_advantages(
-            &objective.advantage,
-            Rewards::Token(&rk.rewards),
-            &mask,
-            &ro.groups,
-        )?
-    } else if objective.advantage.estimator == Estimator::Remax {
-        let baselines = ro.baselines.as_deref().ok_or_else(|| {
-            RlStepError::Config("remax needs the rollout's greedy baselines (rl_step)".into())
-        })?;
-        remax_advantages(&scores, baselines, &mask)?
-    } else {
-        token_advantages(
-            &objective.advantage,
-            Rewards::Sequence(&scores),
-            &mask,
-            &ro.groups,
-        )?
+    let frozen = Frozen {
+        old: old.as_ref(),
+        ref_lp: ref_lp.as_ref(),
     };
+    let advantages =
+        advantages_async(objective, ro, &scores, &mask, frozen, kl_ctrl, &mut report).await?;
     let weights = match sh.conflict_positive_weight {
         Some(w) => {
             let lens: Vec<f64> = mask.iter().map(|r| r.iter().sum()).collect();
@@ -590,71 +555,152 @@ pub async fn update_async(
         / (n - 1.0).max(1.0))
     .sqrt();
 
-    // μ passes, each one optimizer step over the batch (accumulated over micro-batches).
+    let batch = Batch {
+        advantages,
+        mask,
+        weights,
+        entropy_mask,
+        old: old.map(|(o, _)| o),
+        ref_lp,
+        tc,
+        total_tokens,
+    };
+    optimise_async(
+        policy,
+        opt,
+        lr,
+        ro,
+        cfg,
+        &objective.loss,
+        &batch,
+        &mut report,
+        device,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// The behaviour policy's log-probs (and entropy) and the reference's, frozen for the passes.
+#[derive(Clone, Copy)]
+struct Frozen<'a> {
+    old: Option<&'a (Tensor<2>, Option<Tensor<2>>)>,
+    ref_lp: Option<&'a Tensor<2>>,
+}
+
+/// Token advantages `[B][Tc]` of the batch: GTPO's entropy-shaped rewards, KL in the reward
+/// (filling the report's KL fields), ReMax's greedy baselines, or the configured estimator.
+async fn advantages_async(
+    objective: &RlObjective,
+    ro: &Rollout,
+    scores: &[f64],
+    mask: &[Vec<f64>],
+    frozen: Frozen<'_>,
+    kl_ctrl: &mut KlController,
+    report: &mut UpdateReport,
+) -> Result<Vec<Vec<f64>>, RlStepError> {
+    let sh = &objective.shaping;
+    let kl_in_reward = objective.kl_placement == KlPlacement::Reward;
+    Ok(if let Some(gcfg) = &sh.gtpo_entropy {
+        let ent = match frozen.old {
+            Some((_, Some(e))) => host_grid(e.clone()).await?,
+            _ => unreachable!("GTPO entropy computed above"),
+        };
+        let rewards = gtpo_token_rewards(scores, &ent, mask, &ro.groups, gcfg)?;
+        gtpo_token_advantages(&rewards, mask, &ro.groups, objective.advantage.eps)?
+    } else if kl_in_reward {
+        let (old_lp, _) = frozen.old.expect("computed when KL is in the reward");
+        let old_h = host_grid(old_lp.clone()).await?;
+        let ref_h = host_grid(frozen.ref_lp.expect("reference scored").clone()).await?;
+        let token_scores = super::advantage::scores_on_last_token(scores, mask)?;
+        let rk = apply_kl_in_reward(
+            &token_scores,
+            &old_h,
+            &ref_h,
+            mask,
+            objective.reward_kl.penalty,
+            kl_ctrl,
+        )?;
+        report.reward_kl = rk.current_kl;
+        report.reward_kl_coef = rk.coef;
+        token_advantages(
+            &objective.advantage,
+            Rewards::Token(&rk.rewards),
+            mask,
+            &ro.groups,
+        )?
+    } else if objective.advantage.estimator == Estimator::Remax {
+        let baselines = ro.baselines.as_deref().ok_or_else(|| {
+            RlStepError::Config("remax needs the rollout's greedy baselines (rl_step)".into())
+        })?;
+        remax_advantages(scores, baselines, mask)?
+    } else {
+        token_advantages(
+            &objective.advantage,
+            Rewards::Sequence(scores),
+            mask,
+            &ro.groups,
+        )?
+    })
+}
+
+/// Host data of a batch the passes train on, and the frozen log-probs `[B, Tc]`.
+struct Batch {
+    advantages: Vec<Vec<f64>>,
+    mask: Vec<Vec<f64>>,
+    weights: Option<Vec<Vec<f64>>>,
+    entropy_mask: Option<Vec<Vec<f64>>>,
+    old: Option<Tensor<2>>,
+    ref_lp: Option<Tensor<2>>,
+    /// Completion columns.
+    tc: usize,
+    /// Σ mask over the whole batch.
+    total_tokens: f64,
+}
+
+/// μ passes, each one optimizer step over the batch (gradients accumulated over
+/// micro-batches); fills the report's loss statistics, gradient norm and skipped steps.
+#[allow(clippy::too_many_arguments)]
+async fn optimise_async(
+    policy: &mut HybridModel,
+    opt: &mut AdamW,
+    lr: f64,
+    ro: &Rollout,
+    cfg: &RlConfig,
+    loss_cfg: &LossConfig,
+    batch: &Batch,
+    report: &mut UpdateReport,
+    device: &Device,
+) -> Result<(), RlStepError> {
+    let b = ro.completions.len();
     let micro = if cfg.micro_batch_rows == 0 {
         b
     } else {
         cfg.micro_batch_rows.min(b)
     };
-    let token_mean = objective.loss.aggregation == Aggregation::TokenMean;
+    let all: Vec<usize> = (0..b).collect();
     let mut stats_sum = LossStats::default();
     let mut evals = 0usize;
     adapter::set_mode(policy, AdapterMode::Train);
     for _pass in 0..cfg.num_iterations {
         let mut grads = Grads::new();
         for chunk in all.chunks(micro) {
-            let rows = chunk.to_vec();
-            // Entropy is always computed for the metrics (cheap next to the logits themselves).
-            let s = score(policy, ro, &rows, cfg.temperature, true, device)?;
-            let logp = pad_cols(s.logp, tc);
-            let idx = Tensor::<1, burn::tensor::Int>::from_data(
-                burn::tensor::TensorData::new(
-                    rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
-                    [rows.len()],
-                ),
-                device,
-            );
-            let sel = |t: &Tensor<2>| t.clone().select(0, idx.clone());
-            let mut inputs = LossInputs::new(
-                logp,
-                rows_tensor(&advantages, &rows, device)?,
-                rows_tensor(&mask, &rows, device)?,
-            );
-            inputs.old_logp = old.as_ref().map(|(o, _)| sel(o));
-            inputs.ref_logp = ref_lp.as_ref().map(sel);
-            inputs.entropy = s.entropy.map(|e| pad_cols(e, tc));
-            inputs.token_weights = match &weights {
-                Some(w) => Some(rows_tensor(w, &rows, device)?),
-                None => None,
-            };
-            inputs.entropy_mask = match &entropy_mask {
-                Some(m) => Some(rows_tensor(m, &rows, device)?),
-                None => None,
-            };
             // Micro-batches: token-mean normalises by the whole batch's tokens (exact);
             // micro-token-mean (TRL bnpo) averages the micro-batches' own means; the
             // per-sequence modes are weighted by their share of rows (exact for the means).
-            let scale = if micro == b {
-                1.0
-            } else if token_mean {
-                inputs.global_tokens = Some(inputs.global_tokens.unwrap_or(total_tokens));
-                1.0
-            } else if objective.loss.aggregation == Aggregation::MicroTokenMean {
-                1.0 / b.div_ceil(micro) as f64
-            } else {
-                rows.len() as f64 / b as f64
+            let (scale, global) = match loss_cfg.aggregation {
+                _ if micro == b => (1.0, None),
+                Aggregation::TokenMean => (1.0, Some(batch.total_tokens)),
+                Aggregation::MicroTokenMean => (1.0 / b.div_ceil(micro) as f64, None),
+                _ => (chunk.len() as f64 / b as f64, None),
             };
-            let out = policy_loss(&objective.loss, inputs)?;
+            let inputs = micro_batch_inputs(policy, ro, cfg, batch, chunk, global, device)?;
+            let out = policy_loss(loss_cfg, inputs)?;
             let loss = if scale == 1.0 {
                 out.loss
             } else {
                 out.loss.mul_scalar(scale)
             };
-            let st = out
-                .metrics
-                .read(&loss)
-                .await
-                .map_err(RlStepError::Objective)?;
+            let st = (out.metrics.read(&loss).await).map_err(RlStepError::Objective)?;
             add_stats(&mut stats_sum, &st);
             evals += 1;
             let g = loss.backward();
@@ -671,7 +717,45 @@ pub async fn update_async(
     }
     adapter::set_mode(policy, AdapterMode::Eval);
     report.stats = scale_stats(stats_sum, 1.0 / evals.max(1) as f64);
-    Ok(report)
+    Ok(())
+}
+
+/// The loss inputs of the batch rows `rows`: the policy's log-probs (and entropy, always
+/// computed for the metrics) with gradient, and the batch's data for those rows.
+fn micro_batch_inputs(
+    policy: &HybridModel,
+    ro: &Rollout,
+    cfg: &RlConfig,
+    batch: &Batch,
+    rows: &[usize],
+    global_tokens: Option<f64>,
+    device: &Device,
+) -> Result<LossInputs, RlStepError> {
+    let s = score(policy, ro, rows, cfg.temperature, true, device)?;
+    let logp = pad_cols(s.logp, batch.tc);
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(
+            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+            [rows.len()],
+        ),
+        device,
+    );
+    let sel = |t: &Tensor<2>| t.clone().select(0, idx.clone());
+    let grid = |g: &Option<Vec<Vec<f64>>>| -> Result<Option<Tensor<2>>, RlStepError> {
+        g.as_ref().map(|g| rows_tensor(g, rows, device)).transpose()
+    };
+    let mut inputs = LossInputs::new(
+        logp,
+        rows_tensor(&batch.advantages, rows, device)?,
+        rows_tensor(&batch.mask, rows, device)?,
+    );
+    inputs.old_logp = batch.old.as_ref().map(sel);
+    inputs.ref_logp = batch.ref_lp.as_ref().map(sel);
+    inputs.entropy = s.entropy.map(|e| pad_cols(e, batch.tc));
+    inputs.token_weights = grid(&batch.weights)?;
+    inputs.entropy_mask = grid(&batch.entropy_mask)?;
+    inputs.global_tokens = global_tokens;
+    Ok(inputs)
 }
 
 fn add_stats(acc: &mut LossStats, s: &LossStats) {
