@@ -28,6 +28,12 @@ pub fn max_binding_bytes(device: &Device) -> Option<u64> {
 /// "cannot allocate a buffer of N bytes" with the adapter's per-buffer limit; otherwise the
 /// backend's reason without its backtrace. `text` is the backend error's `Display`.
 pub fn describe_error(text: &str, device: &Device) -> String {
+    describe_error_with_limit(text, || max_binding_bytes(device))
+}
+
+/// [`describe_error`] with the per-buffer limit from `limit` (asked only for an allocation
+/// failure).
+fn describe_error_with_limit(text: &str, limit: impl FnOnce() -> Option<u64>) -> String {
     const TOO_BIG: &str = "allocate buffer of size: ";
     if let Some(at) = text.find(TOO_BIG) {
         let digits: String = text[at + TOO_BIG.len()..]
@@ -35,7 +41,7 @@ pub fn describe_error(text: &str, device: &Device) -> String {
             .take_while(char::is_ascii_digit)
             .collect();
         if let Ok(n) = digits.parse::<u64>() {
-            let limit = max_binding_bytes(device)
+            let limit = limit()
                 .map(|l| format!("; this adapter allows at most {l} bytes per buffer"))
                 .unwrap_or_default();
             return format!(
@@ -136,15 +142,18 @@ mod tests {
 
     #[test]
     fn device_errors_are_short() {
-        let dev = Device::default();
         let alloc = "An error happened during execution\nCaused by:\n  can't allocate buffer of \
                      size: 174284800\n   0: cubecl_runtime::server::alloc\n      at src/a.rs:3\n   \
                      1: burn::x";
-        let e = describe_error(alloc, &dev);
-        assert!(e.starts_with("the device cannot allocate a buffer of 174284800 bytes (174.3 MB)"));
+        let e = describe_error_with_limit(alloc, || Some(1 << 27));
+        assert_eq!(
+            e,
+            "the device cannot allocate a buffer of 174284800 bytes (174.3 MB); this adapter \
+             allows at most 134217728 bytes per buffer"
+        );
         let other = "An error happened during execution\nCaused by:\n  shader failed\n   0: f\n      at g.rs:1";
         assert_eq!(
-            describe_error(other, &dev),
+            describe_error_with_limit(other, || None),
             "An error happened during execution: shader failed"
         );
     }

@@ -3,6 +3,7 @@
 //! task's training run with checkpoints as `(file name, bytes)` lists. `wasm.rs` exposes it
 //! to JavaScript; every device readback here is async, so nothing blocks a browser thread.
 
+use sluice::model::detok::StreamDecoder;
 use std::ops::ControlFlow;
 
 use burn::module::Module;
@@ -234,9 +235,9 @@ impl Engine {
         let model = model.valid();
         let t0 = (self.clock)();
         let mut first: Option<f64> = None;
-        let mut ids: Vec<u32> = Vec::new();
-        let mut shown = String::new();
+        let mut count = 0usize;
         let tok = self.tokenizer.as_ref();
+        let mut decoder = tok.map(StreamDecoder::new);
         let out = generate_streaming_async(
             &model,
             std::slice::from_ref(&prompt_ids),
@@ -245,19 +246,10 @@ impl Engine {
             &self.device,
             |_, t| {
                 first.get_or_insert_with(|| (self.clock)() - t0);
-                ids.push(t);
-                // Stream the text as the difference of the decoded prefix (BPE-safe).
-                let piece = match tok.and_then(|k| k.decode(&ids, true).ok()) {
-                    Some(full) if full.starts_with(&shown) => {
-                        let p = full[shown.len()..].to_string();
-                        shown = full;
-                        p
-                    }
-                    Some(full) => {
-                        shown = full;
-                        String::new()
-                    }
-                    None => format!("{}{t}", if ids.len() > 1 { " " } else { "" }),
+                count += 1;
+                let piece = match decoder.as_mut() {
+                    Some(d) => d.push(t),
+                    None => format!("{}{t}", if count > 1 { " " } else { "" }),
                 };
                 if on_piece(t, &piece) {
                     ControlFlow::Continue(())
@@ -270,6 +262,13 @@ impl Engine {
         .map_err(|e| e.to_string())?;
         let total_ms = (self.clock)() - t0;
         let generated_ids = out.into_iter().next().unwrap_or_default();
+        // An incomplete character held back at the end.
+        if let (Some(d), Some(&last)) = (decoder.as_mut(), generated_ids.last()) {
+            let rest = d.finish();
+            if !rest.is_empty() {
+                on_piece(last, &rest);
+            }
+        }
         let text = tok
             .map(|k| k.decode(&generated_ids, true))
             .transpose()

@@ -114,7 +114,7 @@ pub struct RunInfo {
 pub enum Event {
     ModelLoaded(ModelInfo),
     ModelFailed(String),
-    /// The generated text so far (replaces the previous one).
+    /// The next piece of generated text (appended; special tokens are not shown).
     Generated(String),
     GenerationDone {
         tokens: usize,

@@ -570,9 +570,9 @@ impl AppState {
                 self.note(format!("model: {e}"));
                 self.model_error = Some(e);
             }
-            Event::Generated(text) => {
+            Event::Generated(piece) => {
                 if let Some(p) = &mut self.chat.pending {
-                    p.assistant = text;
+                    p.assistant.push_str(&piece);
                 }
             }
             Event::GenerationDone {
@@ -890,7 +890,7 @@ mod tests {
         s.apply(Event::Generated("113".into()));
         s.stop_generation();
         assert!(s.chat.stop.load(Ordering::SeqCst));
-        s.apply(Event::Generated("1134".into()));
+        s.apply(Event::Generated("4".into()));
         s.apply(Event::GenerationDone {
             tokens: 4,
             seconds: 2.0,

@@ -352,17 +352,17 @@ impl<N: Notify> Worker<N> {
             },
             eos_token_ids: chat.eos.clone(),
         };
-        let mut out: Vec<u32> = Vec::new();
+        let mut decoder = sluice::model::detok::StreamDecoder::new(tok);
         let device = self.device.clone();
         let stop = self.stop_generation.clone();
         let prompts = [ids];
         let fut = generate_streaming_async(&chat.model, &prompts, 1, &opts, &device, |_, t| {
-            out.push(t);
             *count += 1;
-            // Special tokens stay visible (`<eos>` shows where the model stopped).
-            let text = tok.decode(&out, false).unwrap_or_else(|e| format!("<{e}>"));
-            let _ = self.events.send(Event::Generated(text));
-            self.notify.notify();
+            let piece = decoder.push(t);
+            if !piece.is_empty() {
+                let _ = self.events.send(Event::Generated(piece));
+                self.notify.notify();
+            }
             if stop.load(Ordering::SeqCst) {
                 *stopped = true;
                 ControlFlow::Break(())
@@ -371,6 +371,11 @@ impl<N: Notify> Worker<N> {
             }
         });
         pollster::block_on(fut).map_err(|e| e.to_string())?;
+        let rest = decoder.finish();
+        if !rest.is_empty() {
+            let _ = self.events.send(Event::Generated(rest));
+            self.notify.notify();
+        }
         Ok(())
     }
 
@@ -651,13 +656,11 @@ mod tests {
         )
         .expect("generate");
         assert_eq!(want[0].last(), Some(&sluice::demo::vocab::EOS));
-        let want = format!("{}<eos>", sluice::demo::vocab::decode(&want[0]));
-        assert_eq!(texts.last().map(|t| t.as_str()), Some(want.as_str()));
-        assert_eq!(
-            want.len(),
-            "11345<eos>".len(),
-            "five digits then <eos>: {want}"
-        );
+        // The pieces add up to the text without special tokens (no `<eos>` in the chat).
+        let want = sluice::demo::vocab::decode(&want[0]);
+        let got: String = texts.iter().map(|t| t.as_str()).collect();
+        assert_eq!(got, want);
+        assert_eq!(want.len(), "11345".len(), "five digits: {want}");
 
         let dir =
             std::env::temp_dir().join(format!("sluice-desktop-worker-{}", std::process::id()));

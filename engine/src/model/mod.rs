@@ -4,6 +4,7 @@ pub mod adapter;
 pub mod cache;
 pub mod chat;
 pub mod config;
+pub mod detok;
 #[cfg(not(target_family = "wasm"))]
 pub mod files;
 pub mod generate;

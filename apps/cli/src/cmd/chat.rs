@@ -14,7 +14,7 @@ use std::io::{BufRead, Write};
 use sluice::model::generate::GenerateOptions;
 
 use super::generate::generate_one;
-use super::text::{Message, StreamDecoder, Text, assistant_message, generation_options};
+use super::text::{Message, Text, assistant_message, generation_options};
 use super::{ModelArgs, SamplingArgs, load};
 use crate::Result;
 
@@ -130,7 +130,7 @@ pub fn run(args: &Args) -> Result<()> {
         turn += 1;
 
         let mut stdout = std::io::stdout().lock();
-        let mut decoder = StreamDecoder::new(&text);
+        let mut decoder = text.stream();
         let mut write_err = None;
         let result = generate_one(&model, &device, &prompt, &turn_opts, |tok| {
             let piece = decoder.push(tok);

@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 use sluice::model::generate::{GenerateOptions, generate};
 
-use super::text::{Message, StreamDecoder, Text, generation_options};
+use super::text::{Message, Text, generation_options};
 use super::{ModelArgs, SamplingArgs, check_vocab, load, parse_ids};
 use crate::Result;
 
@@ -156,7 +156,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let stream = !args.json;
     let mut stdout = std::io::stdout().lock();
-    let mut decoder = text.as_ref().map(StreamDecoder::new);
+    let mut decoder = text.as_ref().map(Text::stream);
     let mut write_err: Option<std::io::Error> = None;
     let mut count = 0usize;
     let (ids, timings) = generate_one(&model, &device, &prompt, &opts, |tok| {
@@ -205,7 +205,7 @@ pub fn run(args: &Args) -> Result<()> {
         });
         writeln!(stdout, "{obj}")?;
     } else {
-        if let Some(rest) = decoder.as_mut().map(StreamDecoder::finish) {
+        if let Some(rest) = decoder.as_mut().map(|d| d.finish()) {
             write!(stdout, "{rest}")?;
         }
         writeln!(stdout)?;
