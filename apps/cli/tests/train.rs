@@ -313,3 +313,66 @@ fn lora_recipe_trains_resumes_generates_and_merges() {
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&split);
 }
+
+/// A user reward from a recipe: an external program answering JSON lines. Its score is in
+/// the metrics, and a program that answers garbage stops the run with an error naming it.
+#[cfg(unix)]
+#[test]
+fn command_reward_scores_from_a_recipe() {
+    let dir = temp_dir("train-command");
+    let script = dir.join("verify.sh");
+    // Scores 1 when the completion has an even number of characters, else 0.
+    std::fs::write(
+        &script,
+        "while IFS= read -r l; do c=$(printf '%s' \"$l\" | sed 's/.*\"completion\":\"\\([^\"]*\\)\".*/\\1/'); \
+         if [ $(( ${#c} % 2 )) -eq 0 ]; then echo 1; else echo '{\"score\": 0}'; fi; done\n",
+    )
+    .unwrap();
+    let base = std::fs::read_to_string(recipe(&dir)).unwrap();
+    let with = |rewards: &str| {
+        let text = base
+            .replace(
+                "rewards = [{ kind = \"exact_match\" }, { kind = \"length\", weight = 0.1, max_len = 6, cache = 2 }]",
+                rewards,
+            )
+            .replace("steps = 2\nbatch_size", "steps = 1\nbatch_size");
+        let p = dir.join("cmd.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let p =
+        with(r#"rewards = [{ kind = "command", command = ["sh", "./verify.sh"], name = "even" }]"#);
+    let o = sluice(&[
+        "train",
+        "--quiet",
+        "--config",
+        p.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert_ok(&o, "train with a command reward");
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let rl = metrics.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(rl).unwrap();
+    let r = v["reward/even"].as_f64().unwrap_or(f64::NAN);
+    assert!((0.0..=1.0).contains(&r), "{rl}");
+
+    let p = with(
+        r#"rewards = [{ kind = "command", command = ["sh", "-c", "while read l; do echo yes; done"] }]"#,
+    );
+    let o = sluice(&[
+        "train",
+        "--quiet",
+        "--config",
+        p.to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("answer 1 `yes`") && err.contains("while read l"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

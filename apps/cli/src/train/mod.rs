@@ -1,5 +1,6 @@
 //! `sluice train` and `sluice demo`: recipes, progress, metrics and plots.
 
+pub mod command_reward;
 pub mod demo;
 pub mod metrics;
 pub mod plot;

@@ -110,6 +110,23 @@ pub enum RewardSpec {
         max_len: usize,
         cache: usize,
     },
+    /// A user program scoring completions over JSON lines (see `train::command_reward`).
+    Command {
+        #[serde(default = "unit")]
+        weight: f64,
+        /// Program and arguments, e.g. `["python3", "verify.py"]`, run in the recipe's
+        /// folder.
+        command: Vec<String>,
+        /// The reward's name in metrics (default `command`).
+        name: Option<String>,
+        /// Seconds to wait for each answer.
+        #[serde(default = "default_timeout")]
+        timeout_s: f64,
+    },
+}
+
+fn default_timeout() -> f64 {
+    60.0
 }
 
 fn unit() -> f64 {
@@ -122,6 +139,19 @@ impl RewardSpec {
         match *self {
             Self::ExactMatch { weight } | Self::Accuracy { weight } | Self::Format { weight } => {
                 finite("weight", weight)
+            }
+            Self::Command {
+                weight,
+                ref command,
+                timeout_s,
+                ..
+            } => {
+                finite("weight", weight)?;
+                sluice::check::positive("timeout_s", timeout_s)?;
+                if command.is_empty() {
+                    return Err("a command reward needs `command = [\"program\", ...]`".into());
+                }
+                Ok(())
             }
             Self::Length {
                 weight,

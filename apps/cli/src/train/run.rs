@@ -37,6 +37,7 @@ use sluice::train::optim::{AdamW, Grads};
 use sluice::train::seeds::step_seed;
 use sluice::train::sft::{SftExample, pack, parse_jsonl, sft_loss, tokenize};
 
+use super::command_reward::CommandReward;
 use super::metrics::MetricsLog;
 use super::plot::plot_metrics;
 use super::recipe::{Recipe, RewardSpec, RlPhase, SftPhase};
@@ -216,6 +217,11 @@ pub fn run(args: &Args) -> Result<()> {
     // Full fine-tuning keeps a frozen copy; LoRA's reference is the base (adapters off).
     let mut reference: Option<HybridModel> = None;
 
+    // Reward functions live for the whole run (command rewards are processes).
+    let rl_rewards = match &recipe.rl {
+        Some(r) => Some(build_rewards(&r.rewards, base_dir)?),
+        None => None,
+    };
     let mut log = if args.resume {
         MetricsLog::resume(&out.join("metrics.jsonl"), state.step)?
     } else {
@@ -277,7 +283,7 @@ pub fn run(args: &Args) -> Result<()> {
                         .collect(),
                 }
             };
-            let rewards = build_rewards(&rl.rewards);
+            let rewards = rl_rewards.as_ref().expect("built with [rl]");
             let decode = |ids: &[u32]| -> String {
                 match &tokenizer {
                     Some(t) if !demo => t.decode(ids, true).unwrap_or_default(),
@@ -297,7 +303,7 @@ pub fn run(args: &Args) -> Result<()> {
                 lr,
                 &rl.sampling,
                 obj,
-                &rewards,
+                rewards,
                 &mut next,
                 &eos,
                 &decode,
@@ -517,10 +523,27 @@ fn task_prompt(
     Ok((text, ids))
 }
 
-fn build_rewards(specs: &[RewardSpec]) -> WeightedRewards<'static> {
+/// The recipe's rewards; command rewards are started here (from `dir`, the recipe's folder)
+/// and run until the returned value is dropped.
+fn build_rewards(specs: &[RewardSpec], dir: &Path) -> Result<WeightedRewards<'static>> {
     let mut w = WeightedRewards::new();
     for s in specs {
         w = match s {
+            RewardSpec::Command {
+                weight,
+                command,
+                name,
+                timeout_s,
+            } => {
+                let mut argv = command.clone();
+                // A relative program path is the recipe folder's; bare names go through PATH.
+                if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
+                    argv[0] = dir.join(&argv[0]).display().to_string();
+                }
+                let name = name.as_deref().unwrap_or("command");
+                let reward = CommandReward::spawn(name, &argv, dir, *timeout_s)?;
+                w.with(reward, *weight)
+            }
             RewardSpec::ExactMatch { weight } => w.with(
                 ExactMatchReward {
                     extractor: Extractor::Whole,
@@ -552,7 +575,7 @@ fn build_rewards(specs: &[RewardSpec]) -> WeightedRewards<'static> {
             ),
         };
     }
-    w
+    Ok(w)
 }
 
 /// One SFT optimizer step: `grad_accum` micro-batches of `batch_size` rows (losses averaged).
