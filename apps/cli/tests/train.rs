@@ -376,3 +376,58 @@ fn command_reward_scores_from_a_recipe() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Model-based rewards from a recipe on a model with a real tokenizer: the reference-answer
+/// likelihood (over a snapshot of the policy), NOVER (over a lagged proxy) and self-scoring,
+/// next to a rule reward; each shows up in the metrics.
+#[test]
+fn model_based_rewards_run_from_a_recipe() {
+    let dir = temp_dir("train-model-rewards");
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/qwen3_next_tiny");
+    let p = dir.join("r.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+seed = 1
+out = "run"
+[model]
+path = "{}"
+[rl]
+task = "addition"
+steps = 2
+schedule = {{ kind = "constant", lr = 1e-3 }}
+rewards = [
+  {{ kind = "exact_match" }},
+  {{ kind = "likelihood", weight = 0.5 }},
+  {{ kind = "nover", weight = 0.5, sync_every = 1 }},
+  {{ kind = "self_score", weight = 0.1 }},
+]
+[rl.sampling]
+group_size = 2
+prompts_per_step = 2
+max_new_tokens = 4
+"#,
+            model.display()
+        ),
+    )
+    .unwrap();
+    let o = sluice(&["train", "--quiet", "--config", p.to_str().unwrap()]);
+    assert_ok(&o, "train with model-based rewards");
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    for line in metrics.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for k in [
+            "reward/reference_likelihood",
+            "reward/nover",
+            "reward/self_score",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing: {line}");
+        }
+        let lik = v["reward/reference_likelihood"].as_f64().unwrap();
+        assert!(lik > 0.0 && lik <= 1.0, "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,4 +5,5 @@ pub mod demo;
 pub mod metrics;
 pub mod plot;
 pub mod recipe;
+pub mod rewards;
 pub mod run;

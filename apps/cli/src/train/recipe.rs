@@ -9,6 +9,7 @@ use sluice::check::{Checked, finite, within};
 use sluice::model::adapter::LoraConfig;
 use sluice::model::load::WeightDtype;
 use sluice::rl::presets::RlObjective;
+use sluice::rl::rewards::likelihood::LikelihoodMode;
 use sluice::rl::step::RlConfig;
 use sluice::train::optim::AdamWConfig;
 use sluice::train::schedule::LrSchedule;
@@ -110,6 +111,33 @@ pub enum RewardSpec {
         max_len: usize,
         cache: usize,
     },
+    /// The model grades itself: the score written at the end of the completion
+    /// ("Score: 0.8"), divided by `scale`; `calibrated` rewards a correct answer plus an
+    /// honest score (needs reference answers).
+    SelfScore {
+        #[serde(default = "unit")]
+        weight: f64,
+        #[serde(default = "unit")]
+        scale: f64,
+        #[serde(default)]
+        calibrated: bool,
+    },
+    /// VeriFree: the policy's likelihood of the reference answer after its own reasoning
+    /// (needs reference answers).
+    Likelihood {
+        #[serde(default = "unit")]
+        weight: f64,
+        #[serde(default)]
+        mode: LikelihoodMode,
+    },
+    /// NOVER: reasoning rewarded by how well it lets a lagged copy of the policy (synced
+    /// every `sync_every` RL steps) predict the reference answer (needs reference answers).
+    Nover {
+        #[serde(default = "unit")]
+        weight: f64,
+        #[serde(default = "default_sync")]
+        sync_every: usize,
+    },
     /// A user program scoring completions over JSON lines (see `train::command_reward`).
     Command {
         #[serde(default = "unit")]
@@ -128,15 +156,44 @@ pub enum RewardSpec {
 fn default_timeout() -> f64 {
     60.0
 }
+fn default_sync() -> usize {
+    100
+}
 
 fn unit() -> f64 {
     1.0
 }
 
 impl RewardSpec {
-    /// Checks the weight (finite) and a length reward's lengths.
+    /// The reward's weight in the sum.
+    pub fn weight(&self) -> f64 {
+        match *self {
+            Self::ExactMatch { weight }
+            | Self::Accuracy { weight }
+            | Self::Format { weight }
+            | Self::Length { weight, .. }
+            | Self::SelfScore { weight, .. }
+            | Self::Likelihood { weight, .. }
+            | Self::Nover { weight, .. }
+            | Self::Command { weight, .. } => weight,
+        }
+    }
+
+    /// Checks the weight (finite) and each kind's own fields.
     fn validate(&self) -> Checked {
         match *self {
+            Self::SelfScore { weight, scale, .. } => {
+                finite("weight", weight)?;
+                sluice::check::positive("scale", scale)
+            }
+            Self::Likelihood { weight, .. } => finite("weight", weight),
+            Self::Nover { weight, sync_every } => {
+                finite("weight", weight)?;
+                if sync_every == 0 {
+                    return Err("`sync_every` = 0: must be positive".into());
+                }
+                Ok(())
+            }
             Self::ExactMatch { weight } | Self::Accuracy { weight } | Self::Format { weight } => {
                 finite("weight", weight)
             }

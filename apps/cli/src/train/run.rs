@@ -26,21 +26,16 @@ use sluice::model::{Config, HybridModel};
 use sluice::nn::AdapterMode;
 use sluice::rl::kl::KlController;
 use sluice::rl::presets::KlPlacement;
-use sluice::rl::rewards::WeightedRewards;
-use sluice::rl::rewards::rule::{
-    AccuracyReward, ExactMatchReward, Extractor, FormatMode, FormatReward, LengthReward,
-    LengthShape, LengthUnit,
-};
 use sluice::rl::step::{Policy, Prompt, Reference, preset_objective, rl_step_async};
 use sluice::train::checkpoint::TrainerState;
 use sluice::train::optim::{AdamW, Grads};
 use sluice::train::seeds::step_seed;
 use sluice::train::sft::{SftExample, pack, parse_jsonl, sft_loss, tokenize};
 
-use super::command_reward::CommandReward;
 use super::metrics::MetricsLog;
 use super::plot::plot_metrics;
-use super::recipe::{Recipe, RewardSpec, RlPhase, SftPhase};
+use super::recipe::{Recipe, RlPhase, SftPhase};
+use super::rewards::RunRewards;
 use crate::Result;
 
 #[derive(Debug, clap::Args)]
@@ -218,8 +213,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut reference: Option<HybridModel> = None;
 
     // Reward functions live for the whole run (command rewards are processes).
-    let rl_rewards = match &recipe.rl {
-        Some(r) => Some(build_rewards(&r.rewards, base_dir)?),
+    let mut rl_rewards = match &recipe.rl {
+        Some(r) => Some(RunRewards::new(&r.rewards, base_dir)?),
         None => None,
     };
     let mut log = if args.resume {
@@ -283,7 +278,11 @@ pub fn run(args: &Args) -> Result<()> {
                         .collect(),
                 }
             };
-            let rewards = rl_rewards.as_ref().expect("built with [rl]");
+            let run_rewards = rl_rewards.as_mut().expect("built with [rl]");
+            run_rewards.step(&model);
+            let snapshot = run_rewards.needs_snapshot().then(|| model.valid());
+            let base = ad.clone().inner();
+            let rewards = run_rewards.for_step(snapshot.as_ref(), tokenizer.as_ref(), &base)?;
             let decode = |ids: &[u32]| -> String {
                 match &tokenizer {
                     Some(t) if !demo => t.decode(ids, true).unwrap_or_default(),
@@ -303,7 +302,7 @@ pub fn run(args: &Args) -> Result<()> {
                 lr,
                 &rl.sampling,
                 obj,
-                rewards,
+                &rewards,
                 &mut next,
                 &eos,
                 &decode,
@@ -521,61 +520,6 @@ fn task_prompt(
     };
     let ids = tok.encode(&text, false)?;
     Ok((text, ids))
-}
-
-/// The recipe's rewards; command rewards are started here (from `dir`, the recipe's folder)
-/// and run until the returned value is dropped.
-fn build_rewards(specs: &[RewardSpec], dir: &Path) -> Result<WeightedRewards<'static>> {
-    let mut w = WeightedRewards::new();
-    for s in specs {
-        w = match s {
-            RewardSpec::Command {
-                weight,
-                command,
-                name,
-                timeout_s,
-            } => {
-                let mut argv = command.clone();
-                // A relative program path is the recipe folder's; bare names go through PATH.
-                if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
-                    argv[0] = dir.join(&argv[0]).display().to_string();
-                }
-                let name = name.as_deref().unwrap_or("command");
-                let reward = CommandReward::spawn(name, &argv, dir, *timeout_s)?;
-                w.with(reward, *weight)
-            }
-            RewardSpec::ExactMatch { weight } => w.with(
-                ExactMatchReward {
-                    extractor: Extractor::Whole,
-                    normalize: false,
-                },
-                *weight,
-            ),
-            RewardSpec::Accuracy { weight } => w.with(AccuracyReward::default(), *weight),
-            RewardSpec::Format { weight } => w.with(
-                FormatReward {
-                    mode: FormatMode::Strict,
-                    think_open_in_prompt: false,
-                },
-                *weight,
-            ),
-            RewardSpec::Length {
-                weight,
-                max_len,
-                cache,
-            } => w.with(
-                LengthReward {
-                    unit: LengthUnit::Tokens,
-                    shape: LengthShape::SoftOverlong {
-                        max_len: *max_len,
-                        cache: *cache,
-                    },
-                },
-                *weight,
-            ),
-        };
-    }
-    Ok(w)
 }
 
 /// One SFT optimizer step: `grad_accum` micro-batches of `batch_size` rows (losses averaged).

@@ -178,9 +178,11 @@ pub(crate) fn encode(
 }
 
 /// How the reference's log-likelihood becomes a reward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LikelihoodMode {
     /// `exp(mean_j log π(y*_j | …))`: geometric-mean token probability, in (0, 1].
+    #[default]
     MeanProb,
     /// `exp(Σ_j log π(y*_j | …)) = π(y* | x, z)`: VeriFree's reward, in (0, 1].
     SeqProb,

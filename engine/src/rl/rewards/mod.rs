@@ -127,6 +127,19 @@ impl<T: RuleReward> Reward for T {
     }
 }
 
+/// A borrowed reward: one that lives for a whole run (a process, a rule) joins a
+/// [`WeightedRewards`] built for one step.
+pub struct Borrowed<'r>(pub &'r dyn Reward);
+
+impl Reward for Borrowed<'_> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn score<'a>(&'a self, samples: &'a [Sample]) -> RewardFuture<'a> {
+        self.0.score(samples)
+    }
+}
+
 /// A rule from a closure: `FnReward::new("has_answer", |s| Some(...))`.
 pub struct FnReward<F> {
     name: String,
