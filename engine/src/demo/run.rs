@@ -36,7 +36,7 @@ use crate::train::checkpoint::{
 };
 use crate::train::optim::{AdamW, AdamWConfig, Grads};
 use crate::train::schedule::LrSchedule;
-use crate::train::seeds::step_seed;
+use crate::train::seeds::{Stream, step_seed};
 use crate::train::sft::{SftExample, sft_loss};
 
 /// Errors of the demo run.
@@ -125,11 +125,6 @@ pub struct Eval {
 /// The frozen RL reference model's file in a demo checkpoint (next to the policy's
 /// `model.safetensors`).
 pub const REFERENCE_FILE: &str = "reference.safetensors";
-
-/// RNG streams of [`step_seed`].
-const STREAM_SFT_DATA: u64 = 10;
-const STREAM_RL_PROMPTS: u64 = 11;
-const STREAM_RL_SAMPLING: u64 = 12;
 
 /// Which phase the run is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -451,8 +446,11 @@ impl Demo {
     }
 
     async fn sft_step(&mut self) -> Result<Value, DemoError> {
-        let mut rng =
-            StdRng::seed_from_u64(step_seed(self.cfg.seed, STREAM_SFT_DATA, self.step as u64));
+        let mut rng = StdRng::seed_from_u64(step_seed(
+            self.cfg.seed,
+            Stream::DemoSftData,
+            self.step as u64,
+        ));
         let batch: Vec<SftExample> = (0..self.cfg.sft_batch)
             .map(|_| {
                 if self.sft_pool.is_empty() {
@@ -502,7 +500,7 @@ impl Demo {
         let task = self.task;
         let mut rng = StdRng::seed_from_u64(step_seed(
             self.cfg.seed,
-            STREAM_RL_PROMPTS,
+            Stream::DemoRlPrompts,
             self.step as u64,
         ));
         let mut next = |n: usize| -> Vec<Prompt> {
@@ -521,7 +519,7 @@ impl Demo {
                 1.0,
             )
         };
-        let seed = step_seed(self.cfg.seed, STREAM_RL_SAMPLING, self.step as u64);
+        let seed = step_seed(self.cfg.seed, Stream::DemoRlSampling, self.step as u64);
         let uses_reference = self.objective.kl_placement != crate::rl::presets::KlPlacement::None;
         let rep = rl_step_async(
             Policy {

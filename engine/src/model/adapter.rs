@@ -282,7 +282,8 @@ pub fn attach(
                 max: out.min(inp),
             });
         }
-        let s = crate::train::seeds::step_seed(seed, 0x4c6f_5241, i as u64);
+        let s =
+            crate::train::seeds::step_seed(seed, crate::train::seeds::Stream::LoraInit, i as u64);
         let mut lora = Lora::init(out, inp, r, scale, s, device);
         lora.dropout = cfg.dropout;
         lin.lora = Some(lora);

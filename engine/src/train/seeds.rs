@@ -9,10 +9,37 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The independent random streams of a run, one per purpose. The numbers are part of the
+/// saved runs' meaning (a resumed run must draw what the original drew): never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Stream {
+    /// `sluice train`: the SFT data order, one shuffle per epoch.
+    SftOrder = 0,
+    /// `sluice train`: built-in task problems of an SFT micro-batch.
+    SftProblems = 1,
+    /// `sluice train`: the RL prompts of a step.
+    RlPrompts = 2,
+    /// `sluice train`: the rollout sampler of a step.
+    RlSampling = 3,
+    /// `sluice train`: the pool of built-in task problems for a real tokenizer.
+    TaskPool = 4,
+    /// `sluice train`: device-side draws (LoRA dropout) of a step.
+    Device = 5,
+    /// The built-in demo: SFT data.
+    DemoSftData = 10,
+    /// The built-in demo: RL prompts.
+    DemoRlPrompts = 11,
+    /// The built-in demo: the rollout sampler.
+    DemoRlSampling = 12,
+    /// LoRA initialisation, per adapted projection.
+    LoraInit = 0x4c6f_5241,
+}
+
 /// Seed of the RNG for step `step` of stream `stream` (independent streams per purpose).
-pub fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
+pub fn step_seed(seed: u64, stream: Stream, step: u64) -> u64 {
     mix64(
-        seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        seed ^ (stream as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03),
     )
 }
@@ -23,11 +50,11 @@ mod tests {
 
     #[test]
     fn streams_and_steps_differ() {
-        let a = step_seed(7, 0, 0);
-        assert_ne!(a, step_seed(7, 1, 0));
-        assert_ne!(a, step_seed(7, 0, 1));
-        assert_ne!(a, step_seed(8, 0, 0));
-        assert_eq!(a, step_seed(7, 0, 0));
+        let a = step_seed(7, Stream::SftOrder, 0);
+        assert_ne!(a, step_seed(7, Stream::SftProblems, 0));
+        assert_ne!(a, step_seed(7, Stream::SftOrder, 1));
+        assert_ne!(a, step_seed(8, Stream::SftOrder, 0));
+        assert_eq!(a, step_seed(7, Stream::SftOrder, 0));
         assert_eq!(mix64(0), 0);
     }
 }

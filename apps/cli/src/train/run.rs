@@ -29,7 +29,7 @@ use sluice::rl::presets::KlPlacement;
 use sluice::rl::step::{Policy, Prompt, Reference, preset_objective, rl_step_async};
 use sluice::train::checkpoint::TrainerState;
 use sluice::train::optim::{AdamW, Grads};
-use sluice::train::seeds::step_seed;
+use sluice::train::seeds::{Stream, step_seed};
 use sluice::train::sft::{SftExample, pack, parse_jsonl, sft_loss, tokenize};
 
 use super::metrics::MetricsLog;
@@ -242,7 +242,7 @@ pub fn run(args: &Args) -> Result<()> {
         let step = state.step;
         let ts = Instant::now();
         // Device-side draws (LoRA dropout) are a function of (seed, step) too.
-        ad.seed(step_seed(recipe.seed, 5, step));
+        ad.seed(step_seed(recipe.seed, Stream::Device, step));
         let mut rec = if step < sft_steps {
             pb.set_prefix("SFT");
             let sft = recipe.sft.as_ref().expect("SFT steps imply [sft]");
@@ -267,7 +267,7 @@ pub fn run(args: &Args) -> Result<()> {
             let obj = objective.as_ref().expect("set with [rl]");
             let lr = rl.schedule.lr(rl_step);
             let data = rl_data.as_ref().expect("loaded");
-            let mut prng = StdRng::seed_from_u64(step_seed(recipe.seed, 2, step));
+            let mut prng = StdRng::seed_from_u64(step_seed(recipe.seed, Stream::RlPrompts, step));
             let mut next = |n: usize| -> Vec<Prompt> {
                 match data {
                     RlData::Prompts(ps) => (0..n)
@@ -306,7 +306,7 @@ pub fn run(args: &Args) -> Result<()> {
                 &mut next,
                 &eos,
                 &decode,
-                step_seed(recipe.seed, 3, step),
+                step_seed(recipe.seed, Stream::RlSampling, step),
                 &ad,
             ))?;
             let mut rec = rep.to_record();
@@ -403,7 +403,7 @@ fn load_sft(
         let eos = *eos
             .first()
             .ok_or("[sft] task = ...: the model names no EOS token")?;
-        let mut rng = StdRng::seed_from_u64(step_seed(seed, 4, 0));
+        let mut rng = StdRng::seed_from_u64(step_seed(seed, Stream::TaskPool, 0));
         let mut examples = Vec::with_capacity(TASK_POOL);
         for _ in 0..TASK_POOL {
             let p = task.train_problem(&mut rng);
@@ -448,7 +448,7 @@ fn load_rl(
             return Ok(RlData::Task(task));
         }
         let tok = tok.ok_or("[rl] task = ... needs the model's tokenizer.json")?;
-        let mut rng = StdRng::seed_from_u64(step_seed(seed, 4, 1));
+        let mut rng = StdRng::seed_from_u64(step_seed(seed, Stream::TaskPool, 1));
         let mut prompts = Vec::with_capacity(TASK_POOL);
         for _ in 0..TASK_POOL {
             let p = task.train_problem(&mut rng);
@@ -539,7 +539,11 @@ fn sft_step(
     for micro in 0..s.grad_accum {
         let batch: Vec<SftExample> = match data {
             SftData::Task(t) => {
-                let mut rng = StdRng::seed_from_u64(step_seed(seed, 1, step * 1024 + micro as u64));
+                let mut rng = StdRng::seed_from_u64(step_seed(
+                    seed,
+                    Stream::SftProblems,
+                    step * 1024 + micro as u64,
+                ));
                 (0..s.batch_size)
                     .map(|_| t.train_problem(&mut rng).sft_example())
                     .collect()
@@ -555,7 +559,11 @@ fn sft_step(
                         let (epoch, pos) = (k / n, k % n);
                         if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
                             let mut o: Vec<usize> = (0..ex.len()).collect();
-                            o.shuffle(&mut StdRng::seed_from_u64(step_seed(seed, 0, epoch)));
+                            o.shuffle(&mut StdRng::seed_from_u64(step_seed(
+                                seed,
+                                Stream::SftOrder,
+                                epoch,
+                            )));
                             order = Some((epoch, o));
                         }
                         let (_, o) = order.as_ref().expect("set above");
