@@ -17,7 +17,7 @@ fn tiny() -> DemoConfig {
         sft_batch: 4,
         rl_steps: 3,
         rl: RlConfig {
-            preset: Some("grpo".into()),
+            preset: Some(sluice::rl::presets::Preset::Grpo),
             group_size: 2,
             prompts_per_step: 2,
             ..RlConfig::default()

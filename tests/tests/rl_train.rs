@@ -53,7 +53,7 @@ fn every_preset_runs_a_step() {
         let reference = model.valid();
         let mut opt = AdamW::new(AdamWConfig::default());
         let cfg = RlConfig {
-            preset: Some(preset.name().into()),
+            preset: Some(preset),
             group_size: 4,
             prompts_per_step: 2,
             max_new_tokens: 4,
@@ -129,7 +129,7 @@ fn grpo_raises_the_reward_of_a_toy_task() {
         ..AdamWConfig::default()
     });
     let cfg = RlConfig {
-        preset: Some("dr_grpo".into()),
+        preset: Some(Preset::DrGrpo),
         group_size: 8,
         prompts_per_step: 4,
         max_new_tokens: 4,

@@ -35,7 +35,7 @@ pub fn web_demo_config() -> DemoConfig {
         sft_batch: 8,
         rl_steps: 1000,
         rl: RlConfig {
-            preset: Some("grpo".into()),
+            preset: Some(sluice::rl::presets::Preset::Grpo),
             group_size: 4,
             prompts_per_step: 4,
             max_new_tokens: 0,

@@ -74,7 +74,7 @@ impl Default for TrainForm {
 impl TrainForm {
     fn from_config(c: &DemoConfig) -> Self {
         TrainForm {
-            preset: c.rl.preset.clone().unwrap_or_else(|| "grpo".into()),
+            preset: c.rl.preset.map_or("grpo", Preset::name).to_string(),
             task: c.task.clone(),
             hidden: c.hidden,
             seed: c.seed,
@@ -122,7 +122,11 @@ impl TrainForm {
             eval_samples: self.eval_samples,
             ..DemoConfig::default()
         };
-        c.rl.preset = Some(parse_preset(&self.preset)?);
+        c.rl.preset = Some(
+            parse_preset(&self.preset)?
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        );
         c.rl.prompts_per_step = self.prompts_per_step;
         c.rl.group_size = self.group_size;
         if self.hidden == 0 || !self.hidden.is_multiple_of(4) {
@@ -759,7 +763,7 @@ mod tests {
         let mut f = TrainForm::tiny();
         let c = f.to_config().expect("tiny is valid");
         assert_eq!((c.hidden, c.sft_steps, c.rl_steps), (16, 1, 3));
-        assert_eq!(c.rl.preset.as_deref(), Some("grpo"));
+        assert_eq!(c.rl.preset, Some(Preset::Grpo));
         f.hidden = 18;
         assert!(f.to_config().unwrap_err().contains("multiple of 4"));
         f.hidden = 16;

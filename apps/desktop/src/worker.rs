@@ -423,7 +423,9 @@ impl<N: Notify> Worker<N> {
         let done = global_step(&demo);
         let info = RunInfo {
             task: demo.task.to_string(),
-            preset: demo.cfg.rl.preset.clone().unwrap_or_else(|| "grpo".into()),
+            preset: (demo.cfg.rl.preset)
+                .map_or("grpo", sluice::rl::presets::Preset::name)
+                .to_string(),
             parameters: demo.model.num_params(),
             sft_steps: demo.cfg.sft_steps,
             rl_steps: demo.cfg.rl_steps,

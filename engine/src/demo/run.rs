@@ -102,7 +102,7 @@ impl Default for DemoConfig {
             rl_lr: 5e-4,
             reward: "exact".into(),
             rl: RlConfig {
-                preset: Some("grpo".into()),
+                preset: Some(crate::rl::presets::Preset::Grpo),
                 group_size: 8,
                 prompts_per_step: 16,
                 max_new_tokens: 0,

@@ -58,7 +58,7 @@ pub enum RlStepError {
 pub struct RlConfig {
     /// Named recipe the objective starts from (`grpo`, `dr_grpo`, `dapo`, `gspo`, `gmpo`,
     /// `reinforce_pp`, `reinforce_pp_baseline`, `rloo`, `gtpo`, `remax`, `gpg`, `pass_at_k`).
-    pub preset: Option<String>,
+    pub preset: Option<Preset>,
     /// G: completions per prompt (TRL `num_generations`).
     pub group_size: usize,
     /// Prompts per step (the batch is prompts × G completions).
@@ -112,10 +112,6 @@ impl RlConfig {
                 "top_p = {}: must be in (0, 1]",
                 self.top_p
             )));
-        }
-        if let Some(p) = &self.preset {
-            p.parse::<Preset>()
-                .map_err(|e| RlStepError::Config(e.to_string()))?;
         }
         Ok(())
     }
@@ -955,11 +951,7 @@ pub async fn rl_step_async(
 
 /// The objective a config names: its preset (default `grpo`).
 pub fn preset_objective(cfg: &RlConfig) -> Result<RlObjective, RlStepError> {
-    Ok(match &cfg.preset {
-        Some(p) => p
-            .parse::<Preset>()
-            .map_err(|e| RlStepError::Config(e.to_string()))?
-            .objective(),
-        None => RlObjective::default(),
-    })
+    Ok(cfg
+        .preset
+        .map_or_else(RlObjective::default, Preset::objective))
 }

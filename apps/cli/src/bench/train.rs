@@ -364,7 +364,7 @@ fn measure(
     mut after_sft: impl FnMut(&Demo) -> Result<()>,
 ) -> Result<SluiceTimes> {
     let rl = RlConfig {
-        preset: Some(args.preset.clone()),
+        preset: Some(args.preset.parse().map_err(|e| format!("--preset: {e}"))?),
         group_size: args.group,
         prompts_per_step: args.prompts,
         max_new_tokens: args.max_new_tokens,

@@ -28,7 +28,7 @@ pub struct Args {
     /// RL preset: grpo, dr_grpo, dapo, gspo, gmpo, reinforce_pp, reinforce_pp_baseline,
     /// rloo, gtpo, remax, gpg, pass_at_k.
     #[arg(long)]
-    preset: Option<String>,
+    preset: Option<sluice::rl::presets::Preset>,
     #[arg(long, value_name = "N")]
     sft_steps: Option<usize>,
     #[arg(long, value_name = "N")]
@@ -61,7 +61,7 @@ pub fn demo_config(args: &Args) -> Result<DemoConfig> {
         cfg.task = t.clone();
     }
     if let Some(p) = &args.preset {
-        cfg.rl.preset = Some(p.clone());
+        cfg.rl.preset = Some(*p);
     }
     if let Some(n) = args.sft_steps {
         cfg.sft_steps = n;
@@ -112,7 +112,7 @@ pub fn run(args: &Args) -> Result<()> {
         cfg.sft_steps,
         cfg.sft_batch,
         cfg.rl_steps,
-        cfg.rl.preset.as_deref().unwrap_or("grpo"),
+        cfg.rl.preset.map_or("grpo", |p| p.name()),
         cfg.rl.prompts_per_step,
         cfg.rl.group_size
     );
@@ -245,7 +245,7 @@ pub fn run(args: &Args) -> Result<()> {
             "sft_sampled_accuracy": sft_acc.sampled,
             "rl_sampled_accuracy": rl_acc.sampled,
             "seconds": seconds,
-            "preset": cfg.rl.preset.as_deref().unwrap_or("grpo"),
+            "preset": cfg.rl.preset.map_or("grpo", |p| p.name()),
             "sft_steps": cfg.sft_steps,
             "rl_steps": cfg.rl_steps,
             "heldout_size": demo.heldout().len(),

@@ -366,7 +366,10 @@ epsilon_high = 0.3
     fn reference_recipe_parses() {
         let r = Recipe::from_toml(super::super::run::RECIPE_HELP).unwrap();
         assert_eq!(r.total_steps(), 120);
-        assert_eq!(r.rl.unwrap().sampling.preset.as_deref(), Some("grpo"));
+        assert_eq!(
+            r.rl.unwrap().sampling.preset,
+            Some(sluice::rl::presets::Preset::Grpo)
+        );
     }
 
     #[test]
@@ -376,7 +379,7 @@ epsilon_high = 0.3
         assert_eq!(r.total_steps(), 14);
         let rl = r.rl.unwrap();
         assert_eq!(rl.sampling.group_size, 4);
-        assert_eq!(rl.sampling.preset.as_deref(), Some("dapo"));
+        assert_eq!(rl.sampling.preset, Some(sluice::rl::presets::Preset::Dapo));
         assert_eq!(rl.objective.unwrap().loss.epsilon_high, 0.3);
         assert_eq!(rl.rewards.len(), 2);
         assert_eq!(r.optim.weight_decay, 0.0);
