@@ -277,173 +277,19 @@ impl Config {
     }
 
     fn from_text_fields(mut f: Fields) -> Result<Self, ConfigError> {
-        let model_type = f.str_opt("model_type")?.unwrap_or_default();
-        let family = match model_type.as_str() {
-            "qwen3_next" => Family::Qwen3Next,
-            "qwen3_5_text" => Family::Qwen35,
-            "qwen3_5_moe_text" => Family::Qwen35Moe,
-            other => return Err(ConfigError::ModelType(other.to_string())),
-        };
-        let act = f.str_opt("hidden_act")?.unwrap_or_else(|| "silu".into());
-        if act != "silu" {
-            return Err(field(
-                "hidden_act",
-                format!("`{act}` is not supported (only silu)"),
-            ));
-        }
-        if f.bool_opt("attention_bias")?.unwrap_or(false) {
-            return Err(field(
-                "attention_bias",
-                "true is not supported (Qwen3-Next has no attention bias)",
-            ));
-        }
-        if f.bool_opt("attn_output_gate")? == Some(false) {
-            return Err(field(
-                "attn_output_gate",
-                "false is not supported (the gate is always on)",
-            ));
-        }
-        if let Some(q) = f.take("quantization_config") {
-            return Err(field(
-                "quantization_config",
-                format!("quantised checkpoints are not supported ({q})"),
-            ));
-        }
+        let family = family_and_unsupported(&mut f)?;
         let num_hidden_layers = f.usize("num_hidden_layers")?;
         let head_dim_opt = f.usize_opt("head_dim")?;
         let hidden_size = f.usize("hidden_size")?;
         let num_attention_heads = f.usize("num_attention_heads")?;
         let head_dim = head_dim_opt.unwrap_or(hidden_size / num_attention_heads.max(1));
 
-        // Rope: `rope_parameters` (transformers 5) or legacy top-level keys.
-        let mut rope_theta = f.f64_opt("rope_theta")?.unwrap_or(10000.0);
-        let mut partial = f.f64_opt("partial_rotary_factor")?.unwrap_or(0.25);
-        if let Some(scaling) = f.take("rope_scaling") {
-            return Err(field(
-                "rope_scaling",
-                format!("rope scaling is not supported ({scaling})"),
-            ));
-        }
-        if let Some(p) = f.take("rope_parameters") {
-            let Value::Object(p) = p else {
-                return Err(field("rope_parameters", "expected an object"));
-            };
-            for (k, v) in &p {
-                let key = format!("rope_parameters.{k}");
-                match k.as_str() {
-                    "rope_type" | "type" => {
-                        if v.as_str() != Some("default") {
-                            return Err(field(
-                                &key,
-                                format!("{v} is not supported (only \"default\")"),
-                            ));
-                        }
-                    }
-                    "rope_theta" => {
-                        rope_theta = v.as_f64().ok_or_else(|| field(&key, "expected a number"))?
-                    }
-                    "partial_rotary_factor" => {
-                        partial = v.as_f64().ok_or_else(|| field(&key, "expected a number"))?
-                    }
-                    // Multimodal RoPE sections reduce to 1-D partial RoPE for text.
-                    "mrope_section" | "mrope_interleaved" => {}
-                    _ => return Err(ConfigError::Unknown(key)),
-                }
-            }
-        }
-        if !(0.0..=1.0).contains(&partial) || partial == 0.0 {
-            return Err(field(
-                "partial_rotary_factor",
-                format!("{partial} is outside (0, 1]"),
-            ));
-        }
+        let (rope_theta, partial) = rope(&mut f)?;
 
-        let interval = f.usize_opt("full_attention_interval")?.unwrap_or(4).max(1);
-        let layer_types: Vec<LayerType> = match f.take("layer_types") {
-            None => (0..num_hidden_layers)
-                .map(|i| {
-                    if (i + 1) % interval == 0 {
-                        LayerType::Full
-                    } else {
-                        LayerType::Linear
-                    }
-                })
-                .collect(),
-            Some(Value::Array(xs)) => xs
-                .iter()
-                .enumerate()
-                .map(|(i, x)| match x.as_str() {
-                    Some("linear_attention") => Ok(LayerType::Linear),
-                    Some("full_attention") => Ok(LayerType::Full),
-                    _ => Err(field(
-                        &format!("layer_types[{i}]"),
-                        format!("unknown layer type {x}"),
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(v) => return Err(field("layer_types", format!("expected a list, got {v}"))),
-        };
-        if layer_types.len() != num_hidden_layers {
-            return Err(field(
-                "layer_types",
-                format!(
-                    "{} entries for {num_hidden_layers} layers",
-                    layer_types.len()
-                ),
-            ));
-        }
+        let layer_types = layer_types(&mut f, num_hidden_layers)?;
 
-        let num_experts = f.usize_opt("num_experts")?.unwrap_or(0);
-        let moe_fields = (
-            f.usize_opt("num_experts_per_tok")?,
-            f.usize_opt("moe_intermediate_size")?,
-            f.usize_opt("shared_expert_intermediate_size")?,
-            f.bool_opt("norm_topk_prob")?,
-        );
-        let moe = match (family, num_experts) {
-            (Family::Qwen35, _) => None,
-            (_, 0) if family == Family::Qwen3Next => None,
-            (_, 0) => return Err(ConfigError::Missing("num_experts".into())),
-            (_, e) => Some(MoeConfig {
-                num_experts: e,
-                num_experts_per_tok: moe_fields
-                    .0
-                    .ok_or_else(|| ConfigError::Missing("num_experts_per_tok".into()))?,
-                moe_intermediate_size: moe_fields
-                    .1
-                    .ok_or_else(|| ConfigError::Missing("moe_intermediate_size".into()))?,
-                shared_expert_intermediate_size: moe_fields.2.unwrap_or(0),
-                norm_topk_prob: family == Family::Qwen35Moe || moe_fields.3.unwrap_or(true),
-            }),
-        };
-        if let Some(m) = &moe
-            && (m.num_experts_per_tok == 0 || m.num_experts_per_tok > m.num_experts)
-        {
-            return Err(field(
-                "num_experts_per_tok",
-                format!("{} with {} experts", m.num_experts_per_tok, m.num_experts),
-            ));
-        }
-        let mlp_only_layers = match f.take("mlp_only_layers") {
-            None => vec![],
-            Some(Value::Array(xs)) => xs
-                .iter()
-                .map(|x| {
-                    x.as_u64().map(|x| x as usize).ok_or_else(|| {
-                        field(
-                            "mlp_only_layers",
-                            format!("expected layer indices, got {x}"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-            Some(v) => {
-                return Err(field(
-                    "mlp_only_layers",
-                    format!("expected a list, got {v}"),
-                ));
-            }
-        };
+        let moe = moe(&mut f, family)?;
+        let mlp_only_layers = mlp_only_layers(&mut f)?;
         let eos_token_ids = match f.take("eos_token_id") {
             None => vec![],
             Some(v) => ids(&v, "eos_token_id")?,
@@ -606,4 +452,188 @@ impl Config {
         2 * self.linear_num_key_heads * self.linear_key_head_dim
             + self.linear_num_value_heads * self.linear_value_head_dim
     }
+}
+
+/// The family of `model_type`, after refusing settings Sluice does not implement.
+fn family_and_unsupported(f: &mut Fields) -> Result<Family, ConfigError> {
+    let model_type = f.str_opt("model_type")?.unwrap_or_default();
+    let family = match model_type.as_str() {
+        "qwen3_next" => Family::Qwen3Next,
+        "qwen3_5_text" => Family::Qwen35,
+        "qwen3_5_moe_text" => Family::Qwen35Moe,
+        other => return Err(ConfigError::ModelType(other.to_string())),
+    };
+    let act = f.str_opt("hidden_act")?.unwrap_or_else(|| "silu".into());
+    if act != "silu" {
+        return Err(field(
+            "hidden_act",
+            format!("`{act}` is not supported (only silu)"),
+        ));
+    }
+    if f.bool_opt("attention_bias")?.unwrap_or(false) {
+        return Err(field(
+            "attention_bias",
+            "true is not supported (Qwen3-Next has no attention bias)",
+        ));
+    }
+    if f.bool_opt("attn_output_gate")? == Some(false) {
+        return Err(field(
+            "attn_output_gate",
+            "false is not supported (the gate is always on)",
+        ));
+    }
+    if let Some(q) = f.take("quantization_config") {
+        return Err(field(
+            "quantization_config",
+            format!("quantised checkpoints are not supported ({q})"),
+        ));
+    }
+    Ok(family)
+}
+
+/// `(rope_theta, partial_rotary_factor)` from `rope_parameters` (transformers 5) or the
+/// legacy top-level keys.
+fn rope(f: &mut Fields) -> Result<(f64, f64), ConfigError> {
+    let mut rope_theta = f.f64_opt("rope_theta")?.unwrap_or(10000.0);
+    let mut partial = f.f64_opt("partial_rotary_factor")?.unwrap_or(0.25);
+    if let Some(scaling) = f.take("rope_scaling") {
+        return Err(field(
+            "rope_scaling",
+            format!("rope scaling is not supported ({scaling})"),
+        ));
+    }
+    if let Some(p) = f.take("rope_parameters") {
+        let Value::Object(p) = p else {
+            return Err(field("rope_parameters", "expected an object"));
+        };
+        for (k, v) in &p {
+            let key = format!("rope_parameters.{k}");
+            match k.as_str() {
+                "rope_type" | "type" => {
+                    if v.as_str() != Some("default") {
+                        return Err(field(
+                            &key,
+                            format!("{v} is not supported (only \"default\")"),
+                        ));
+                    }
+                }
+                "rope_theta" => {
+                    rope_theta = v.as_f64().ok_or_else(|| field(&key, "expected a number"))?
+                }
+                "partial_rotary_factor" => {
+                    partial = v.as_f64().ok_or_else(|| field(&key, "expected a number"))?
+                }
+                // Multimodal RoPE sections reduce to 1-D partial RoPE for text.
+                "mrope_section" | "mrope_interleaved" => {}
+                _ => return Err(ConfigError::Unknown(key)),
+            }
+        }
+    }
+    if !(0.0..=1.0).contains(&partial) || partial == 0.0 {
+        return Err(field(
+            "partial_rotary_factor",
+            format!("{partial} is outside (0, 1]"),
+        ));
+    }
+    Ok((rope_theta, partial))
+}
+
+/// The layer types: `layer_types`, or every `full_attention_interval`-th layer full.
+fn layer_types(f: &mut Fields, num_hidden_layers: usize) -> Result<Vec<LayerType>, ConfigError> {
+    let interval = f.usize_opt("full_attention_interval")?.unwrap_or(4).max(1);
+    let layer_types: Vec<LayerType> = match f.take("layer_types") {
+        None => (0..num_hidden_layers)
+            .map(|i| {
+                if (i + 1) % interval == 0 {
+                    LayerType::Full
+                } else {
+                    LayerType::Linear
+                }
+            })
+            .collect(),
+        Some(Value::Array(xs)) => xs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| match x.as_str() {
+                Some("linear_attention") => Ok(LayerType::Linear),
+                Some("full_attention") => Ok(LayerType::Full),
+                _ => Err(field(
+                    &format!("layer_types[{i}]"),
+                    format!("unknown layer type {x}"),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => return Err(field("layer_types", format!("expected a list, got {v}"))),
+    };
+    if layer_types.len() != num_hidden_layers {
+        return Err(field(
+            "layer_types",
+            format!(
+                "{} entries for {num_hidden_layers} layers",
+                layer_types.len()
+            ),
+        ));
+    }
+    Ok(layer_types)
+}
+
+/// The sparse-MoE settings (`None` for dense models).
+fn moe(f: &mut Fields, family: Family) -> Result<Option<MoeConfig>, ConfigError> {
+    let num_experts = f.usize_opt("num_experts")?.unwrap_or(0);
+    let moe_fields = (
+        f.usize_opt("num_experts_per_tok")?,
+        f.usize_opt("moe_intermediate_size")?,
+        f.usize_opt("shared_expert_intermediate_size")?,
+        f.bool_opt("norm_topk_prob")?,
+    );
+    let moe = match (family, num_experts) {
+        (Family::Qwen35, _) => None,
+        (_, 0) if family == Family::Qwen3Next => None,
+        (_, 0) => return Err(ConfigError::Missing("num_experts".into())),
+        (_, e) => Some(MoeConfig {
+            num_experts: e,
+            num_experts_per_tok: moe_fields
+                .0
+                .ok_or_else(|| ConfigError::Missing("num_experts_per_tok".into()))?,
+            moe_intermediate_size: moe_fields
+                .1
+                .ok_or_else(|| ConfigError::Missing("moe_intermediate_size".into()))?,
+            shared_expert_intermediate_size: moe_fields.2.unwrap_or(0),
+            norm_topk_prob: family == Family::Qwen35Moe || moe_fields.3.unwrap_or(true),
+        }),
+    };
+    if let Some(m) = &moe
+        && (m.num_experts_per_tok == 0 || m.num_experts_per_tok > m.num_experts)
+    {
+        return Err(field(
+            "num_experts_per_tok",
+            format!("{} with {} experts", m.num_experts_per_tok, m.num_experts),
+        ));
+    }
+    Ok(moe)
+}
+
+/// `mlp_only_layers`: layer indices that keep a dense MLP.
+fn mlp_only_layers(f: &mut Fields) -> Result<Vec<usize>, ConfigError> {
+    let mlp_only_layers = match f.take("mlp_only_layers") {
+        None => vec![],
+        Some(Value::Array(xs)) => xs
+            .iter()
+            .map(|x| {
+                x.as_u64().map(|x| x as usize).ok_or_else(|| {
+                    field(
+                        "mlp_only_layers",
+                        format!("expected layer indices, got {x}"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => {
+            return Err(field(
+                "mlp_only_layers",
+                format!("expected a list, got {v}"),
+            ));
+        }
+    };
+    Ok(mlp_only_layers)
 }
