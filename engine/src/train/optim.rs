@@ -13,11 +13,11 @@
 //! micro-batch loss, e.g. by 1/number of micro-batches, for a mean). A non-finite loss or
 //! gradient skips the step: weights, moments and the step count stay as they were, with a
 //! `tracing::warn`. With a finite gradient, a finite learning rate ≥ 0 (else an error) and
-//! ε > 0 the update cannot leave the finite range short of an f32 overflow; a second readback
-//! after the update checks that, and an update that made any parameter non-finite is an
-//! error naming it ([`OptimError::NonFiniteUpdate`]): the trainer stops without saving, so
-//! the last checkpoint stays the last good state (undoing the update in place would need a
-//! copy of every weight and moment). The checks need two host readbacks per step
+//! ε > 0 the update cannot leave the finite range short of an f32 overflow; to refuse that
+//! case too, the update is first computed without being stored and checked (parameter by
+//! parameter, so no second copy of the model is held), and applied only when every new
+//! value is finite — otherwise the step is skipped like the others
+//! ([`SkipReason::NonFiniteUpdate`]). The checks need two host readbacks per step
 //! ([`AdamW::step_async`]; [`AdamW::step`] blocks, native only).
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,11 +45,6 @@ pub enum OptimError {
     Device { what: String, msg: String },
     #[error("learning rate {0}: must be a finite number ≥ 0")]
     LearningRate(f64),
-    #[error(
-        "the update of step {step} made parameter `{name}` non-finite; training stops here \
-         (the last checkpoint is the last good state)"
-    )]
-    NonFiniteUpdate { step: u64, name: String },
     #[error("optimizer state: {0}")]
     State(String),
 }
@@ -203,6 +198,8 @@ pub struct Moments {
 pub enum SkipReason {
     NonFiniteLoss,
     NonFiniteGradient,
+    /// The update itself would have made a parameter non-finite (an f32 overflow).
+    NonFiniteUpdate,
 }
 
 /// What a step did.
@@ -219,6 +216,31 @@ pub struct StepReport {
     /// Optimizer step count after this call.
     pub step: u64,
     pub lr: f64,
+}
+
+/// Step-size terms of one AdamW step.
+struct Coefficients {
+    lr: f64,
+    /// lr / (1 − β1^t).
+    step_size: f64,
+    /// √(1 − β2^t).
+    bc2_sqrt: f64,
+}
+
+/// The first parameter whose candidate value holds a non-finite entry (`bad`: per
+/// parameter, the count of such entries; one readback).
+async fn first_bad(bad: Vec<(String, Tensor<1>)>) -> Result<Option<String>, OptimError> {
+    let (names, counts): (Vec<String>, Vec<Tensor<1>>) = bad.into_iter().unzip();
+    let host = crate::model::save::read_flat(Tensor::cat(counts, 0))
+        .await
+        .map_err(|msg| OptimError::Device {
+            what: "the finiteness of the update".into(),
+            msg,
+        })?;
+    Ok(host
+        .iter()
+        .position(|&n| n != 0.0)
+        .map(|i| names[i].clone()))
 }
 
 /// AdamW state: hyper-parameters, step count, and moments by parameter name.
@@ -385,61 +407,84 @@ impl AdamW {
             .map(|m| (m as f32 / (norm + 1e-6)).min(1.0));
         report.clip_scale = scale.map_or(1.0, f64::from);
 
-        self.step += 1;
-        let t = self.step as f64;
-        let c = &self.config;
-        let bc1 = 1.0 - c.beta1.powf(t);
-        let bc2_sqrt = (1.0 - c.beta2.powf(t)).sqrt();
-        let step_size = lr / bc1;
+        // Pass 1: would the update make any parameter non-finite? Nothing is changed yet,
+        // and each parameter's candidate is dropped as soon as it is counted.
+        let k = self.coefficients(lr, self.step + 1);
         let mut bad: Vec<(String, Tensor<1>)> = Vec::with_capacity(grads.grads.len());
+        for (name, g) in &grads.grads {
+            let (_, p) = &params[index[name]];
+            let (w, _, _) = self.updated(name, p.as_ref(), g.clone(), scale, &k);
+            bad.push((name.clone(), w.is_finite().bool_not().float().sum()));
+        }
+        if let Some(name) = first_bad(bad).await? {
+            tracing::warn!(
+                step = self.step,
+                parameter = name,
+                "the update would make a parameter non-finite: optimizer step skipped"
+            );
+            report.skipped = Some(SkipReason::NonFiniteUpdate);
+            return Ok(report);
+        }
+        // Pass 2: apply it.
+        self.step += 1;
         for (name, g) in grads.grads {
             let (_, p) = &mut params[index[&name]];
             let shape = p.as_ref().shape();
-            let g = match scale {
-                Some(s) => g.mul_scalar(s),
-                None => g,
-            };
-            let mut w = p.as_ref().flat().inner();
-            if c.weight_decay != 0.0 && c.decay.applies(&name, &shape) {
-                w = w.mul_scalar(1.0 - lr * c.weight_decay);
-            }
-            let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
-                shape,
-                exp_avg: Tensor::zeros_like(&g),
-                exp_avg_sq: Tensor::zeros_like(&g),
-            });
-            let m = st.exp_avg.clone() + (g.clone() - st.exp_avg.clone()).mul_scalar(1.0 - c.beta1);
-            let v =
-                st.exp_avg_sq.clone().mul_scalar(c.beta2) + g.clone().mul_scalar(1.0 - c.beta2) * g;
-            let denom = v.clone().sqrt().div_scalar(bc2_sqrt).add_scalar(c.eps);
-            w = w - (m.clone() / denom).mul_scalar(step_size);
-            st.exp_avg = m;
-            st.exp_avg_sq = v;
-            bad.push((name, w.clone().is_finite().bool_not().float().sum()));
+            let (w, m, v) = self.updated(&name, p.as_ref(), g, scale, &k);
+            self.state.insert(
+                name,
+                Moments {
+                    shape,
+                    exp_avg: m,
+                    exp_avg_sq: v,
+                },
+            );
             p.set_flat(w);
         }
         report.step = self.step;
-        self.check_update(bad).await?;
         Ok(report)
     }
 
-    /// Fails naming the first parameter whose updated value holds a non-finite entry
-    /// (`bad`: per parameter, the count of such entries; one readback).
-    async fn check_update(&self, bad: Vec<(String, Tensor<1>)>) -> Result<(), OptimError> {
-        let (names, counts): (Vec<String>, Vec<Tensor<1>>) = bad.into_iter().unzip();
-        let host = crate::model::save::read_flat(Tensor::cat(counts, 0))
-            .await
-            .map_err(|msg| OptimError::Device {
-                what: "the finiteness of the update".into(),
-                msg,
-            })?;
-        match host.iter().position(|&n| n != 0.0) {
-            Some(i) => Err(OptimError::NonFiniteUpdate {
-                step: self.step,
-                name: names[i].clone(),
-            }),
-            None => Ok(()),
+    /// The step-size terms of step `t` (1-based) at learning rate `lr`.
+    fn coefficients(&self, lr: f64, t: u64) -> Coefficients {
+        let c = &self.config;
+        let t = t as f64;
+        Coefficients {
+            lr,
+            step_size: lr / (1.0 - c.beta1.powf(t)),
+            bc2_sqrt: (1.0 - c.beta2.powf(t)).sqrt(),
         }
+    }
+
+    /// Parameter `name`'s weight and moments after one AdamW update with gradient `g`
+    /// (scaled by the clip factor), as lazy tensors; nothing is stored.
+    fn updated(
+        &self,
+        name: &str,
+        p: ParamRef<'_>,
+        g: Tensor<1>,
+        scale: Option<f32>,
+        k: &Coefficients,
+    ) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+        let c = &self.config;
+        let shape = p.shape();
+        let g = match scale {
+            Some(s) => g.mul_scalar(s),
+            None => g,
+        };
+        let mut w = p.flat().inner();
+        if c.weight_decay != 0.0 && c.decay.applies(name, &shape) {
+            w = w.mul_scalar(1.0 - k.lr * c.weight_decay);
+        }
+        let (m0, v0) = match self.state.get(name) {
+            Some(st) => (st.exp_avg.clone(), st.exp_avg_sq.clone()),
+            None => (Tensor::zeros_like(&g), Tensor::zeros_like(&g)),
+        };
+        let m = m0.clone() + (g.clone() - m0).mul_scalar(1.0 - c.beta1);
+        let v = v0.mul_scalar(c.beta2) + g.clone().mul_scalar(1.0 - c.beta2) * g;
+        let denom = v.clone().sqrt().div_scalar(k.bc2_sqrt).add_scalar(c.eps);
+        let w = w - (m.clone() / denom).mul_scalar(k.step_size);
+        (w, m, v)
     }
 
     /// Checks that every moment belongs to a parameter of `model` with the same shape.
