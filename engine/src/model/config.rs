@@ -45,6 +45,22 @@ pub enum LayerType {
     Full,
 }
 
+impl LayerType {
+    /// `n` layers with full attention every `interval`-th layer (Qwen3.5's
+    /// `full_attention_interval`; `interval` ≥ 1), Gated DeltaNet elsewhere.
+    pub fn interleaved(n: usize, interval: usize) -> Vec<LayerType> {
+        (0..n)
+            .map(|i| {
+                if (i + 1) % interval == 0 {
+                    LayerType::Full
+                } else {
+                    LayerType::Linear
+                }
+            })
+            .collect()
+    }
+}
+
 /// Mixture-of-experts settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MoeConfig {
@@ -542,15 +558,7 @@ fn rope(f: &mut Fields) -> Result<(f64, f64), ConfigError> {
 fn layer_types(f: &mut Fields, num_hidden_layers: usize) -> Result<Vec<LayerType>, ConfigError> {
     let interval = f.usize_opt("full_attention_interval")?.unwrap_or(4).max(1);
     let layer_types: Vec<LayerType> = match f.take("layer_types") {
-        None => (0..num_hidden_layers)
-            .map(|i| {
-                if (i + 1) % interval == 0 {
-                    LayerType::Full
-                } else {
-                    LayerType::Linear
-                }
-            })
-            .collect(),
+        None => LayerType::interleaved(num_hidden_layers, interval),
         Some(Value::Array(xs)) => xs
             .iter()
             .enumerate()

@@ -235,15 +235,7 @@ impl TinySpec {
             vocab_size,
             hidden_size,
             intermediate_size: 2 * hidden_size,
-            layer_types: (0..layers)
-                .map(|i| {
-                    if (i + 1) % interval == 0 {
-                        LayerType::Full
-                    } else {
-                        LayerType::Linear
-                    }
-                })
-                .collect(),
+            layer_types: LayerType::interleaved(layers, interval),
         }
     }
 }

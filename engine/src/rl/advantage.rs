@@ -345,11 +345,7 @@ pub fn sequence_advantages(
         }
         Estimator::ReinforcePpBaseline => {
             for m in &members {
-                let mean = if m.len() > 1 {
-                    m.iter().map(|&i| scores[i]).sum::<f64>() / m.len() as f64
-                } else {
-                    0.0
-                };
+                let mean = group_mean_or_zero(m, scores);
                 for &i in m {
                     adv[i] = scores[i] - mean;
                 }
@@ -359,11 +355,7 @@ pub fn sequence_advantages(
             let nonzero = scores.iter().filter(|&&s| s != 0.0).count().max(1);
             let alpha = b as f64 / nonzero as f64;
             for m in &members {
-                let mean = if m.len() > 1 {
-                    m.iter().map(|&i| scores[i]).sum::<f64>() / m.len() as f64
-                } else {
-                    0.0
-                };
+                let mean = group_mean_or_zero(m, scores);
                 for &i in m {
                     adv[i] = alpha * (scores[i] - mean);
                 }
@@ -403,6 +395,16 @@ pub fn sequence_advantages(
         }
     }
     Ok(adv)
+}
+
+/// The mean score of group `m`, or 0 for a single-member group (verl's baseline rule for
+/// Reinforce++-baseline and GPG).
+fn group_mean_or_zero(m: &[usize], scores: &[f64]) -> f64 {
+    if m.len() > 1 {
+        m.iter().map(|&i| scores[i]).sum::<f64>() / m.len() as f64
+    } else {
+        0.0
+    }
 }
 
 /// ReMax: `scores[i] − baselines[i]` on every valid token of row i, the baseline being the
