@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::RlError;
 use super::kl::{KlPenalty, kl_penalty};
-use super::surrogate::{self, Surrogate, Terms};
+use super::surrogate::{self, Surrogate};
 
 /// Which importance ratio multiplies the advantage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -367,7 +367,7 @@ pub struct LossOutput {
 }
 
 /// Bool → float in the dtype of the computation.
-fn fl(b: Tensor<2, Bool>, dtype: DType) -> Tensor<2> {
+pub(crate) fn fl(b: Tensor<2, Bool>, dtype: DType) -> Tensor<2> {
     b.float().cast(dtype)
 }
 
@@ -542,14 +542,14 @@ fn check_inputs(cfg: &LossConfig, inp: &LossInputs) -> Result<(), RlError> {
 
 /// The loss's `[B, T]` inputs in one dtype: lp (with gradient), old (detached), the token
 /// log-ratio lr (clamped as configured), advantages, mask, and A < 0 / A > 0 indicators.
-struct Prepared {
-    lp: Tensor<2>,
-    old: Tensor<2>,
-    lr: Tensor<2>,
-    adv: Tensor<2>,
-    m: Tensor<2>,
-    a_neg: Tensor<2>,
-    a_pos: Tensor<2>,
+pub(crate) struct Prepared {
+    pub(crate) lp: Tensor<2>,
+    pub(crate) old: Tensor<2>,
+    pub(crate) lr: Tensor<2>,
+    pub(crate) adv: Tensor<2>,
+    pub(crate) m: Tensor<2>,
+    pub(crate) a_neg: Tensor<2>,
+    pub(crate) a_pos: Tensor<2>,
 }
 
 impl Prepared {
@@ -649,16 +649,13 @@ fn clipped_term(cfg: &LossConfig, p: &Prepared, inp: &LossInputs) -> PolicyTerm 
 /// A non-clip surrogate ([`Surrogate`]); its clip indicator split by the advantage's sign.
 fn surrogate_term(cfg: &LossConfig, p: &Prepared, inp: &LossInputs) -> PolicyTerm {
     let w = p.ratio(cfg.ratio_level);
-    let terms = Terms {
-        lp: p.lp.clone(),
-        old: p.old.clone(),
-        lr: p.lr.clone(),
-        w: w.clone(),
-        adv: p.adv.clone(),
-        mask: p.m.clone(),
-    };
-    let (ptl, clipped) =
-        surrogate::per_token(&cfg.surrogate, terms, cfg.epsilon_low, cfg.epsilon_high);
+    let (ptl, clipped) = surrogate::per_token(
+        &cfg.surrogate,
+        p,
+        w.clone(),
+        cfg.epsilon_low,
+        cfg.epsilon_high,
+    );
     PolicyTerm {
         pg: weighted_pg(cfg, p, inp, ptl),
         ratio: w,

@@ -28,6 +28,8 @@
 //! aggregates with seq-mean-token-mean; here the configured aggregation applies.
 
 use burn::tensor::{Tensor, activation::sigmoid};
+
+use super::loss::{Prepared, fl};
 use serde::{Deserialize, Serialize};
 
 /// Which surrogate turns ratios and advantages into a per-token loss.
@@ -170,52 +172,46 @@ impl Surrogate {
     }
 }
 
-/// The tensors a surrogate reads, all `[B, T]` in one float dtype.
-pub(crate) struct Terms {
-    /// Current log-probs (with gradient).
-    pub lp: Tensor<2>,
-    /// Old log-probs (detached).
-    pub old: Tensor<2>,
-    /// lp − old at token level (after `log_ratio_clamp`).
-    pub lr: Tensor<2>,
-    /// The importance ratio w at the configured level.
-    pub w: Tensor<2>,
-    pub adv: Tensor<2>,
-    pub mask: Tensor<2>,
-}
-
-/// The per-token loss of `s` (not [`Surrogate::Clip`]) and a 0/1 indicator of tokens whose
-/// weight was clipped or that fell outside the trust region (for the clip-fraction metric).
+/// The per-token loss of `s` (not [`Surrogate::Clip`]) on the loss's prepared tensors `prep`
+/// with importance ratio `w` `[B, T]`, and a 0/1 indicator of tokens whose weight was
+/// clipped or that fell outside the trust region (for the clip-fraction metric).
 pub(crate) fn per_token(
     s: &Surrogate,
-    t: Terms,
+    prep: &Prepared,
+    w: Tensor<2>,
     eps_low: f64,
     eps_high: f64,
 ) -> (Tensor<2>, Tensor<2>) {
-    let dtype = t.lp.dtype();
-    let fl = |b: Tensor<2, burn::tensor::Bool>| b.float().cast(dtype);
-    let zero = t.lp.clone().detach().mul_scalar(0.0);
-    let pos = fl(t.adv.clone().greater_elem(0.0));
+    let (lp, old, lr, adv, mask) = (
+        prep.lp.clone(),
+        prep.old.clone(),
+        prep.lr.clone(),
+        prep.adv.clone(),
+        prep.m.clone(),
+    );
+    let dtype = lp.dtype();
+    let zero = lp.clone().detach().mul_scalar(0.0);
+    let pos = prep.a_pos.clone();
     let select =
         |a: Tensor<2>, b: Tensor<2>| pos.clone() * a + (pos.clone().neg().add_scalar(1.0)) * b;
     match *s {
         Surrogate::Clip => unreachable!("the clipped surrogate lives in loss::policy_loss"),
         Surrogate::Cispo { clip } => {
-            let w = t.w.detach();
+            let w = w.detach();
             let c = match clip {
                 CispoClip::TruncateAbove => w.clone().clamp_max(eps_high),
                 CispoClip::Relative => w.clone().clamp(1.0 - eps_low, 1.0 + eps_high),
             };
-            let clipped = fl(w.not_equal(c.clone()));
-            ((c * t.adv * t.lp).neg(), clipped)
+            let clipped = fl(w.not_equal(c.clone()), dtype);
+            ((c * adv * lp).neg(), clipped)
         }
         Surrogate::Sapo { tau_pos, tau_neg } => {
             let tau = select(
                 zero.clone().add_scalar(tau_pos),
                 zero.clone().add_scalar(tau_neg),
             );
-            let gate = sigmoid(tau.clone() * t.w.add_scalar(-1.0)) * tau.recip().mul_scalar(4.0);
-            ((gate * t.adv).neg(), zero)
+            let gate = sigmoid(tau.clone() * w.add_scalar(-1.0)) * tau.recip().mul_scalar(4.0);
+            ((gate * adv).neg(), zero)
         }
         Surrogate::Vespo {
             k_pos,
@@ -223,11 +219,11 @@ pub(crate) fn per_token(
             k_neg,
             lambda_neg,
         } => {
-            let raw = (t.lp.clone() - t.old).detach().clamp(-20.0, 20.0);
-            let log_w = (raw * t.mask).sum_dim(1).clamp((1e-8f64).ln(), 20.0); // [B, 1]
-            let [b, tt] = t.lp.dims();
+            let raw = (lp.clone() - old).detach().clamp(-20.0, 20.0);
+            let log_w = (raw * mask).sum_dim(1).clamp((1e-8f64).ln(), 20.0); // [B, 1]
+            let [b, tt] = lp.dims();
             let log_w = log_w.expand([b, tt]);
-            let nonneg = fl(t.adv.clone().greater_equal_elem(0.0));
+            let nonneg = fl(adv.clone().greater_equal_elem(0.0), dtype);
             let pick = |a: f64, c: f64| nonneg.clone().mul_scalar(a - c).add_scalar(c);
             let (k, lambda) = (
                 pick(k_pos, k_neg),
@@ -235,60 +231,60 @@ pub(crate) fn per_token(
             );
             let log_phi = lambda.clone() + k * log_w.clone() - lambda * log_w.exp();
             let phi = log_phi.exp().detach();
-            ((phi * t.adv * t.lp).neg(), zero)
+            ((phi * adv * lp).neg(), zero)
         }
-        Surrogate::Gpg => ((t.adv * t.lp).neg(), zero),
+        Surrogate::Gpg => ((adv * lp).neg(), zero),
         Surrogate::Dro { beta } => {
-            let pen = t.lr.powi_scalar(2).mul_scalar(0.5 * beta);
-            ((t.adv * t.lp - pen).neg(), zero)
+            let pen = lr.powi_scalar(2).mul_scalar(0.5 * beta);
+            ((adv * lp - pen).neg(), zero)
         }
         Surrogate::ClipCov { ratio, lb, ub } => {
-            let a = t.adv.clone();
-            let l1 = (a.clone() * t.w.clone()).neg();
-            let l2 = (a * t.w.clone().clamp(1.0 - eps_low, 1.0 + eps_high)).neg();
-            let clipped = fl(l2.clone().greater(l1.clone())) * t.mask.clone();
-            let cov = covariance(&t.adv, &t.lp, &t.mask);
-            let in_band = fl(cov.clone().greater_elem(lb)) * fl(cov.lower_elem(ub));
-            let candidates = in_band * t.mask.clone() * clipped.clone().neg().add_scalar(1.0);
-            let cut = random_subset(candidates, &t.mask, ratio);
+            let a = adv.clone();
+            let l1 = (a.clone() * w.clone()).neg();
+            let l2 = (a * w.clone().clamp(1.0 - eps_low, 1.0 + eps_high)).neg();
+            let clipped = fl(l2.clone().greater(l1.clone()), dtype) * mask.clone();
+            let cov = covariance(&adv, &lp, &mask);
+            let in_band = fl(cov.clone().greater_elem(lb), dtype) * fl(cov.lower_elem(ub), dtype);
+            let candidates = in_band * mask.clone() * clipped.clone().neg().add_scalar(1.0);
+            let cut = random_subset(candidates, &mask, ratio);
             let keep = cut.neg().add_scalar(1.0);
             (l1.max_pair(l2) * keep, clipped)
         }
         Surrogate::KlCov { ratio, coef } => {
-            let sel = top_covariance(&t.adv, &t.lp, &t.mask, ratio);
-            let out = (t.adv * t.w).neg() + sel.clone() * t.lr.abs().mul_scalar(coef);
+            let sel = top_covariance(&adv, &lp, &mask, ratio);
+            let out = (adv * w).neg() + sel.clone() * lr.abs().mul_scalar(coef);
             (out, sel)
         }
         Surrogate::DppoTv { ratio_cap } | Surrogate::DppoKl { ratio_cap } => {
-            let tr = t.w.detach().clamp_max(ratio_cap);
-            let (p, p_old) = (t.lp.clone().detach().exp(), t.old.clone().exp());
+            let tr = w.detach().clamp_max(ratio_cap);
+            let (p, p_old) = (lp.clone().detach().exp(), old.clone().exp());
             let valid = match *s {
                 Surrogate::DppoTv { .. } => {
                     let d = p - p_old;
                     select(
-                        fl(d.clone().lower_equal_elem(eps_high)),
-                        fl(d.greater_equal_elem(-eps_low)),
+                        fl(d.clone().lower_equal_elem(eps_high), dtype),
+                        fl(d.greater_equal_elem(-eps_low), dtype),
                     )
                 }
                 _ => {
                     let one_minus = |x: Tensor<2>| x.neg().add_scalar(1.0 + 1e-8);
-                    let bkl = p_old.clone() * (t.old.clone() - t.lp.clone().detach())
+                    let bkl = p_old.clone() * (old.clone() - lp.clone().detach())
                         + one_minus(p_old.clone()).add_scalar(-1e-8)
                             * (one_minus(p_old.clone()).log() - one_minus(p.clone()).log());
                     let or = |a: Tensor<2>, b: Tensor<2>| (a + b).clamp_max(1.0);
                     select(
                         or(
-                            fl(bkl.clone().lower_equal_elem(eps_high)),
-                            fl(p.clone().lower_equal(p_old.clone())),
+                            fl(bkl.clone().lower_equal_elem(eps_high), dtype),
+                            fl(p.clone().lower_equal(p_old.clone()), dtype),
                         ),
                         or(
-                            fl(bkl.lower_equal_elem(eps_low)),
-                            fl(p.greater_equal(p_old)),
+                            fl(bkl.lower_equal_elem(eps_low), dtype),
+                            fl(p.greater_equal(p_old), dtype),
                         ),
                     )
                 }
             };
-            let out = (t.adv * tr * t.lp * valid.clone()).neg();
+            let out = (adv * tr * lp * valid.clone()).neg();
             (out, valid.neg().add_scalar(1.0))
         }
     }
