@@ -162,7 +162,7 @@ impl Reward for CommandReward {
 }
 
 impl Drop for CommandReward {
-    /// Ends the process (closing its stdin first lets a well-behaved one exit by itself).
+    /// Kills the process and reaps it (no zombie, no pipe left open).
     fn drop(&mut self) {
         if let Ok(io) = self.io.get_mut() {
             let _ = io.child.kill();

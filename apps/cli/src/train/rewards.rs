@@ -49,17 +49,19 @@ impl RunRewards {
         (self.specs.iter()).any(|s| matches!(s, RewardSpec::Likelihood { .. }))
     }
 
-    /// Before each RL step: makes or syncs NOVER's proxy from `policy`.
+    /// Before each RL step: makes or syncs NOVER's proxy from `policy` (one proxy, stepped
+    /// once per RL step, whatever the number of NOVER rewards; the first one's `sync_every`).
     pub fn step(&mut self, policy: &HybridModel) {
-        for s in &self.specs {
-            if let RewardSpec::Nover { sync_every, .. } = s {
-                match &mut self.proxy {
-                    Some(p) => {
-                        p.step(policy);
-                    }
-                    None => self.proxy = Some(ProxyModel::new(policy, *sync_every)),
-                }
+        let sync_every = self.specs.iter().find_map(|s| match s {
+            RewardSpec::Nover { sync_every, .. } => Some(*sync_every),
+            _ => None,
+        });
+        match (&mut self.proxy, sync_every) {
+            (_, None) => {}
+            (Some(p), Some(_)) => {
+                p.step(policy);
             }
+            (None, Some(n)) => self.proxy = Some(ProxyModel::new(policy, n)),
         }
     }
 
