@@ -6,9 +6,9 @@
 # default: Debian's binaryen 108 produced a module whose externref table fails to initialise,
 # "WebAssembly.Table.set(): Argument 1 is invalid for table").
 #
-#   web/build.sh            release profile (default: smallest and fastest .wasm)
-#   web/build.sh --dev      dev profile (the workspace's dev profile compiles dependencies
-#                           at opt-level 2; much quicker to build, used by web/test.sh)
+#   web/build.sh            the `web` profile (default; what the page ships: built for size,
+#                           no symbol names — see Cargo.toml)
+#   web/build.sh --dev      dev profile (debug assertions on; for working on the page)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,8 +39,8 @@ fi
 
 t0=$(date +%s)
 if [[ $profile == release ]]; then
-  cargo build -p sluice-web --lib --target wasm32-unknown-unknown --release
-  out_dir=release
+  cargo build -p sluice-web --lib --target wasm32-unknown-unknown --profile web
+  out_dir=web
 else
   cargo build -p sluice-web --lib --target wasm32-unknown-unknown
   out_dir=debug
@@ -63,7 +63,7 @@ else
   echo "web/build.sh: wasm-opt not run (SLUICE_WASM_OPT=1 runs it when installed)" >&2
 fi
 
-cp web/static/index.html web/static/main.js web/static/worker.js "$dist/"
+cp web/static/index.html web/static/main.js web/static/chart.js web/static/worker.js "$dist/"
 for f in config.json model.safetensors tokenizer.json tokenizer_config.json; do
   if [[ -f "assets/demo-model/$f" ]]; then cp "assets/demo-model/$f" "$dist/demo-model/"; fi
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The browser test, one command: installs headless Chromium if missing (Debian, as root),
-# builds web/dist (web/build.sh; dev profile unless SLUICE_WEB_PROFILE=release), gets the
+# builds web/dist (web/build.sh: the shipped, size-built engine unless SLUICE_WEB_PROFILE=dev;
+# its size is checked against the 15 MB budget), gets the
 # native greedy ids of the demo model from `sluice generate` (pinned to lavapipe unless a
 # Vulkan driver is already pinned), then drives the page in headless Chromium
 # (web/test/browser_test.mjs) and checks ids, training and resume. Exits non-zero on failure.
@@ -30,7 +31,13 @@ if ! command -v node >/dev/null; then
   fi
 fi
 
-if [[ "${SLUICE_WEB_PROFILE:-dev}" == release ]]; then web/build.sh --release; else web/build.sh --dev; fi
+max_wasm=()
+if [[ "${SLUICE_WEB_PROFILE:-release}" == dev ]]; then
+  web/build.sh --dev
+else
+  web/build.sh --release
+  max_wasm=(--max-wasm-bytes 15000000)
+fi
 
 # Native greedy ids (and timings) of the same model.
 if [[ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]] && ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
@@ -54,7 +61,9 @@ native=web/dist/native.json
   echo "}"
 } > "$native"
 
-node web/test/browser_test.mjs --dist web/dist --native "$native" --browser "$chromium"
+# Screenshots of each moment are kept for CI in target/screenshots/web/.
+node web/test/browser_test.mjs --dist web/dist --native "$native" --browser "$chromium" \
+  --shots "${CARGO_TARGET_DIR:-target}/screenshots/web" "${max_wasm[@]}"
 
 if command -v firefox-esr >/dev/null || command -v firefox >/dev/null; then
   echo "web/test.sh: Firefox is installed, but this test drives Chromium only" >&2

@@ -91,6 +91,7 @@ fn every_preset_runs_a_step() {
             &|ids: &[u32]| vocab::decode(ids),
             7,
             &dev,
+            &mut |_| {},
         ))
         .unwrap_or_else(|e| panic!("{preset}: {e}"));
         let rec = rep.to_record();
@@ -156,6 +157,7 @@ fn grpo_raises_the_reward_of_a_toy_task() {
             &|ids: &[u32]| vocab::decode(ids),
             100 + step,
             &dev,
+            &mut |_| {},
         ))
         .unwrap();
         rewards_seen.push(rep.score_mean);
@@ -218,6 +220,7 @@ fn lora_grpo_uses_the_base_as_its_reference() {
             &|ids: &[u32]| vocab::decode(ids),
             step,
             &dev,
+            &mut |_| {},
         ))
         .unwrap();
         kls.push(rep.to_record()["kl"].as_f64().unwrap());

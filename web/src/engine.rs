@@ -16,6 +16,7 @@ use sluice::model::tokenizer::Tokenizer;
 use sluice::model::weights::{Buffer, Weights};
 use sluice::model::{Config, HybridModel};
 use sluice::rl::step::RlConfig;
+use sluice::train::{Stage, format};
 
 /// A message for the page (every error here ends up as text in the UI).
 pub type Error = String;
@@ -323,18 +324,23 @@ impl Engine {
         Ok(self.info())
     }
 
-    /// One training step's record (`phase`, `step`, `loss`, `reward`, `kl`, ... and
-    /// `step_ms`), or `None` when the run is over.
-    pub async fn train_step(&mut self) -> Result<Option<Value>, Error> {
+    /// One training step's record (`phase`, `step`, `loss`, `reward`, `kl`, ...,
+    /// `step_ms`, and `line`: the record as one log line), or `None` when the run is over.
+    /// `on_stage` hears where the step is (rollout, update).
+    pub async fn train_step(
+        &mut self,
+        on_stage: &mut dyn FnMut(Stage),
+    ) -> Result<Option<Value>, Error> {
         let clock = self.clock;
         let demo = self
             .demo
             .as_mut()
             .ok_or("no training run (start one first)")?;
         let t0 = clock();
-        let rec = demo.step_async().await.map_err(|e| e.to_string())?;
+        let rec = demo.step_with(on_stage).await.map_err(|e| e.to_string())?;
         Ok(rec.map(|mut r| {
             r["step_ms"] = json!(clock() - t0);
+            r["line"] = json!(format::record_line(&r, &format::LOG_KEYS));
             r
         }))
     }

@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use js_sys::{Array, Function, Promise, Uint8Array};
 use serde_json::{Value, json};
 use sluice::model::generate::Sampling;
+use sluice::train::Stage;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -195,11 +196,25 @@ impl Session {
         })
     }
 
-    /// One training step → its JSON record, or `null` when the run is over.
+    /// One training step → its JSON record, or `null` when the run is over;
+    /// `on_stage(name, completions)` hears each part of the step begin (`"rollout"` with the
+    /// number of completions being sampled, `"update"` with 0).
     #[wasm_bindgen(js_name = trainStep)]
-    pub fn train_step(&self) -> Promise {
-        with_engine(&self.engine, |mut e| async move {
-            let r = e.train_step().await;
+    pub fn train_step(&self, on_stage: Function) -> Promise {
+        with_engine(&self.engine, move |mut e| async move {
+            let mut report = |stage: Stage| {
+                let n = match stage {
+                    Stage::Rollout { completions } => completions,
+                    Stage::Update => 0,
+                };
+                // A failing progress callback must not stop training.
+                let _ = on_stage.call2(
+                    &JsValue::NULL,
+                    &JsValue::from_str(stage.name()),
+                    &JsValue::from(n as u32),
+                );
+            };
+            let r = e.train_step(&mut report).await;
             (e, r.map(|v| v.map_or(JsValue::NULL, |v| json_str(&v))))
         })
     }

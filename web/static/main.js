@@ -1,5 +1,8 @@
 // Sluice demo page: UI only; all engine work runs in worker.js. Results are also published
-// on `window.__sluice` (and `document.title`) for the browser test.
+// on `window.__sluice` (and `document.title`) for the browser test: what the page shows
+// (busy states, the step's stage, what the chart drew) is mirrored there.
+
+import { draw as drawPanels } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 const state = (window.__sluice = {
@@ -8,6 +11,13 @@ const state = (window.__sluice = {
   init: null,
   steps: [],
   evals: [],
+  /** Requests in flight (the busy state). */
+  busy: 0,
+  /** The running step's stage ("rollout", "update", "save") or null. */
+  stage: null,
+  stagesSeen: [],
+  /** What the chart drew last (per panel: title, empty, yLabels, series sizes). */
+  chart: [],
 });
 
 // ---- worker RPC ---------------------------------------------------------------------------
@@ -20,8 +30,8 @@ worker.onmessage = (ev) => {
   const m = ev.data;
   const p = pending.get(m.id);
   if (!p) return;
-  if (m.event === "token") {
-    p.onToken?.(m.token, m.piece);
+  if (m.event) {
+    p.onEvent?.(m);
     return;
   }
   pending.delete(m.id);
@@ -40,12 +50,15 @@ worker.onerror = (e) => {
     "Module workers need Chrome 80+, Safari 15+ or Firefox 114+.");
 };
 
-function call(op, args = {}, onToken) {
+/** One request to the worker; `onEvent` hears its progress events. Buttons that need the
+ *  engine are disabled while any request runs (the worker answers one at a time). */
+function call(op, args = {}, onEvent) {
   const id = nextId++;
+  setBusy(+1);
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject, onToken });
+    pending.set(id, { resolve, reject, onEvent });
     worker.postMessage({ id, op, ...args });
-  });
+  }).finally(() => setBusy(-1));
 }
 
 // ---- status -------------------------------------------------------------------------------
@@ -61,91 +74,140 @@ function fail(text) {
   document.title = "Sluice: error";
 }
 
-function enable(on) {
-  for (const id of ["generate", "train", "step", "evaluate", "download", "folder", "reset"]) {
-    $(id).disabled = !on;
-  }
+const ENGINE_BUTTONS = ["generate", "step", "evaluate", "download", "folder", "reset"];
+
+function setBusy(delta) {
+  state.busy += delta;
+  refreshButtons();
+}
+
+function refreshButtons() {
+  const idle = state.ready && state.busy === 0;
+  for (const id of ENGINE_BUTTONS) $(id).disabled = !idle;
+  $("train").disabled = !state.ready || pausing || (!running && state.busy > 0);
+  $("train").textContent = running
+    ? (pausing ? "Pausing after this step…" : "Pause training")
+    : (state.steps.length ? "Continue training" : "Start training");
 }
 
 const fmt = (x, d = 3) => (typeof x === "number" && Number.isFinite(x) ? x.toFixed(d) : "–");
+const mb = (b) => (b / 1e6).toFixed(1);
 
-// ---- chart (hand-drawn) -------------------------------------------------------------------
+// ---- chart --------------------------------------------------------------------------------
+
+const EVAL_EVERY = 10;
 
 function drawChart() {
-  const c = $("chart");
-  const g = c.getContext("2d");
-  const W = c.width, H = c.height, L = 44, R = 64, T = 12, B = 28;
-  g.clearRect(0, 0, W, H);
-  g.font = "12px system-ui, sans-serif";
   const steps = state.steps;
   const evals = state.evals;
-  const maxStep = Math.max(10, ...steps.map((s) => s.step), ...evals.map((e) => e.step));
-  const x = (s) => L + ((W - L - R) * s) / maxStep;
-  const y = (v) => T + (H - T - B) * (1 - v);
-  const losses = steps.map((s) => s.loss).filter(Number.isFinite);
-  const lossMax = Math.max(1e-6, ...losses.map(Math.abs));
-  const lossMin = Math.min(0, ...losses);
-  const yl = (v) => y((v - lossMin) / (lossMax - lossMin || 1));
-  // Axes and grid.
-  g.strokeStyle = "#dde1e6";
-  g.fillStyle = "#5f6b7a";
-  for (let i = 0; i <= 4; i++) {
-    const v = i / 4;
-    g.beginPath();
-    g.moveTo(L, y(v));
-    g.lineTo(W - R, y(v));
-    g.stroke();
-    g.fillText(v.toFixed(2), 6, y(v) + 4);
-    g.fillText((lossMin + v * (lossMax - lossMin)).toPrecision(2), W - R + 4, y(v) + 4);
-  }
-  g.fillText("step", W - R - 24, H - 8);
-  for (let i = 0; i <= 5; i++) {
-    const s = Math.round((maxStep * i) / 5);
-    g.fillText(String(s), x(s) - 4, H - 8);
-  }
-  const line = (pts, color) => {
-    if (!pts.length) return;
-    g.strokeStyle = color;
-    g.lineWidth = 2;
-    g.beginPath();
-    pts.forEach(([px, py], i) => (i ? g.lineTo(px, py) : g.moveTo(px, py)));
-    g.stroke();
-    g.fillStyle = color;
-    for (const [px, py] of pts) g.fillRect(px - 2, py - 2, 4, 4);
-    g.lineWidth = 1;
-  };
-  line(steps.filter((s) => Number.isFinite(s.loss)).map((s) => [x(s.step), yl(s.loss)]), "#9aa4b1");
-  line(steps.filter((s) => Number.isFinite(s.reward)).map((s) => [x(s.step), y(s.reward)]), "#1a73e8");
-  line(evals.map((e) => [x(e.step), y(e.greedy)]), "#188038");
+  const last = Math.max(0, ...steps.map((s) => s.step), ...evals.map((e) => e.step));
+  const xMax = Math.max(10, Math.ceil(last / 10) * 10);
+  const pts = (key) => steps.filter((s) => Number.isFinite(s[key])).map((s) => [s.step, s[key]]);
+  const nextEval = (Math.floor(last / EVAL_EVERY) + 1) * EVAL_EVERY;
+  state.chart = drawPanels($("chart"), [
+    {
+      title: "reward, accuracy",
+      unit: true,
+      series: [
+        { name: "reward", color: "#1a73e8", points: pts("reward") },
+        { name: "held-out accuracy", color: "#188038", points: evals.map((e) => [e.step, e.greedy]) },
+      ],
+      waiting: "no steps yet: the first point comes after step 1",
+    },
+    { title: "loss", series: [{ name: "loss", color: "#6b7785", points: pts("loss") }],
+      waiting: "no steps yet" },
+    { title: "KL", series: [{ name: "KL", color: "#b06000", points: pts("kl") }],
+      waiting: "no steps yet" },
+  ], xMax);
+  const accHint = evals.length ? "" : ` Held-out accuracy: first measured at step ${nextEval} (or press Evaluate).`;
+  state.chartHint = accHint;
 }
 
 // ---- generate -----------------------------------------------------------------------------
 
 async function generate(prompt, maxNewTokens = 8, temperature = 0) {
   const sampling = temperature > 0 ? JSON.stringify({ temperature, seed: Date.now() % 1e9 }) : "";
-  $("output").textContent = "";
-  const r = await call("generate", { prompt, maxNewTokens, sampling }, (_tok, piece) => {
-    $("output").textContent += piece;
-  });
-  $("output").textContent = r.text ?? r.generated_ids.join(" ");
-  $("timing").textContent =
-    `${r.new_tokens} tokens (${r.stop_reason}); time to first token ${fmt(r.ttft_ms, 1)} ms, ` +
-    `decode ${fmt(r.decode_tokens_per_s, 1)} tok/s; ids ${JSON.stringify(r.generated_ids)}`;
-  return r;
+  const out = $("output");
+  out.textContent = "";
+  out.classList.add("busy");
+  $("timing").textContent = "Reading the prompt (prefill)…";
+  try {
+    const r = await call("generate", { prompt, maxNewTokens, sampling }, (m) => {
+      if (m.event !== "token") return;
+      if (!out.textContent) $("timing").textContent = "Generating…";
+      out.textContent += m.piece;
+    });
+    out.textContent = r.text ?? r.generated_ids.join(" ");
+    $("timing").textContent =
+      `${r.new_tokens} tokens (${r.stop_reason}); time to first token ${fmt(r.ttft_ms, 1)} ms, ` +
+      `decode ${fmt(r.decode_tokens_per_s, 1)} tok/s; ${temperature > 0 ? `sampled at temperature ${temperature}` : "greedy"}; ` +
+      `ids ${JSON.stringify(r.generated_ids)}`;
+    return r;
+  } finally {
+    out.classList.remove("busy");
+  }
 }
 
+$("sample").onchange = () => ($("temperature").disabled = !$("sample").checked);
 $("generate").onclick = () =>
-  generate($("prompt").value, Number($("max-tokens").value) || 8, Number($("temperature").value) || 0)
-    .catch((e) => ($("timing").textContent = `Error: ${e.message}`));
+  generate(
+    $("prompt").value,
+    Number($("max-tokens").value) || 8,
+    $("sample").checked ? Number($("temperature").value) || 0 : 0,
+  ).catch((e) => ($("timing").textContent = `Error: ${e.message}`));
 
 // ---- training -----------------------------------------------------------------------------
 
 let running = false;
+let pausing = false;
+let stageTimer = null;
 
-function logRecord(rec) {
-  const keys = ["phase", "step", "loss", "reward", "kl", "entropy", "response_length", "step_ms"];
-  const line = keys.map((k) => `${k} ${typeof rec[k] === "number" ? fmt(rec[k], 4) : rec[k]}`).join("  ");
-  $("log").textContent = line + "\n" + $("log").textContent;
+function logLine(text) {
+  $("log").textContent = text + "\n" + $("log").textContent;
+}
+
+function evalLine(e) {
+  return `eval  step ${e.step}  held-out accuracy ${fmt(e.greedy, 4)} on ${e.problems} problems` +
+    (Number.isFinite(e.eval_ms) ? `  time ${fmt(e.eval_ms / 1000, 2)} s` : "");
+}
+
+/** Shows where the running step is: stage, what it does, seconds so far. */
+function showStage(step, stage, completions) {
+  state.stage = stage;
+  if (stage && !state.stagesSeen.includes(stage)) state.stagesSeen.push(stage);
+  clearInterval(stageTimer);
+  const bar = $("step-bar");
+  if (!stage) {
+    bar.hidden = true;
+    $("stage").textContent = "";
+    $("stage").classList.remove("busy");
+    return;
+  }
+  const what = {
+    start: "starting",
+    rollout: `rollout: sampling ${completions} completions`,
+    update: "update: scoring, backward pass, optimizer step",
+    save: "saving the run in this browser",
+    evaluate: "evaluating on held-out problems",
+  }[stage] ?? stage;
+  const order = ["start", "rollout", "update", "save"];
+  bar.hidden = false;
+  bar.max = order.length;
+  if (stage === "evaluate") bar.removeAttribute("value");
+  else bar.value = order.indexOf(stage) + 1;
+  const t0 = performance.now();
+  const paint = () =>
+    ($("stage").textContent = `step ${step} · ${what} · ${fmt((performance.now() - t0) / 1000, 1)} s`);
+  paint();
+  $("stage").classList.add("busy");
+  stageTimer = setInterval(paint, 200);
+}
+
+function runBanner() {
+  const last = state.steps.at(-1);
+  if (!last) return;
+  setStatus(`Training run at step ${last.step} (${last.phase}).` +
+    (state.evals.length ? ` Held-out accuracy ${fmt(state.evals.at(-1).greedy)} at step ${state.evals.at(-1).step}.` : ""), "ok");
 }
 
 async function ensureRun() {
@@ -158,27 +220,43 @@ async function ensureRun() {
 
 async function trainStep() {
   await ensureRun();
-  const rec = await call("trainStep");
+  const step = (state.steps.at(-1)?.step ?? 0) + 1;
+  showStage(step, "start", 0);
+  let rec;
+  try {
+    rec = await call("trainStep", {}, (m) => m.event === "stage" && showStage(step, m.stage, m.completions));
+  } finally {
+    showStage(step, null);
+  }
   if (!rec) {
     running = false;
     $("train-status").textContent = "The run is over.";
     return null;
   }
   state.steps.push(rec);
-  logRecord(rec);
+  logLine(rec.line);
   $("train-status").textContent =
-    `step ${rec.step}: ${fmt(rec.step_ms / 1000, 2)} s` + (rec.saved ? `, saved (${fmt(rec.save_ms, 0)} ms)` : "");
+    `step ${rec.step} took ${fmt(rec.step_ms / 1000, 2)} s` + (rec.saved ? `, saved in this browser (${fmt(rec.save_ms / 1000, 2)} s)` : "") +
+    "." + (state.chartHint || "");
+  runBanner();
   drawChart();
   return rec;
 }
 
 async function evaluate() {
   await ensureRun();
-  $("train-status").textContent = "Evaluating on held-out problems…";
-  const e = await call("evaluate");
+  showStage(state.steps.at(-1)?.step ?? 0, "evaluate", 0);
+  let e;
+  try {
+    e = await call("evaluate");
+  } finally {
+    showStage(0, null);
+  }
   state.evals.push(e);
+  logLine(evalLine(e));
   $("train-status").textContent =
     `held-out greedy accuracy ${fmt(e.greedy)} on ${e.problems} problems at step ${e.step} (${fmt(e.eval_ms / 1000, 1)} s)`;
+  runBanner();
   drawChart();
   return e;
 }
@@ -187,24 +265,36 @@ $("step").onclick = () => trainStep().catch((e) => ($("train-status").textConten
 $("evaluate").onclick = () => evaluate().catch((e) => ($("train-status").textContent = `Error: ${e.message}`));
 $("train").onclick = async () => {
   if (running) {
-    running = false;
-    $("train").textContent = "Start training";
+    // The step in flight finishes first (a GPU step cannot be interrupted).
+    pausing = true;
+    refreshButtons();
     return;
   }
   running = true;
-  $("train").textContent = "Pause training";
+  refreshButtons();
   try {
-    while (running) {
+    while (running && !pausing) {
       const rec = await trainStep();
-      if (rec && rec.step % 10 === 0) await evaluate();
+      if (rec && rec.step % EVAL_EVERY === 0 && !pausing) await evaluate();
     }
   } catch (e) {
     $("train-status").textContent = `Error: ${e.message}`;
   }
   running = false;
-  $("train").textContent = "Start training";
+  pausing = false;
+  refreshButtons();
 };
 $("autosave").onchange = () => call("setAutosave", { on: $("autosave").checked });
+
+/** Replaces the chart and log with a run's history (after a reload or a loaded folder). */
+function showHistory(history) {
+  state.steps = history.filter((r) => r.kind === "step");
+  state.evals = history.filter((r) => r.kind === "eval");
+  $("log").textContent = "";
+  for (const r of history) logLine(r.kind === "eval" ? evalLine(r) : r.line);
+  drawChart();
+  refreshButtons();
+}
 
 // ---- checkpoints --------------------------------------------------------------------------
 
@@ -226,7 +316,7 @@ $("download").onclick = async () => {
 
 $("folder").onchange = async (ev) => {
   const wanted = new Set(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-    "optimizer.safetensors", "trainer_state.json", "reference.safetensors"]);
+    "optimizer.safetensors", "trainer_state.json", "reference.safetensors", "metrics.jsonl"]);
   const picked = [...ev.target.files].filter((f) => wanted.has(f.name));
   try {
     if (!picked.some((f) => f.name === "config.json") || !picked.some((f) => f.name === "model.safetensors")) {
@@ -234,11 +324,9 @@ $("folder").onchange = async (ev) => {
     }
     const files = await Promise.all(picked.map(async (f) => [f.name, new Uint8Array(await f.arrayBuffer())]));
     const info = await call("loadFiles", { files });
-    state.steps = [];
-    state.evals = [];
-    drawChart();
+    showHistory(info.history || []);
     $("ckpt-status").textContent = info.training
-      ? `Resumed the run at step ${info.training.step}.`
+      ? `Resumed the run at step ${info.training.step}${info.history?.length ? " with its history" : ""}; press Continue training to go on.`
       : `Loaded a model (${info.layers} layers, hidden ${info.hidden}, vocab ${info.vocab}${info.tokenizer ? "" : ", no tokenizer: prompts are token ids"}).`;
   } catch (e) {
     $("ckpt-status").textContent = `Error: ${e.message}`;
@@ -249,14 +337,42 @@ $("reset").onclick = async () => {
   running = false;
   try {
     await call("loadDemo");
-    state.steps = [];
-    state.evals = [];
-    drawChart();
+    showHistory([]);
+    setStatus("Demo model loaded; the stored run is gone.", "ok");
+    $("train-status").textContent = "";
     $("ckpt-status").textContent = "Back to the demo model; the stored run is gone.";
   } catch (e) {
     $("ckpt-status").textContent = `Error: ${e.message}`;
   }
 };
+
+// ---- device -------------------------------------------------------------------------------
+
+function showDevice(r) {
+  const a = r.adapter;
+  const e = r.engineAdapter;
+  const name = [a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || e.name || "(no name)";
+  $("device-summary").textContent = `${name}${a.isFallbackAdapter ? " (a CPU fallback adapter)" : ""}`;
+  const rows = [
+    ["adapter", name],
+    ["CPU fallback", a.isFallbackAdapter ? "yes (software rendering: slow)" : "no"],
+    ["engine backend", `${e.backend ?? "?"}, ${e.device_type ?? "?"}`],
+    ["engine adapter", [e.name, e.driver].filter(Boolean).join(", ") || "–"],
+    ...Object.entries(a.limits).map(([k, v]) => [k, v >= 2 ** 20 ? `${v} (${mb(v)} MB)` : String(v)]),
+    ["features", a.features.join(", ") || "none"],
+    ["engine download", `${mb(r.wasmBytes)} MB in ${fmt(r.downloadMs / 1000, 1)} s`],
+  ];
+  const table = $("device-table");
+  table.replaceChildren(...rows.map(([k, v]) => {
+    const tr = document.createElement("tr");
+    for (const text of [k, v]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  }));
+}
 
 // ---- start --------------------------------------------------------------------------------
 
@@ -266,27 +382,35 @@ async function start() {
       "Safari 26+ or Firefox with WebGPU enabled; headless Chromium needs --enable-unsafe-webgpu.");
     return;
   }
-  setStatus("Initialising WebGPU and loading the model…");
+  setStatus("Downloading the engine…");
   const fresh = new URLSearchParams(location.search).has("fresh");
+  drawChart();
   try {
-    const r = await call("init", { fresh });
+    const r = await call("init", { fresh }, (m) => {
+      if (m.event !== "download") return;
+      const done = m.total && m.loaded >= m.total;
+      $("status").textContent = done
+        ? `Downloaded the engine (${mb(m.loaded)} MB); starting WebGPU and loading the model…`
+        : `Downloading the engine: ${mb(m.loaded)}${m.total ? ` of ${mb(m.total)}` : ""} MB `;
+      if (!done) {
+        const bar = document.createElement("progress");
+        bar.max = m.total || 1;
+        bar.value = m.total ? m.loaded : 0;
+        bar.id = "download-bar";
+        $("status").append(bar);
+      }
+    });
     state.init = r;
-    const a = r.adapter;
-    $("adapter").textContent =
-      `adapter: ${[a.vendor, a.architecture, a.device, a.description].filter(Boolean).join(" / ") || "(no info)"}` +
-      `${a.isFallbackAdapter ? " (fallback adapter: CPU)" : ""}\n` +
-      `wgpu: ${JSON.stringify(r.engineAdapter)}\n` +
-      `limits: ${Object.entries(a.limits).map(([k, v]) => `${k} ${v}`).join(", ")}\nfeatures: ${a.features.join(", ")}`;
+    showDevice(r);
     const t = r.info.training;
+    state.ready = true;
+    showHistory(r.history || []);
     setStatus(
-      (t ? `Resumed the stored training run at step ${t.step} (${t.phase}).` : "Demo model loaded.") +
-        ` Ready (${fmt(r.initMs / 1000, 1)} s).`,
+      (t ? `Restored the training run stored in this browser at step ${t.step} (${t.phase}).`
+        : "Demo model loaded.") + ` Ready (${fmt(r.initMs / 1000, 1)} s).`,
       "ok",
     );
-    if (t) $("train-status").textContent = `Stored run resumed at step ${t.step}; training continues from there.`;
-    enable(true);
-    drawChart();
-    state.ready = true;
+    if (t) $("train-status").textContent = `Stored run restored at step ${t.step}: press Continue training (or One step) to go on.`;
     document.title = "Sluice: ready";
   } catch (e) {
     fail(e.message);

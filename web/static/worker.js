@@ -3,7 +3,12 @@
 // checkpoint in the Origin Private File System so a reload resumes it.
 //
 // Page → worker: {id, op, ...args}. Worker → page: {id, ok: true, result} or
-// {id, ok: false, error}; while generating also {id, event: "token", token, piece}.
+// {id, ok: false, error}; while working also events: {id, event: "token", token, piece}
+// (generation), {id, event: "stage", stage, completions} (a training step's parts) and
+// {id, event: "download", what, loaded, total} (bytes fetched so far; total 0 if unknown).
+//
+// The run's history (step records and evaluations) is kept beside its checkpoint in OPFS as
+// metrics.jsonl, so a reload redraws the chart and the log.
 
 import init, { Session } from "./pkg/sluice_web.js";
 
@@ -17,9 +22,16 @@ const REQUIRED_LIMITS = {
 const MODEL_DIR = "./demo-model/";
 const OPFS_DIR = "sluice-run";
 
+const METRICS_FILE = "metrics.jsonl";
+const WASM_URL = new URL("./pkg/sluice_web_bg.wasm", import.meta.url);
+
 let session = null;
 let autosave = true;
 let queue = Promise.resolve();
+/** The run's history: step records and evaluations (`kind: "step" | "eval"`), oldest first. */
+let history = [];
+/** The OPFS folder holding the stored run, once one is saved. */
+let storedName = null;
 
 /** Checks WebGPU and the adapter's limits; throws a message naming what is missing. */
 async function checkWebGpu() {
@@ -78,18 +90,44 @@ async function writeFile(dir, name, bytes) {
   await w.close();
 }
 
-/** Saves checkpoint files as a new folder, then points `current` at it, then prunes. */
+const metricsBytes = () => new TextEncoder().encode(history.map((r) => JSON.stringify(r) + "\n").join(""));
+
+/** The history from a metrics.jsonl file's bytes (torn or foreign lines are skipped). */
+function parseMetrics(bytes) {
+  const out = [];
+  for (const line of new TextDecoder().decode(bytes).split("\n")) {
+    try {
+      const r = JSON.parse(line);
+      if (r && (r.kind === "step" || r.kind === "eval")) out.push(r);
+    } catch {
+      // a torn line
+    }
+  }
+  return out;
+}
+
+/** Saves checkpoint files and the history as a new folder, then points `current` at it,
+ *  then prunes. */
 async function saveToOpfs(files, tag) {
   const root = await opfsRoot();
   if (!root) throw new Error("this browser has no Origin Private File System");
   const name = `ckpt-${tag}-${Date.now()}`;
   const dir = await root.getDirectoryHandle(name, { create: true });
   for (const [file, bytes] of files) await writeFile(dir, file, bytes);
+  await writeFile(dir, METRICS_FILE, metricsBytes());
   await writeFile(root, "current", new TextEncoder().encode(name));
   for await (const [entry] of root.entries()) {
     if (entry !== name && entry !== "current") await root.removeEntry(entry, { recursive: true });
   }
+  storedName = name;
   return name;
+}
+
+/** Rewrites the stored run's history (after an evaluation, which changes no weights). */
+async function saveMetrics() {
+  const root = await opfsRoot();
+  if (!root || !storedName) return;
+  await writeFile(await root.getDirectoryHandle(storedName), METRICS_FILE, metricsBytes());
 }
 
 /** The stored checkpoint's files, or null. */
@@ -112,6 +150,7 @@ async function loadFromOpfs() {
 }
 
 async function clearOpfs() {
+  storedName = null;
   if (!navigator.storage || !navigator.storage.getDirectory) return;
   const root = await navigator.storage.getDirectory();
   try {
@@ -123,13 +162,38 @@ async function clearOpfs() {
 
 // ---- requests ---------------------------------------------------------------------------
 
-async function fetchBytes(url, optional = false) {
+/** The body of `url`, reporting progress as `download` events of request `id`. */
+async function fetchBytes(url, { optional = false, id = null, what = "" } = {}) {
   const r = await fetch(url);
   if (!r.ok) {
     if (optional) return null;
     throw new Error(`fetching ${url}: HTTP ${r.status}`);
   }
-  return new Uint8Array(await r.arrayBuffer());
+  const total = Number(r.headers.get("content-length")) || 0;
+  if (id == null || !r.body) return new Uint8Array(await r.arrayBuffer());
+  const parts = [];
+  let loaded = 0;
+  let last = 0;
+  const reader = r.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    loaded += value.length;
+    const now = performance.now();
+    if (now - last > 100) {
+      last = now;
+      postMessage({ id, event: "download", what, loaded, total });
+    }
+  }
+  postMessage({ id, event: "download", what, loaded, total: total || loaded });
+  const out = new Uint8Array(loaded);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 async function loadDemoModel() {
@@ -139,7 +203,7 @@ async function loadDemoModel() {
       return r.text();
     }),
     fetchBytes(MODEL_DIR + "model.safetensors"),
-    fetchBytes(MODEL_DIR + "tokenizer.json", true),
+    fetchBytes(MODEL_DIR + "tokenizer.json", { optional: true }),
   ]);
   return JSON.parse(await session.loadModel(config, weights, tokenizer ?? undefined));
 }
@@ -149,11 +213,19 @@ async function persist(tag) {
   return saveToOpfs(files, tag);
 }
 
+/** Splits loaded files into the engine's and the history. */
+function takeMetrics(files) {
+  const m = files.find(([n]) => n === METRICS_FILE);
+  return { files: files.filter(([n]) => n !== METRICS_FILE), metrics: m ? parseMetrics(m[1]) : [] };
+}
+
 const ops = {
-  async init({ fresh }) {
+  async init({ id, fresh }) {
     const adapter = await checkWebGpu();
     const t0 = performance.now();
-    await init();
+    const wasm = await fetchBytes(WASM_URL, { id, what: "engine" });
+    const downloadMs = performance.now() - t0;
+    await init({ module_or_path: wasm });
     session = await Session.create();
     const engineAdapter = JSON.parse(session.adapter);
     let resumed = null;
@@ -162,8 +234,11 @@ const ops = {
     const stored = await loadFromOpfs().catch(() => null);
     if (stored) {
       try {
-        info = JSON.parse(await session.restore(stored.files));
+        const { files, metrics } = takeMetrics(stored.files);
+        info = JSON.parse(await session.restore(files));
         resumed = stored.name;
+        storedName = stored.name;
+        history = metrics;
       } catch (e) {
         // A stale or broken stored run must not block the demo.
         console.warn("ignoring the stored checkpoint:", e);
@@ -171,7 +246,16 @@ const ops = {
       }
     }
     if (!info) info = await loadDemoModel();
-    return { adapter, engineAdapter, info, resumed, initMs: performance.now() - t0 };
+    return {
+      adapter,
+      engineAdapter,
+      info,
+      resumed,
+      history,
+      wasmBytes: wasm.length,
+      downloadMs,
+      initMs: performance.now() - t0,
+    };
   },
 
   async generate({ id, prompt, maxNewTokens, sampling }) {
@@ -184,15 +268,20 @@ const ops = {
 
   async trainStart({ settings, fromScratch }) {
     const info = JSON.parse(await session.trainStart(settings || "", Boolean(fromScratch)));
+    history = [];
     if (autosave) info.saved = await persist("step0");
     return info;
   },
 
-  async trainStep() {
-    const out = await session.trainStep();
+  async trainStep({ id }) {
+    const out = await session.trainStep((stage, completions) =>
+      postMessage({ id, event: "stage", stage, completions }),
+    );
     if (out == null) return null;
-    const rec = JSON.parse(out);
+    const rec = { kind: "step", ...JSON.parse(out) };
+    history.push(rec);
     if (autosave) {
+      postMessage({ id, event: "stage", stage: "save", completions: 0 });
       const t0 = performance.now();
       rec.saved = await persist(`step${rec.step}`);
       rec.save_ms = performance.now() - t0;
@@ -201,21 +290,30 @@ const ops = {
   },
 
   async evaluate() {
-    return JSON.parse(await session.evaluate());
+    const e = { kind: "eval", ...JSON.parse(await session.evaluate()) };
+    history.push(e);
+    if (autosave) await saveMetrics();
+    return e;
   },
 
   async checkpoint() {
-    return session.checkpointFiles();
+    const files = await session.checkpointFiles();
+    if (history.length) files.push([METRICS_FILE, metricsBytes()]);
+    return files;
   },
 
   async loadFiles({ files }) {
-    const info = JSON.parse(await session.restore(files));
+    const { files: engineFiles, metrics } = takeMetrics(files);
+    const info = JSON.parse(await session.restore(engineFiles));
+    history = info.training ? metrics : [];
     if (autosave && info.training) info.saved = await persist("loaded");
+    info.history = history;
     return info;
   },
 
   async loadDemo() {
     await clearOpfs();
+    history = [];
     return loadDemoModel();
   },
 

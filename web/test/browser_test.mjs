@@ -1,17 +1,21 @@
 // Browser test of the Sluice demo page: serves web/dist on 127.0.0.1, drives headless
 // Chromium over the DevTools protocol (--remote-debugging-pipe; no npm packages), and checks
-// that the page's greedy ids equal the native ones, that two training steps run with a
-// changing finite loss, and that a reload resumes the run from OPFS at step 3.
+// what a user sees: the engine download and its size, empty charts that say what they wait
+// for, the page's own example answered right with the Generate button busy meanwhile, the
+// page's greedy ids equal to the native ones, training through the Start/Pause button with
+// the step's stages shown and a pause that waits for the step, charts and log that read
+// right, and a reload that restores the run, its chart and its log from OPFS and goes on.
+// Screenshots of each moment go to --shots (1-loaded, 2-generated, 3-training, 4-reloaded).
 //
 //   node web/test/browser_test.mjs --dist web/dist --native native.json [--browser PATH]
-//       [--screenshot PATH]
+//       [--shots DIR] [--max-wasm-bytes N]
 //
 // native.json: {"<prompt>": {"generated_ids": [...], "prefill_s": .., "decode_tokens_per_s": ..}}.
 // Exits non-zero on the first failed check.
 
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve } from "node:path";
 
@@ -24,7 +28,8 @@ const args = Object.fromEntries(
 const dist = resolve(args.dist || "web/dist");
 const native = JSON.parse(readFileSync(args.native, "utf8"));
 const browserPath = args.browser || "/usr/lib/chromium/chromium";
-const screenshot = args.screenshot || join(dist, "screenshot.png");
+const shotsDir = resolve(args.shots || join(dist, "screenshots"));
+const maxWasm = args["max-wasm-bytes"] ? Number(args["max-wasm-bytes"]) : null;
 const prompts = Object.keys(native);
 
 const log = (...a) => console.log("browser-test:", ...a);
@@ -196,23 +201,72 @@ try {
     throw new Error(`the page was not ready after ${timeoutS} s`);
   };
 
-  // 1. Fresh start (?fresh clears any stored run).
+  const shot = async (name) => {
+    await evaluate("new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 200)))");
+    const r = await cdp.send("Page.captureScreenshot", { format: "png", captureBeyondViewport: true }, s);
+    const path = join(shotsDir, name);
+    writeFileSync(path, Buffer.from(r.data, "base64"));
+    log(`screenshot: ${path}`);
+  };
+  const waitFor = async (expr, timeoutS, what) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < timeoutS * 1000) {
+      if (await evaluate(expr, 10)) return;
+      await new Promise((ok) => setTimeout(ok, 250));
+    }
+    throw new Error(`timed out after ${timeoutS} s waiting for ${what}`);
+  };
+  const page = async () => JSON.parse(await evaluate(`JSON.stringify({
+    status: document.getElementById("status").textContent,
+    trainStatus: document.getElementById("train-status").textContent,
+    trainButton: document.getElementById("train").textContent,
+    trainDisabled: document.getElementById("train").disabled,
+    log: document.getElementById("log").textContent,
+    chart: __sluice.chart,
+    steps: __sluice.steps.length,
+    stagesSeen: __sluice.stagesSeen,
+  })`));
+  const chartPanel = (p, title) => p.chart.find((c) => c.title === title);
+  mkdirSync(shotsDir, { recursive: true });
+
+  // 1. Fresh start (?fresh clears any stored run): the engine download, empty charts.
   let t0 = Date.now();
   await cdp.send("Page.navigate", { url: url + "?fresh" }, s);
   const init = await waitReady(180);
   log(`ready in ${((Date.now() - t0) / 1000).toFixed(1)} s; adapter ${JSON.stringify(init.adapter.vendor)} ` +
     `${JSON.stringify(init.adapter.architecture)} fallback=${init.adapter.isFallbackAdapter}; wgpu ${JSON.stringify(init.engineAdapter)}`);
   check(!init.info.training, "fresh page starts from the demo model (no stored run)");
+  const wasmBytes = statSync(join(dist, "pkg", "sluice_web_bg.wasm")).size;
+  check(init.wasmBytes === wasmBytes, `the engine was downloaded with progress (${init.wasmBytes} of ${wasmBytes} bytes)`);
+  if (maxWasm) check(wasmBytes <= maxWasm, `the .wasm is ${(wasmBytes / 1e6).toFixed(2)} MB ≤ ${(maxWasm / 1e6).toFixed(1)} MB`);
+  let p = await page();
+  check(p.chart.length === 3 && p.chart.every((c) => c.empty && c.yLabels.length === 0),
+    `empty chart panels draw no axis of nothing: ${JSON.stringify(p.chart)}`);
+  check(await evaluate(`!document.getElementById("device").open && document.querySelectorAll("#device-table tr").length > 4`),
+    "the Device box is a table, collapsed");
+  await shot("1-loaded.png");
 
-  // 2. Greedy generation equals the native ids.
+  // 2. The page's own example: Generate is busy while it runs; the answer is the stated one.
+  const example = JSON.parse(await evaluate(`JSON.stringify([document.getElementById("example-prompt").textContent,
+    document.getElementById("example-answer").textContent, document.getElementById("prompt").value])`));
+  check(example[0] === example[2], `the prompt box holds the example ${example[0]}`);
+  const busy = JSON.parse(await evaluate(`(() => { document.getElementById("generate").click();
+    return JSON.stringify([document.getElementById("generate").disabled, document.getElementById("output").classList.contains("busy")]); })()`));
+  check(busy[0] && busy[1], "while generating, Generate is disabled and the output shows it is busy");
+  await waitFor(`__sluice.busy === 0 && !document.getElementById("output").classList.contains("busy")`, 120, "the example's answer");
+  const answer = await evaluate(`document.getElementById("output").textContent`);
+  check(answer === example[1], `the example ${example[0]} → ${JSON.stringify(answer)} (the page says ${example[1]})`);
+  await shot("2-generated.png");
+
+  // 3. Greedy generation equals the native ids.
   const rows = [];
-  for (const p of prompts) {
-    const r = await evaluate(`sluiceApi.generate(${JSON.stringify(p)}, ${native[p].max_new_tokens ?? 8}).then(JSON.stringify)`, 300);
+  for (const q of prompts) {
+    const r = await evaluate(`sluiceApi.generate(${JSON.stringify(q)}, ${native[q].max_new_tokens ?? 8}).then(JSON.stringify)`, 300);
     const g = JSON.parse(r);
-    rows.push({ prompt: p, browser: g, native: native[p] });
+    rows.push({ prompt: q, browser: g, native: native[q] });
     check(
-      JSON.stringify(g.generated_ids) === JSON.stringify(native[p].generated_ids),
-      `${p} greedy ids in the browser ${JSON.stringify(g.generated_ids)} (text ${JSON.stringify(g.text)}) = native ${JSON.stringify(native[p].generated_ids)}`,
+      JSON.stringify(g.generated_ids) === JSON.stringify(native[q].generated_ids),
+      `${q} greedy ids in the browser ${JSON.stringify(g.generated_ids)} (text ${JSON.stringify(g.text)}) = native ${JSON.stringify(native[q].generated_ids)}`,
     );
   }
 
@@ -221,31 +275,54 @@ try {
     throw new Error("quick");
   }
 
-  // 3. Two training steps: finite, changing loss.
-  const steps = [];
-  for (let i = 0; i < 2; i++) {
-    const r = JSON.parse(await evaluate("sluiceApi.trainStep().then(JSON.stringify)", 600));
-    steps.push(r);
-    log(`train step ${r.step}: loss ${r.loss} reward ${r.reward} kl ${r.kl} entropy ${r.entropy} ` +
-      `(${(r.step_ms / 1000).toFixed(2)} s, OPFS save ${r.save_ms?.toFixed(0)} ms)`);
+  // 4. Train with the button: Start, then Pause during the second step, which finishes first.
+  await evaluate(`document.getElementById("train").click()`);
+  await waitFor("__sluice.steps.length >= 1", 600, "the first training step");
+  await evaluate(`document.getElementById("train").click()`);
+  p = await page();
+  check(p.trainButton === "Pausing after this step…" && p.trainDisabled,
+    `Pause waits for the running step (button: ${JSON.stringify(p.trainButton)}, disabled ${p.trainDisabled})`);
+  await waitFor(`!document.getElementById("train").disabled && __sluice.busy === 0`, 600, "the pause");
+  p = await page();
+  const steps = JSON.parse(await evaluate("JSON.stringify(__sluice.steps)"));
+  const n = steps.length;
+  for (const r of steps) {
+    log(`train step ${r.step}: ${r.line} (OPFS save ${r.save_ms?.toFixed(0)} ms)`);
   }
+  check(n >= 2 && steps.at(-1).step === n, `paused after ${n} steps`);
+  check(p.trainButton === "Continue training", `then the button offers ${JSON.stringify(p.trainButton)}`);
   check(steps.every((r) => Number.isFinite(r.loss)), "training losses are finite");
   check(steps[0].loss !== steps[1].loss, `the loss changed between the steps (${steps[0].loss} → ${steps[1].loss})`);
-  check(steps[1].step === 2, "the run is at step 2");
+  check(["rollout", "update", "save"].every((st) => p.stagesSeen.includes(st)),
+    `the step's stages were shown: ${p.stagesSeen.join(", ")}`);
+  for (const [title, series] of [["reward, accuracy", "reward"], ["loss", "loss"], ["KL", "KL"]]) {
+    const c = chartPanel(p, title);
+    check(c && !c.empty && c.series[series] === n && c.yLabels.length >= 2 &&
+      new Set(c.yLabels).size === c.yLabels.length && c.yLabels.every((l) => !/NaN|Infinity/.test(l)),
+      `chart "${title}" has ${n} ${series} points and distinct labels ${JSON.stringify(c?.yLabels)}`);
+  }
+  const logLines = p.log.trim().split("\n");
+  check(logLines.length === n && !/\bstep \d+\.\d/.test(p.log) && /time \d+\.\d+ s/.test(p.log),
+    `the log reads as a person expects: ${JSON.stringify(logLines[0])}`);
+  check(p.status.includes(`at step ${n}`), `the banner follows the run: ${JSON.stringify(p.status)}`);
+  await shot("3-training.png");
 
-  await evaluate("new Promise((ok) => setTimeout(ok, 300))");
-  const shot = await cdp.send("Page.captureScreenshot", { format: "png", captureBeyondViewport: true }, s);
-  writeFileSync(screenshot, Buffer.from(shot.data, "base64"));
-  log(`screenshot: ${screenshot}`);
-
-  // 4. Reload: the run comes back from OPFS and continues at step 3.
+  // 5. Reload: the run, its chart and its log come back from OPFS; training goes on.
   t0 = Date.now();
   await evaluate("window.__stale = true"); // marks the old document until the new one loads
   await cdp.send("Page.navigate", { url }, s);
   const again = await waitReady(180);
-  check(again.info.training?.step === 2, `after a reload the stored run is resumed at step ${again.info.training?.step}`);
+  check(again.info.training?.step === n, `after a reload the stored run is resumed at step ${again.info.training?.step}`);
+  p = await page();
+  check(p.steps === n && chartPanel(p, "loss").series.loss === n && p.log.trim().split("\n").length === n,
+    `the chart and the log are restored (${p.steps} steps)`);
+  check(p.trainButton === "Continue training" && /press Continue training/.test(p.trainStatus),
+    `the page says how to go on: ${JSON.stringify(p.trainStatus)}`);
+  await shot("4-reloaded.png");
   const r3 = JSON.parse(await evaluate("sluiceApi.trainStep().then(JSON.stringify)", 600));
-  check(r3.step === 3 && Number.isFinite(r3.loss), `training continues at step ${r3.step} (loss ${r3.loss})`);
+  check(r3.step === n + 1 && Number.isFinite(r3.loss), `training continues at step ${r3.step} (loss ${r3.loss})`);
+  p = await page();
+  check(p.status.includes(`at step ${n + 1}`), `the banner follows: ${JSON.stringify(p.status)}`);
 
   // Measurements.
   const f = (x, d = 1) => (typeof x === "number" ? x.toFixed(d) : "-");
@@ -255,6 +332,7 @@ try {
       `decode browser ${f(browser.decode_tokens_per_s)} tok/s vs native ${f(n.decode_tokens_per_s)} tok/s`);
   }
   const ms = [...steps, r3].map((r) => r.step_ms);
+  log(`  engine download: ${(init.wasmBytes / 1e6).toFixed(2)} MB in ${(init.downloadMs / 1000).toFixed(2)} s`);
   log(`  training: ${ms.map((m) => (m / 1000).toFixed(2)).join(", ")} s per step ` +
     `(${(1000 / (ms.slice(1).reduce((a, b) => a + b, 0) / (ms.length - 1))).toFixed(3)} steps/s after the first)`);
   writeFileSync(join(dist, "browser-test.json"), JSON.stringify({ init, rows, steps: [...steps, r3] }, null, 1));

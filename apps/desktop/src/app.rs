@@ -30,8 +30,10 @@ pub struct App {
     events: Receiver<Event>,
     script: Script,
     shots: (Sender<Arc<ColorImage>>, Receiver<Arc<ColorImage>>),
-    shot_path: Option<PathBuf>,
-    saved_shot: Option<PathBuf>,
+    /// The screenshot being taken: where it goes and what the window showed.
+    shot_path: Option<(PathBuf, Value)>,
+    /// Screenshots written, each with what the window showed (for the exit summary).
+    saved_shots: Vec<Value>,
     outcome: Arc<Mutex<Outcome>>,
 }
 
@@ -58,7 +60,7 @@ impl App {
             script,
             shots: channel(),
             shot_path: None,
-            saved_shot: None,
+            saved_shots: Vec::new(),
             outcome,
         };
         let load = app.state.load_demo();
@@ -82,9 +84,7 @@ impl App {
 
     fn publish(&self) {
         if let Ok(mut o) = self.outcome.lock() {
-            o.summary = self
-                .state
-                .summary(self.saved_shot.as_deref(), self.device.shared);
+            o.summary = self.state.summary(&self.saved_shots, self.device.shared);
             o.worker_done = matches!(self.state.shutdown, Shutdown::Done(_));
         }
     }
@@ -105,11 +105,14 @@ impl App {
 
     fn take_screenshots(&mut self) {
         while let Ok(img) = self.shots.1.try_recv() {
-            let Some(path) = self.shot_path.take() else {
+            let Some((path, mut shown)) = self.shot_path.take() else {
                 continue;
             };
             match crate::shot::save_png(&img, &path) {
-                Ok(()) => self.saved_shot = Some(path),
+                Ok(()) => {
+                    shown["path"] = path.display().to_string().into();
+                    self.saved_shots.push(shown);
+                }
                 Err(e) => self.state.train_error = Some(format!("screenshot: {e}")),
             }
             self.script.screenshot_taken();
@@ -119,6 +122,12 @@ impl App {
 
     fn run_script(&mut self, ctx: &egui::Context) {
         match self.script.next(&self.state) {
+            Some(Action::ShowTab(t)) => self.tab = t,
+            Some(Action::Generate(prompt)) => {
+                self.state.chat.prompt = prompt;
+                let cmd = self.state.generate();
+                self.send_result(cmd);
+            }
             Some(Action::StartTraining(n)) => {
                 self.state.form.max_steps = n;
                 let cmd = if self.script.resume {
@@ -129,7 +138,7 @@ impl App {
                 self.send_result(cmd);
             }
             Some(Action::Screenshot(path)) => {
-                self.shot_path = Some(path);
+                self.shot_path = Some((path, self.state.shown(self.tab)));
                 let tx = self.shots.0.clone();
                 let ctx2 = ctx.clone();
                 ctx.request_screenshot(move |img| {

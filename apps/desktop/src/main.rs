@@ -3,6 +3,7 @@
 
 mod app;
 mod device_info;
+mod plots;
 mod protocol;
 mod script;
 mod shot;
@@ -22,7 +23,7 @@ use eframe::{egui, egui_wgpu};
 use crate::app::{App, Outcome};
 use crate::device_info::DeviceInfo;
 use crate::protocol::Command;
-use crate::script::Script;
+use crate::script::{Plan, Script};
 use crate::state::{AppState, TrainForm, parse_preset, parse_task};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,9 +53,14 @@ struct Args {
     /// Task of the demo run (sort, sort:N, addition, addition:N).
     #[arg(long)]
     task: Option<String>,
-    /// Save a PNG screenshot of the window once the scripted work is done.
-    #[arg(long, value_name = "PATH")]
-    screenshot: Option<PathBuf>,
+    /// Save PNG screenshots of the window here at the key moments: loaded.png (the model is
+    /// loaded), generated.png (after --prompt), training.png (after --demo-steps); with
+    /// --resume they are named restart-*.png.
+    #[arg(long, value_name = "DIR")]
+    screenshot_dir: Option<PathBuf>,
+    /// Ask the loaded model this in the Chat panel (before any training).
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
     /// Close the window once the scripted work (and screenshot) is done.
     #[arg(long)]
     exit: bool,
@@ -142,8 +148,13 @@ fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("starting the worker thread: {e}"))?;
 
     let outcome = Arc::new(Mutex::new(Outcome::default()));
-    let mut script = Script::new(args.demo_steps, args.screenshot.clone(), args.exit);
-    script.resume = args.resume;
+    let script = Script::new(Plan {
+        screenshot_dir: args.screenshot_dir.clone(),
+        prompt: args.prompt.clone(),
+        demo_steps: args.demo_steps,
+        resume: args.resume,
+        exit: args.exit,
+    });
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Sluice")

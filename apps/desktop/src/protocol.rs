@@ -62,8 +62,11 @@ pub enum Command {
     /// Pause after the current step.
     Pause,
     Resume,
-    /// End the run after the current step (the run stays available for saving).
-    Stop,
+    /// End the run after the current step and save it to the folder (the run stays
+    /// available for saving elsewhere).
+    Stop {
+        checkpoint_dir: PathBuf,
+    },
     SaveCheckpoint(PathBuf),
     /// Restore a run from a checkpoint folder and continue it.
     ResumeFrom {
@@ -119,12 +122,17 @@ pub enum Event {
     GenerationDone {
         tokens: usize,
         seconds: f64,
+        /// Seconds until the first token (prefill included); None when none came.
+        first_token_seconds: Option<f64>,
         stopped: bool,
     },
     GenerationFailed(String),
     TrainingStarted(RunInfo),
     /// A step's record (`Demo::step_async`'s, plus `global_step` and `step_seconds`).
     Step(Value),
+    /// A resumed run's earlier records (steps and evaluations, oldest first, each with
+    /// `kind`: `"step"` or `"eval"`), read from the checkpoint's `metrics.jsonl`.
+    History(Vec<Value>),
     Eval {
         global_step: usize,
         greedy: f64,

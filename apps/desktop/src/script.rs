@@ -1,134 +1,221 @@
-//! Scripted runs from the command line (`--demo-steps`, `--screenshot`, `--exit`): train,
-//! let the final state paint, take the screenshot, close.
+//! Scripted runs from the command line (`--screenshot-dir`, `--prompt`, `--demo-steps`,
+//! `--exit`): wait for the model, screenshot it, ask a question, screenshot the answer,
+//! train, screenshot the curves, close. Each screenshot waits for a few painted frames so
+//! what it shows has caught up with the state.
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 
 use crate::state::{AppState, TrainStatus};
+use crate::ui::Tab;
 
 /// What the app should do this frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    ShowTab(Tab),
+    Generate(String),
     StartTraining(usize),
     Screenshot(PathBuf),
     Close,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Start,
-    Training,
-    /// Frames painted since the work ended.
-    Settle(u32),
-    Shooting,
-    Closing,
-    Done,
+/// One step of the plan.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    WaitModel,
+    Show(Tab),
+    Ask(String),
+    WaitAnswer,
+    Train(usize),
+    WaitTraining,
+    Shot(PathBuf),
+    Close,
 }
 
-/// Frames to paint after the work ends before the screenshot (the plots catch up).
+/// Frames to paint before a screenshot (plots and text catch up).
 const SETTLE_FRAMES: u32 = 3;
 
 /// The scripted run's progress.
 #[derive(Debug, Clone)]
 pub struct Script {
     pub demo_steps: Option<usize>,
-    pub screenshot: Option<PathBuf>,
-    pub exit: bool,
     /// Continue the saved run instead of starting a new one.
     pub resume: bool,
-    stage: Stage,
-    shot_done: bool,
+    plan: VecDeque<Step>,
+    settled: u32,
+    shooting: bool,
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Screenshots go here: `loaded.png`, `generated.png`, `training.png` (`restart-…` when
+    /// resuming).
+    pub screenshot_dir: Option<PathBuf>,
+    pub prompt: Option<String>,
+    pub demo_steps: Option<usize>,
+    pub resume: bool,
+    pub exit: bool,
 }
 
 impl Script {
-    pub fn new(demo_steps: Option<usize>, screenshot: Option<PathBuf>, exit: bool) -> Self {
+    pub fn new(p: Plan) -> Self {
+        let mut plan = VecDeque::new();
+        let prefix = if p.resume { "restart-" } else { "" };
+        let shot = |name: &str, dir: &Option<PathBuf>| {
+            dir.as_deref()
+                .map(|d: &Path| Step::Shot(d.join(format!("{prefix}{name}.png"))))
+        };
+        if p.screenshot_dir.is_some() || p.prompt.is_some() {
+            plan.push_back(Step::WaitModel);
+            plan.push_back(Step::Show(Tab::Chat));
+            plan.extend(shot("loaded", &p.screenshot_dir));
+        }
+        if let Some(q) = &p.prompt {
+            plan.extend([
+                Step::Show(Tab::Chat),
+                Step::Ask(q.clone()),
+                Step::WaitAnswer,
+            ]);
+            plan.extend(shot("generated", &p.screenshot_dir));
+        }
+        if let Some(n) = p.demo_steps.filter(|&n| n > 0) {
+            plan.extend([
+                Step::Show(Tab::Training),
+                Step::Train(n),
+                Step::WaitTraining,
+            ]);
+            plan.extend(shot("training", &p.screenshot_dir));
+        }
+        if p.exit {
+            plan.push_back(Step::Close);
+        }
         Script {
-            demo_steps,
-            screenshot,
-            exit,
-            resume: false,
-            stage: Stage::Start,
-            shot_done: false,
+            demo_steps: p.demo_steps,
+            resume: p.resume,
+            plan,
+            settled: 0,
+            shooting: false,
         }
     }
 
     /// True while the script still has something to do (the app keeps repainting).
     pub fn busy(&self) -> bool {
-        self.stage != Stage::Done
+        !self.plan.is_empty() || self.shooting
     }
 
     /// The screenshot was written (or failed; the failure is reported elsewhere).
     pub fn screenshot_taken(&mut self) {
-        self.shot_done = true;
+        self.shooting = false;
     }
 
     /// Advances one frame.
     pub fn next(&mut self, state: &AppState) -> Option<Action> {
-        match self.stage {
-            Stage::Start => match self.demo_steps {
-                Some(n) if n > 0 => {
-                    self.stage = Stage::Training;
-                    Some(Action::StartTraining(n))
-                }
-                _ => {
-                    self.stage = Stage::Settle(0);
-                    None
-                }
-            },
-            Stage::Training => {
-                if !state.status.is_active() && state.status != TrainStatus::Idle
-                    || state.status == TrainStatus::Idle && state.train_error.is_some()
-                {
-                    self.stage = Stage::Settle(0);
-                }
-                None
-            }
-            Stage::Settle(n) => {
-                if n < SETTLE_FRAMES || state.model_loading {
-                    self.stage = Stage::Settle(n + 1);
+        while !self.shooting {
+            let step = self.plan.front()?.clone();
+            let action = match step {
+                Step::WaitModel if state.model.is_none() && state.model_error.is_none() => {
                     return None;
                 }
-                match &self.screenshot {
-                    Some(p) => {
-                        self.stage = Stage::Shooting;
-                        Some(Action::Screenshot(p.clone()))
+                Step::WaitAnswer if state.is_generating() => return None,
+                Step::WaitTraining if !training_over(state) => return None,
+                Step::WaitModel | Step::WaitAnswer | Step::WaitTraining => None,
+                Step::Show(t) => Some(Action::ShowTab(t)),
+                Step::Ask(q) => Some(Action::Generate(q)),
+                Step::Train(n) => Some(Action::StartTraining(n)),
+                Step::Close => Some(Action::Close),
+                Step::Shot(path) => {
+                    if self.settled < SETTLE_FRAMES || state.model_loading {
+                        self.settled += 1;
+                        return None;
                     }
-                    None => {
-                        self.stage = Stage::Closing;
-                        None
-                    }
+                    self.settled = 0;
+                    self.shooting = true;
+                    Some(Action::Screenshot(path))
                 }
+            };
+            self.plan.pop_front();
+            if action.is_some() {
+                return action;
             }
-            Stage::Shooting => {
-                if self.shot_done {
-                    self.stage = Stage::Closing;
-                }
-                None
-            }
-            Stage::Closing => {
-                self.stage = Stage::Done;
-                self.exit.then_some(Action::Close)
-            }
-            Stage::Done => None,
         }
+        None
     }
+}
+
+/// The scripted training run ended (or failed to start).
+fn training_over(state: &AppState) -> bool {
+    !state.status.is_active() && state.status != TrainStatus::Idle
+        || state.status == TrainStatus::Idle && state.train_error.is_some()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{EndReason, Event, RunInfo};
+    use crate::protocol::{EndReason, Event, ModelInfo, RunInfo};
     use crate::state::TrainForm;
-    use std::path::Path;
 
     fn run(script: &mut Script, state: &AppState, frames: usize) -> Vec<Action> {
         (0..frames).filter_map(|_| script.next(state)).collect()
     }
 
+    fn model() -> ModelInfo {
+        ModelInfo {
+            name: "demo".into(),
+            summary: String::new(),
+            parameters: 1,
+            vocab_size: 14,
+            chat_template: false,
+            load_seconds: 0.1,
+        }
+    }
+
     #[test]
-    fn trains_then_shoots_then_closes() {
+    fn shoots_loaded_asks_trains_shoots_closes() {
         let mut state = AppState::new(TrainForm::tiny(), Path::new("c"));
-        let mut s = Script::new(Some(2), Some("out.png".into()), true);
-        assert_eq!(s.next(&state), Some(Action::StartTraining(2)));
+        let mut s = Script::new(Plan {
+            screenshot_dir: Some("shots".into()),
+            prompt: Some("31415=".into()),
+            demo_steps: Some(2),
+            resume: false,
+            exit: true,
+        });
+        assert!(run(&mut s, &state, 5).is_empty(), "waits for the model");
+        state.apply(Event::ModelLoaded(model()));
+        assert_eq!(run(&mut s, &state, 1), vec![Action::ShowTab(Tab::Chat)]);
+        let acts = run(&mut s, &state, 10);
+        assert_eq!(acts, vec![Action::Screenshot("shots/loaded.png".into())]);
+        assert!(
+            run(&mut s, &state, 5).is_empty(),
+            "waits for the screenshot"
+        );
+        s.screenshot_taken();
+        let acts = run(&mut s, &state, 2);
+        assert_eq!(
+            acts,
+            vec![
+                Action::ShowTab(Tab::Chat),
+                Action::Generate("31415=".into())
+            ]
+        );
+        state.chat.prompt = "31415=".into();
+        state.generate().expect("generate");
+        assert!(run(&mut s, &state, 5).is_empty(), "waits for the answer");
+        state.apply(Event::GenerationDone {
+            tokens: 1,
+            seconds: 0.1,
+            first_token_seconds: Some(0.05),
+            stopped: false,
+        });
+        assert_eq!(
+            run(&mut s, &state, 10),
+            vec![Action::Screenshot("shots/generated.png".into())]
+        );
+        s.screenshot_taken();
+        assert_eq!(
+            run(&mut s, &state, 2),
+            vec![Action::ShowTab(Tab::Training), Action::StartTraining(2)]
+        );
         state.start_training().expect("start");
         state.apply(Event::TrainingStarted(RunInfo {
             task: "sort".into(),
@@ -141,8 +228,10 @@ mod tests {
         }));
         assert!(run(&mut s, &state, 10).is_empty(), "waits for training");
         state.apply(Event::TrainingEnded(EndReason::StepLimit));
-        let acts = run(&mut s, &state, 10);
-        assert_eq!(acts, vec![Action::Screenshot("out.png".into())]);
+        assert_eq!(
+            run(&mut s, &state, 10),
+            vec![Action::Screenshot("shots/training.png".into())]
+        );
         assert!(s.busy());
         s.screenshot_taken();
         assert_eq!(run(&mut s, &state, 5), vec![Action::Close]);
@@ -152,7 +241,7 @@ mod tests {
     #[test]
     fn no_flags_means_no_actions() {
         let state = AppState::new(TrainForm::tiny(), Path::new("c"));
-        let mut s = Script::new(None, None, false);
+        let mut s = Script::new(Plan::default());
         assert!(run(&mut s, &state, 20).is_empty());
         assert!(!s.busy());
     }
@@ -161,8 +250,15 @@ mod tests {
     fn a_failed_start_still_exits() {
         let mut state = AppState::new(TrainForm::tiny(), Path::new("c"));
         state.form.hidden = 3;
-        let mut s = Script::new(Some(2), None, true);
-        assert_eq!(s.next(&state), Some(Action::StartTraining(2)));
+        let mut s = Script::new(Plan {
+            demo_steps: Some(2),
+            exit: true,
+            ..Plan::default()
+        });
+        assert_eq!(
+            run(&mut s, &state, 2),
+            vec![Action::ShowTab(Tab::Training), Action::StartTraining(2)]
+        );
         assert!(state.start_training().is_err());
         assert_eq!(run(&mut s, &state, 10), vec![Action::Close]);
     }

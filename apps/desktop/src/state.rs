@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sluice::demo::run::DemoConfig;
 use sluice::demo::task::Task;
 use sluice::rl::presets::Preset;
+use sluice::train::format;
 
 use crate::protocol::{
     Command, EndReason, Event, GenRequest, ModelInfo, ModelSource, RunInfo, StartFrom,
@@ -228,11 +229,15 @@ impl TrainStatus {
 /// Per-step curves, x = global step.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
-    pub loss: Vec<[f64; 2]>,
+    pub sft_loss: Vec<[f64; 2]>,
+    pub rl_loss: Vec<[f64; 2]>,
     pub reward: Vec<[f64; 2]>,
     pub kl: Vec<[f64; 2]>,
     pub accuracy: Vec<[f64; 2]>,
     pub sampled_accuracy: Vec<[f64; 2]>,
+    /// Seconds per step, SFT and RL apart (their costs differ by an order of magnitude).
+    pub sft_seconds: Vec<f64>,
+    pub rl_seconds: Vec<f64>,
 }
 
 impl Metrics {
@@ -240,6 +245,46 @@ impl Metrics {
         if let Some(y) = y.filter(|y| y.is_finite()) {
             series.push([x, y]);
         }
+    }
+
+    /// Adds a step record (`phase`, `loss`, `reward`, `kl`, `step_seconds`) at `x`.
+    fn add_step(&mut self, x: f64, rec: &Value) {
+        let rl = rec.get("phase").and_then(Value::as_str) == Some("rl");
+        let loss = if rl {
+            &mut self.rl_loss
+        } else {
+            &mut self.sft_loss
+        };
+        Self::push(loss, x, field(rec, "loss"));
+        Self::push(&mut self.reward, x, field(rec, "reward"));
+        Self::push(&mut self.kl, x, field(rec, "kl"));
+        if let Some(t) = field(rec, "step_seconds") {
+            if rl {
+                self.rl_seconds.push(t);
+            } else {
+                self.sft_seconds.push(t);
+            }
+        }
+    }
+
+    fn add_eval(&mut self, x: f64, greedy: f64, sampled: f64) {
+        Self::push(&mut self.accuracy, x, Some(greedy));
+        Self::push(&mut self.sampled_accuracy, x, Some(sampled));
+    }
+
+    /// Every loss point, SFT then RL.
+    pub fn losses(&self) -> impl Iterator<Item = f64> + '_ {
+        self.sft_loss.iter().chain(&self.rl_loss).map(|p| p[1])
+    }
+
+    /// Mean seconds per step of a phase (`"sft"` or `"rl"`).
+    pub fn mean_seconds(&self, rl: bool) -> Option<f64> {
+        let t = if rl {
+            &self.rl_seconds
+        } else {
+            &self.sft_seconds
+        };
+        (!t.is_empty()).then(|| t.iter().sum::<f64>() / t.len() as f64)
     }
 }
 
@@ -278,7 +323,8 @@ pub struct AppState {
     /// Steps run in this session.
     pub steps_this_session: usize,
     pub last_record: Option<Value>,
-    pub step_seconds: Vec<f64>,
+    /// Records restored from a resumed run's checkpoint.
+    pub history_records: usize,
     pub checkpoint_dir: String,
     pub last_checkpoint: Option<PathBuf>,
     pub train_error: Option<String>,
@@ -302,7 +348,7 @@ impl AppState {
             global_step: 0,
             steps_this_session: 0,
             last_record: None,
-            step_seconds: Vec::new(),
+            history_records: 0,
             checkpoint_dir: checkpoint_dir.display().to_string(),
             last_checkpoint: None,
             train_error: None,
@@ -480,7 +526,7 @@ impl AppState {
         self.status = TrainStatus::Starting;
         self.metrics = Metrics::default();
         self.last_record = None;
-        self.step_seconds.clear();
+        self.history_records = 0;
         self.global_step = 0;
     }
 
@@ -505,7 +551,9 @@ impl AppState {
         )
         .then(|| {
             self.status = TrainStatus::Stopping;
-            Command::Stop
+            Command::Stop {
+                checkpoint_dir: PathBuf::from(self.checkpoint_dir.trim()),
+            }
         })
     }
 
@@ -537,9 +585,10 @@ impl AppState {
         }
     }
 
-    pub fn mean_step_seconds(&self) -> Option<f64> {
-        (!self.step_seconds.is_empty())
-            .then(|| self.step_seconds.iter().sum::<f64>() / self.step_seconds.len() as f64)
+    /// True when the checkpoint folder field names a saved run (what "Resume from it" needs).
+    pub fn checkpoint_available(&self) -> bool {
+        let dir = self.checkpoint_dir.trim();
+        !dir.is_empty() && Path::new(dir).join("trainer_state.json").is_file()
     }
 
     /// Window closed: the command that makes the worker save and exit (once).
@@ -582,13 +631,18 @@ impl AppState {
             Event::GenerationDone {
                 tokens,
                 seconds,
+                first_token_seconds,
                 stopped,
             } => {
                 if let Some(turn) = self.chat.pending.take() {
                     self.chat.history.push(turn);
                 }
+                let ttft = first_token_seconds.map_or(String::new(), |t| {
+                    format!("first token after {}, ", format::seconds(t))
+                });
                 self.chat.status = format!(
-                    "{tokens} tokens in {seconds:.2} s ({:.1} tokens/s){}",
+                    "{tokens} tokens in {}: {ttft}{:.1} tokens/s{}",
+                    format::seconds(seconds),
                     tokens as f64 / seconds.max(1e-9),
                     if stopped { ", stopped" } else { "" }
                 );
@@ -613,24 +667,15 @@ impl AppState {
                 let x = field(&rec, "global_step").unwrap_or(self.global_step as f64 + 1.0);
                 self.global_step = x as usize;
                 self.steps_this_session += 1;
-                if let Some(s) = field(&rec, "step_seconds") {
-                    self.step_seconds.push(s);
-                }
-                let m = &mut self.metrics;
-                Metrics::push(&mut m.loss, x, field(&rec, "loss"));
-                Metrics::push(&mut m.reward, x, field(&rec, "reward"));
-                Metrics::push(&mut m.kl, x, field(&rec, "kl"));
+                self.metrics.add_step(x, &rec);
                 self.last_record = Some(rec);
             }
+            Event::History(records) => self.restore_history(&records),
             Event::Eval {
                 global_step,
                 greedy,
                 sampled,
-            } => {
-                let x = global_step as f64;
-                Metrics::push(&mut self.metrics.accuracy, x, Some(greedy));
-                Metrics::push(&mut self.metrics.sampled_accuracy, x, Some(sampled));
-            }
+            } => self.metrics.add_eval(global_step as f64, greedy, sampled),
             Event::Paused => {
                 if self.status.is_active() && self.status != TrainStatus::Stopping {
                     self.status = TrainStatus::Paused;
@@ -671,9 +716,40 @@ impl AppState {
         }
     }
 
-    /// The machine-readable summary printed at exit.
-    pub fn summary(&self, screenshot: Option<&Path>, shared_device: bool) -> Value {
-        let losses: Vec<f64> = self.metrics.loss.iter().map(|p| p[1]).collect();
+    /// Redraws a resumed run's curves from its saved records.
+    fn restore_history(&mut self, records: &[Value]) {
+        self.history_records = records.len();
+        for r in records {
+            let x = field(r, "global_step").unwrap_or(0.0);
+            match r.get("kind").and_then(Value::as_str) {
+                Some("step") => {
+                    self.metrics.add_step(x, r);
+                    self.last_record = Some(r.clone());
+                }
+                Some("eval") => self.metrics.add_eval(
+                    x,
+                    field(r, "greedy").unwrap_or(f64::NAN),
+                    field(r, "sampled").unwrap_or(f64::NAN),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// What the window shows on `tab`: the training status, the plots and the chat line.
+    pub fn shown(&self, tab: crate::ui::Tab) -> Value {
+        json!({
+            "tab": format!("{tab:?}"),
+            "training": self.status.label(),
+            "plots": crate::plots::describe(&crate::plots::plots(self)),
+            "chat_status": self.chat.status,
+            "model": self.model.as_ref().map(|m| m.name.clone()),
+        })
+    }
+
+    /// The machine-readable summary printed at exit (`screenshots`: what each one showed).
+    pub fn summary(&self, screenshots: &[Value], shared_device: bool) -> Value {
+        let losses: Vec<f64> = self.metrics.losses().collect();
         let last = |k: &str| self.last_record.as_ref().and_then(|r| field(r, k));
         let exit = match &self.shutdown {
             Shutdown::Done(e) => e.clone(),
@@ -687,10 +763,19 @@ impl AppState {
             "last_reward": last("reward"),
             "losses": losses,
             "accuracy": self.metrics.accuracy.last().map(|p| p[1]),
-            "mean_step_seconds": self.mean_step_seconds(),
+            "sft_seconds_per_step": self.metrics.mean_seconds(false),
+            "rl_seconds_per_step": self.metrics.mean_seconds(true),
+            "history_records": self.history_records,
+            "plots": crate::plots::describe(&crate::plots::plots(self)),
+            "chat": {
+                "turns": self.chat.history.len(),
+                "last_answer": self.chat.history.last().map(|t| t.assistant.clone()),
+                "status": self.chat.status,
+            },
+            "model": self.model.as_ref().map(|m| m.name.clone()),
             "checkpoint": self.last_checkpoint.as_ref().map(|p| p.display().to_string()),
             "checkpoint_error": exit.error,
-            "screenshot": screenshot.map(|p| p.display().to_string()),
+            "screenshots": screenshots,
             "shared_device": shared_device,
             "error": self.train_error,
         })
@@ -794,12 +879,14 @@ mod tests {
             json!({"phase": "rl", "global_step": 2, "loss": 0.1,
             "reward": 0.25, "kl": null, "step_seconds": 1.5}),
         ));
-        assert_eq!(s.metrics.loss, vec![[1.0, 2.5], [2.0, 0.1]]);
+        assert_eq!(s.metrics.sft_loss, vec![[1.0, 2.5]]);
+        assert_eq!(s.metrics.rl_loss, vec![[2.0, 0.1]]);
         assert_eq!(s.metrics.reward, vec![[2.0, 0.25]]);
         assert!(s.metrics.kl.is_empty());
         assert_eq!(s.global_step, 2);
         assert_eq!(s.progress(), 0.5);
-        assert_eq!(s.mean_step_seconds(), Some(1.0));
+        assert_eq!(s.metrics.mean_seconds(false), Some(0.5));
+        assert_eq!(s.metrics.mean_seconds(true), Some(1.5));
         s.apply(Event::Eval {
             global_step: 2,
             greedy: 0.5,
@@ -807,10 +894,29 @@ mod tests {
         });
         assert_eq!(s.metrics.accuracy, vec![[2.0, 0.5]]);
         assert!(s.metrics.sampled_accuracy.is_empty());
-        let sum = s.summary(None, true);
+        let sum = s.summary(&[], true);
         assert_eq!(sum["steps_done"], 2);
         assert_eq!(sum["last_reward"], 0.25);
         assert_eq!(sum["losses"], json!([2.5, 0.1]));
+    }
+
+    #[test]
+    fn a_resumed_run_redraws_its_history() {
+        let mut s = state();
+        s.start_training().expect("start");
+        s.apply(Event::TrainingStarted(info(1, 3, 2)));
+        s.apply(Event::History(vec![
+            json!({"kind": "eval", "global_step": 0, "greedy": 0.1, "sampled": null}),
+            json!({"kind": "step", "phase": "sft", "global_step": 1, "loss": 2.5}),
+            json!({"kind": "step", "phase": "rl", "global_step": 2, "loss": 0.1, "reward": 0.5}),
+            json!({"kind": "other"}),
+        ]));
+        assert_eq!(s.history_records, 4);
+        assert_eq!(s.metrics.accuracy, vec![[0.0, 0.1]]);
+        assert_eq!(s.metrics.sft_loss, vec![[1.0, 2.5]]);
+        assert_eq!(s.metrics.reward, vec![[2.0, 0.5]]);
+        assert_eq!(s.global_step, 2, "from TrainingStarted");
+        assert_eq!(s.steps_this_session, 0);
     }
 
     #[test]
@@ -828,7 +934,12 @@ mod tests {
         assert!(s.start_training().is_err(), "one run at a time");
         assert_eq!(s.resume(), Some(Command::Resume));
         assert_eq!(s.status, TrainStatus::Running);
-        assert_eq!(s.stop(), Some(Command::Stop));
+        assert_eq!(
+            s.stop(),
+            Some(Command::Stop {
+                checkpoint_dir: PathBuf::from("ckpt")
+            })
+        );
         assert_eq!(s.status, TrainStatus::Stopping);
         // A late Paused event must not undo Stopping.
         s.apply(Event::Paused);
@@ -898,11 +1009,17 @@ mod tests {
         s.apply(Event::GenerationDone {
             tokens: 4,
             seconds: 2.0,
+            first_token_seconds: Some(0.25),
             stopped: true,
         });
         assert!(!s.is_generating());
         assert_eq!(s.chat.history[0].assistant, "1134");
         assert!(s.chat.status.contains("stopped"));
+        assert!(
+            s.chat.status.contains("first token after 0.250 s"),
+            "{}",
+            s.chat.status
+        );
         // The next request carries the history and clears the stop flag.
         let Ok(Command::Generate(req)) = s.generate() else {
             panic!("expected a generate command");
@@ -930,7 +1047,7 @@ mod tests {
             checkpoint: Some("ckpt".into()),
             error: None,
         }));
-        assert_eq!(s.summary(None, false)["checkpoint"], "ckpt");
+        assert_eq!(s.summary(&[], false)["checkpoint"], "ckpt");
     }
 
     #[test]

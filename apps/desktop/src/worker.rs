@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::Device;
-use serde_json::json;
+use serde_json::{Value, json};
 use sluice::demo::run::{Demo, Phase};
 use sluice::model::chat::{ChatOptions, Message};
 use sluice::model::generate::{GenerateOptions, Sampling, generate_streaming_async};
@@ -59,6 +59,43 @@ struct Run {
     active: bool,
     /// Folder and global step of the last save.
     saved: Option<(PathBuf, usize)>,
+    /// Step records and evaluations so far (`kind`: `"step"` | `"eval"`), saved beside the
+    /// checkpoint as [`METRICS_FILE`] so a resumed run redraws its curves.
+    history: Vec<Value>,
+}
+
+/// The run's history in a checkpoint folder (JSON lines).
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// `history` as JSON lines.
+fn metrics_bytes(history: &[Value]) -> Vec<u8> {
+    history
+        .iter()
+        .map(|r| format!("{r}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Splits a checkpoint's files into the run's and its history (torn lines skipped).
+fn take_history(files: Vec<(String, Vec<u8>)>) -> (Vec<(String, Vec<u8>)>, Vec<Value>) {
+    let (metrics, files): (Vec<_>, Vec<_>) =
+        files.into_iter().partition(|(n, _)| n == METRICS_FILE);
+    let history = metrics
+        .iter()
+        .flat_map(|(_, b)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .filter(|r| matches!(r.get("kind").and_then(Value::as_str), Some("step" | "eval")))
+        .collect();
+    (files, history)
+}
+
+fn eval_record(global_step: usize, greedy: f64, sampled: f64) -> Value {
+    json!({"kind": "eval", "global_step": global_step, "greedy": greedy, "sampled": sampled})
 }
 
 /// Steps done by `demo` over both phases.
@@ -230,9 +267,14 @@ impl<N: Notify> Worker<N> {
                     self.send(Event::Resumed);
                 }
             }
-            Command::Stop => {
+            Command::Stop { checkpoint_dir } => {
                 if let Some(r) = self.run.as_mut().filter(|r| r.active) {
                     r.active = false;
+                    match self.save_unsaved(&checkpoint_dir) {
+                        Ok(Some(dir)) => self.send(Event::CheckpointSaved(dir)),
+                        Ok(None) => {}
+                        Err(e) => self.send(Event::CheckpointFailed(e)),
+                    }
                     self.send(Event::TrainingEnded(EndReason::Stopped));
                 }
             }
@@ -306,12 +348,14 @@ impl<N: Notify> Worker<N> {
     fn generate(&mut self, req: &GenRequest) {
         let t0 = Instant::now();
         let mut count = 0usize;
+        let mut first = None;
         let mut stopped = false;
-        let res = self.generate_inner(req, &mut count, &mut stopped);
+        let res = self.generate_inner(req, &mut count, &mut first, &mut stopped);
         match res {
             Ok(()) => self.send(Event::GenerationDone {
                 tokens: count,
                 seconds: t0.elapsed().as_secs_f64(),
+                first_token_seconds: first.map(|t: Instant| (t - t0).as_secs_f64()),
                 stopped,
             }),
             Err(e) => self.send(Event::GenerationFailed(e)),
@@ -322,6 +366,7 @@ impl<N: Notify> Worker<N> {
         &self,
         req: &GenRequest,
         count: &mut usize,
+        first: &mut Option<Instant>,
         stopped: &mut bool,
     ) -> Result<(), String> {
         let chat = self.chat.as_ref().ok_or("no model loaded")?;
@@ -358,6 +403,7 @@ impl<N: Notify> Worker<N> {
         let prompts = [ids];
         let fut = generate_streaming_async(&chat.model, &prompts, 1, &opts, &device, |_, t| {
             *count += 1;
+            first.get_or_insert_with(Instant::now);
             let piece = decoder.push(t);
             if !piece.is_empty() {
                 let _ = self.events.send(Event::Generated(piece));
@@ -385,7 +431,7 @@ impl<N: Notify> Worker<N> {
             StartFrom::LoadedModel => self.demo_from_loaded(req.cfg),
         };
         match demo {
-            Ok(demo) => self.begin(demo, req.max_steps, None),
+            Ok(demo) => self.begin(demo, req.max_steps, None, Vec::new()),
             Err(e) => self.send(Event::TrainingEnded(EndReason::Failed(e))),
         }
     }
@@ -408,10 +454,13 @@ impl<N: Notify> Worker<N> {
     }
 
     fn resume_from(&mut self, dir: &Path, max_steps: Option<usize>) {
-        let res = read_dir_files(dir)
-            .and_then(|files| Demo::restore(files, &self.device).map_err(|e| e.to_string()));
+        let res = read_dir_files(dir).and_then(|files| {
+            let (files, history) = take_history(files);
+            let demo = Demo::restore(files, &self.device).map_err(|e| e.to_string())?;
+            Ok((demo, history))
+        });
         match res {
-            Ok(demo) => self.begin(demo, max_steps, Some(dir.to_path_buf())),
+            Ok((demo, history)) => self.begin(demo, max_steps, Some(dir.to_path_buf()), history),
             Err(e) => self.send(Event::TrainingEnded(EndReason::Failed(format!(
                 "resuming from {}: {e}",
                 dir.display()
@@ -419,7 +468,13 @@ impl<N: Notify> Worker<N> {
         }
     }
 
-    fn begin(&mut self, demo: Demo, max_steps: Option<usize>, resumed_from: Option<PathBuf>) {
+    fn begin(
+        &mut self,
+        demo: Demo,
+        max_steps: Option<usize>,
+        resumed_from: Option<PathBuf>,
+        mut history: Vec<Value>,
+    ) {
         let done = global_step(&demo);
         let info = RunInfo {
             task: demo.task.to_string(),
@@ -433,14 +488,20 @@ impl<N: Notify> Worker<N> {
             resumed_from: resumed_from.clone(),
         };
         self.send(Event::TrainingStarted(info));
+        if !history.is_empty() {
+            self.send(Event::History(history.clone()));
+        }
         // Accuracy before training (fresh runs only: a resumed run has its curve already).
         if done == 0 {
             match pollster::block_on(demo.evaluate_async()) {
-                Ok(e) => self.send(Event::Eval {
-                    global_step: 0,
-                    greedy: e.greedy,
-                    sampled: e.sampled,
-                }),
+                Ok(e) => {
+                    history.push(eval_record(0, e.greedy, e.sampled));
+                    self.send(Event::Eval {
+                        global_step: 0,
+                        greedy: e.greedy,
+                        sampled: e.sampled,
+                    })
+                }
                 Err(e) => {
                     self.send(Event::TrainingEnded(EndReason::Failed(e.to_string())));
                     return;
@@ -453,6 +514,7 @@ impl<N: Notify> Worker<N> {
             paused: false,
             active: true,
             saved: resumed_from.map(|d| (d, done)),
+            history,
         });
     }
 
@@ -467,14 +529,20 @@ impl<N: Notify> Worker<N> {
                 let g = global_step(&run.demo);
                 rec["global_step"] = json!(g);
                 rec["step_seconds"] = json!(t0.elapsed().as_secs_f64());
+                let mut kept = rec.clone();
+                kept["kind"] = json!("step");
+                run.history.push(kept);
                 let mut evs = vec![Event::Step(rec)];
                 if run.demo.eval_due() {
                     match pollster::block_on(run.demo.evaluate_async()) {
-                        Ok(e) => evs.push(Event::Eval {
-                            global_step: g,
-                            greedy: e.greedy,
-                            sampled: e.sampled,
-                        }),
+                        Ok(e) => {
+                            run.history.push(eval_record(g, e.greedy, e.sampled));
+                            evs.push(Event::Eval {
+                                global_step: g,
+                                greedy: e.greedy,
+                                sampled: e.sampled,
+                            })
+                        }
                         Err(e) => evs.push(Event::TrainingEnded(EndReason::Failed(e.to_string()))),
                     }
                 }
@@ -499,8 +567,9 @@ impl<N: Notify> Worker<N> {
 
     fn save(&mut self, dir: &Path) -> Result<(), String> {
         let run = self.run.as_mut().ok_or("no run to save")?;
-        let files =
+        let mut files =
             pollster::block_on(run.demo.checkpoint_files_async()).map_err(|e| e.to_string())?;
+        files.push((METRICS_FILE.to_string(), metrics_bytes(&run.history)));
         sluice::train::files::write_dir_atomic(dir, &files)
             .map_err(|e| format!("writing {}: {e}", dir.display()))?;
         run.saved = Some((dir.to_path_buf(), global_step(&run.demo)));
@@ -508,24 +577,26 @@ impl<N: Notify> Worker<N> {
     }
 
     /// Saves the run to `dir` unless it is saved there as it is (the current step already
-    /// finished: the worker only reads commands between steps).
-    fn shutdown(&mut self, dir: &Path) -> WorkerExit {
+    /// finished: the worker only reads commands between steps) → the folder holding it, or
+    /// None when there is nothing to save (no run, or no step taken).
+    fn save_unsaved(&mut self, dir: &Path) -> Result<Option<PathBuf>, String> {
         let Some(r) = self.run.as_ref() else {
-            return WorkerExit::default();
+            return Ok(None);
         };
         let g = global_step(&r.demo);
         if g == 0 {
-            return WorkerExit::default();
+            return Ok(None);
         }
-        if r.saved.as_ref() == Some(&(dir.to_path_buf(), g)) {
-            return WorkerExit {
-                checkpoint: Some(dir.to_path_buf()),
-                error: None,
-            };
+        if r.saved.as_ref() != Some(&(dir.to_path_buf(), g)) {
+            self.save(dir)?;
         }
-        match self.save(dir) {
-            Ok(()) => WorkerExit {
-                checkpoint: Some(dir.to_path_buf()),
+        Ok(Some(dir.to_path_buf()))
+    }
+
+    fn shutdown(&mut self, dir: &Path) -> WorkerExit {
+        match self.save_unsaved(dir) {
+            Ok(checkpoint) => WorkerExit {
+                checkpoint,
                 error: None,
             },
             Err(e) => WorkerExit {
@@ -633,6 +704,15 @@ mod tests {
         let evs = until(&rx, |e| {
             matches!(e, Event::GenerationDone { .. } | Event::GenerationFailed(_))
         });
+        let Some(Event::GenerationDone {
+            first_token_seconds: Some(ttft),
+            seconds,
+            ..
+        }) = evs.last()
+        else {
+            panic!("generation ends with its time to first token: {evs:?}");
+        };
+        assert!(*ttft > 0.0 && ttft <= seconds, "{ttft} {seconds}");
         let texts: Vec<&String> = evs
             .iter()
             .filter_map(|e| match e {
@@ -694,6 +774,57 @@ mod tests {
         )
         .expect("restore");
         assert_eq!(global_step(&demo), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Stop saves the run with its history; resuming from the folder sends that history back.
+    #[test]
+    fn stop_saves_and_resuming_restores_the_history() {
+        let (tx, rx, handle) = start();
+        let dir = std::env::temp_dir().join(format!("sluice-desktop-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = TrainForm::tiny().to_config().expect("tiny");
+        tx.send(Command::StartTraining(TrainRequest {
+            cfg,
+            start: StartFrom::Scratch,
+            max_steps: None,
+        }))
+        .expect("send");
+        until(&rx, |e| matches!(e, Event::Step(_)));
+        tx.send(Command::Stop {
+            checkpoint_dir: dir.clone(),
+        })
+        .expect("send");
+        let evs = until(&rx, |e| matches!(e, Event::TrainingEnded(_)));
+        assert_eq!(evs.last(), Some(&Event::TrainingEnded(EndReason::Stopped)));
+        assert!(
+            evs.contains(&Event::CheckpointSaved(dir.clone())),
+            "Stop saves: {evs:?}"
+        );
+        let files = read_dir_files(&dir).expect("files");
+        let (_, history) = take_history(files);
+        let steps = history.iter().filter(|r| r["kind"] == "step").count();
+        assert!(steps >= 1, "{history:?}");
+        assert_eq!(
+            (&history[0]["kind"], &history[0]["global_step"]),
+            (&json!("eval"), &json!(0))
+        );
+
+        tx.send(Command::ResumeFrom {
+            dir: dir.clone(),
+            max_steps: Some(1),
+        })
+        .expect("send");
+        let evs = until(&rx, |e| matches!(e, Event::TrainingEnded(_)));
+        assert!(evs.contains(&Event::History(history.clone())), "{evs:?}");
+        tx.send(Command::Shutdown {
+            checkpoint_dir: dir.clone(),
+        })
+        .expect("send");
+        handle.join().expect("worker");
+        let (_, after) = take_history(read_dir_files(&dir).expect("files"));
+        assert_eq!(after.len(), history.len() + 1, "one more step: {after:?}");
+        assert_eq!(after[..history.len()], history[..]);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1,6 +1,9 @@
 //! Runs the real app under X (Xvfb via `xvfb-run`, or an existing `DISPLAY`) on the Vulkan
-//! driver the machine has (lavapipe pinned when present): a tiny scripted training run,
-//! a screenshot, close → checkpoint; then a second launch resumes from that checkpoint.
+//! driver the machine has (lavapipe pinned when present): the model loads, answers a prompt,
+//! trains a tiny scripted run, closes → checkpoint; then a second launch resumes from that
+//! checkpoint with its curves. Screenshots of each moment are kept in
+//! `target/screenshots/desktop/` (CI keeps them as artifacts), and the app's exit summary
+//! says what each one showed, which the test checks.
 //!
 //! Needs `xvfb-run` (Debian: `apt-get install -y xvfb xauth`) unless `DISPLAY` is set.
 
@@ -153,15 +156,78 @@ fn read_checkpoint(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// Where the screenshots are kept for CI (`target/screenshots/desktop/`).
+fn shots_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("screenshots/desktop")
+}
+
+/// The screenshot entries of a summary, by file name: (path, what the window showed).
+fn shots(v: &Value) -> Vec<(String, Value)> {
+    v["screenshots"]
+        .as_array()
+        .expect("screenshots array")
+        .iter()
+        .map(|s| {
+            let path = s["path"].as_str().expect("path").to_string();
+            check_png(Path::new(&path));
+            let name = Path::new(&path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_string();
+            (name, s.clone())
+        })
+        .collect()
+}
+
+fn shown<'a>(shots: &'a [(String, Value)], name: &str) -> &'a Value {
+    &shots
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} among {shots:?}"))
+        .1
+}
+
+/// Checks a plot's axes: finite, not degenerate, and none when it has no points.
+fn check_plot(plot: &Value, what: &str) {
+    let points: u64 = plot["series"]
+        .as_object()
+        .expect("series")
+        .values()
+        .map(|n| n.as_u64().expect("count"))
+        .sum();
+    match plot["bounds"].as_array() {
+        None => {
+            assert_eq!(points, 0, "{what}: points but no axes: {plot}");
+            assert!(
+                plot["waiting"].as_str().is_some_and(|w| !w.is_empty()),
+                "{what}: {plot}"
+            );
+        }
+        Some(b) => {
+            let b: Vec<f64> = b
+                .iter()
+                .map(|x| x.as_f64().expect("finite bound"))
+                .collect();
+            assert!(points > 0, "{what}: axes without points: {plot}");
+            assert!(b[1] > b[0] && b[3] > b[2], "{what}: empty range {b:?}");
+        }
+    }
+}
+
 #[test]
-fn scripted_training_screenshot_close_and_resume() {
+fn scripted_chat_training_screenshots_close_and_resume() {
     let tmp: PathBuf =
         std::env::temp_dir().join(format!("sluice-desktop-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).expect("tmp dir");
-    let shot = tmp.join("out.png");
+    let shot_dir = shots_dir();
+    let _ = std::fs::remove_dir_all(&shot_dir);
     let ckpt = tmp.join("ckpt");
-    let (shot_s, ckpt_s) = (shot.display().to_string(), ckpt.display().to_string());
+    let (shots_s, ckpt_s) = (shot_dir.display().to_string(), ckpt.display().to_string());
     let size = format!("{}x{}", SIZE[0], SIZE[1]);
     let common = [
         "--demo-config",
@@ -171,10 +237,12 @@ fn scripted_training_screenshot_close_and_resume() {
         &ckpt_s,
         "--window-size",
         &size,
+        "--screenshot-dir",
+        &shots_s,
     ];
 
-    // 1. Two steps (one SFT, one RL), screenshot, close.
-    let mut args = vec!["--demo-steps", "2", "--screenshot", &shot_s];
+    // 1. Loaded → ask → two training steps (one SFT, one RL) → close, a screenshot at each.
+    let mut args = vec!["--demo-steps", "2", "--prompt", "90210="];
     args.extend(common);
     let v = run_app(&args, &tmp);
     assert_eq!(v["steps_done"], 2, "{v}");
@@ -182,23 +250,64 @@ fn scripted_training_screenshot_close_and_resume() {
     assert_eq!(losses(&v).len(), 2, "{v}");
     assert!(v["last_reward"].as_f64().is_some_and(f64::is_finite), "{v}");
     assert_eq!(v["checkpoint"].as_str(), Some(ckpt_s.as_str()), "{v}");
-    assert_eq!(v["screenshot"].as_str(), Some(shot_s.as_str()), "{v}");
-    check_png(&shot);
+    let s = shots(&v);
+    assert_eq!(s.len(), 3, "{v}");
+    let loaded = shown(&s, "loaded.png");
+    assert!(loaded["model"].as_str().is_some(), "{loaded}");
+    for (name, p) in loaded["plots"].as_object().expect("plots") {
+        assert!(p["bounds"].is_null(), "{name}: no axes before a run: {p}");
+        assert!(
+            p["waiting"].as_str().is_some_and(|w| w.contains("Start")),
+            "{p}"
+        );
+    }
+    let generated = shown(&s, "generated.png");
+    let answer = v["chat"]["last_answer"].as_str().expect("an answer");
+    assert!(
+        !answer.is_empty() && !answer.contains("<eos>"),
+        "{answer:?}"
+    );
+    assert!(
+        generated["chat_status"]
+            .as_str()
+            .is_some_and(|t| t.contains("first token after")),
+        "{generated}"
+    );
+    let training = shown(&s, "training.png");
+    assert_eq!(training["tab"], "Training", "{training}");
+    let plots = &training["plots"];
+    for name in ["reward", "kl", "loss", "acc"] {
+        check_plot(&plots[name], name);
+    }
+    assert_eq!(plots["loss"]["series"]["SFT loss"], 1, "{plots}");
+    assert_eq!(plots["loss"]["series"]["RL loss"], 1, "{plots}");
+    assert_eq!(plots["reward"]["series"]["reward"], 1, "{plots}");
+    assert_eq!(plots["loss"]["phase_marker"], 1.5, "{plots}");
+    assert!(
+        ckpt.join("metrics.jsonl").is_file(),
+        "the history is saved with the run"
+    );
 
     let device = sluice::device::wgpu();
     let demo = Demo::restore(read_checkpoint(&ckpt), &device).expect("the checkpoint restores");
     assert_eq!((demo.phase, demo.step), (Phase::Rl, 1));
     drop(demo);
 
-    // 2. A later start continues the saved run for one more step and saves again.
+    // 2. A later start restores the run with its curves, continues one step and saves again.
     let mut args = vec!["--resume", "--demo-steps", "1"];
     args.extend(common);
     let v = run_app(&args, &tmp);
     assert_eq!(v["steps_done"], 1, "{v}");
     assert_eq!(v["global_step"], 3, "{v}");
-    assert_eq!(losses(&v).len(), 1, "{v}");
+    assert_eq!(losses(&v).len(), 3, "the earlier losses are back: {v}");
+    assert!(v["history_records"].as_u64().is_some_and(|n| n >= 3), "{v}");
+    let s = shots(&v);
+    let after = shown(&s, "restart-training.png");
+    assert_eq!(after["plots"]["loss"]["series"]["RL loss"], 2, "{after}");
+    assert_eq!(after["plots"]["loss"]["series"]["SFT loss"], 1, "{after}");
     let demo = Demo::restore(read_checkpoint(&ckpt), &device).expect("restores again");
     assert_eq!((demo.phase, demo.step), (Phase::Rl, 2));
 
     let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!("screenshots: {}", shot_dir.display());
 }

@@ -30,6 +30,7 @@ use crate::rl::presets::RlObjective;
 use crate::rl::rewards::rule::{ExactMatchReward, Extractor};
 use crate::rl::rewards::{FnReward, Sample, WeightedRewards};
 use crate::rl::step::{Policy, Prompt, Reference, RlConfig, preset_objective, rl_step_async};
+use crate::train::Stage;
 use crate::train::checkpoint::{
     CONFIG_FILE, MODEL_FILE, OPTIMIZER_FILE, STATE_FILE, TrainerState, checkpoint_files_async,
     restore,
@@ -421,6 +422,14 @@ impl Demo {
     /// `response_length`, `rollout_tokens`, ...). Moves to the next phase when one ends;
     /// returns `None` once done.
     pub async fn step_async(&mut self) -> Result<Option<Value>, DemoError> {
+        self.step_with(&mut |_| {}).await
+    }
+
+    /// [`Demo::step_async`], telling `on_stage` where the step is (rollout, update).
+    pub async fn step_with(
+        &mut self,
+        on_stage: &mut dyn FnMut(Stage),
+    ) -> Result<Option<Value>, DemoError> {
         // Phases with no steps left are skipped.
         if self.phase == Phase::Sft && self.step >= self.cfg.sft_steps {
             self.start_rl();
@@ -429,8 +438,11 @@ impl Demo {
             self.phase = Phase::Done;
         }
         match self.phase {
-            Phase::Sft => self.sft_step().await.map(Some),
-            Phase::Rl => self.rl_step().await.map(Some),
+            Phase::Sft => {
+                on_stage(Stage::Update);
+                self.sft_step().await.map(Some)
+            }
+            Phase::Rl => self.rl_step(on_stage).await.map(Some),
             Phase::Done => Ok(None),
         }
     }
@@ -489,7 +501,7 @@ impl Demo {
         }))
     }
 
-    async fn rl_step(&mut self) -> Result<Value, DemoError> {
+    async fn rl_step(&mut self, on_stage: &mut dyn FnMut(Stage)) -> Result<Value, DemoError> {
         let lr = LrSchedule::WarmupCosine {
             peak_lr: self.cfg.rl_lr,
             min_lr: self.cfg.rl_lr,
@@ -541,6 +553,7 @@ impl Demo {
             &|ids: &[u32]| vocab::decode(ids),
             seed,
             &self.device,
+            on_stage,
         )
         .await
         .map_err(|e| DemoError::Run(e.to_string()))?;

@@ -33,6 +33,7 @@ use crate::model::adapter;
 use crate::model::generate::{GenerateOptions, Sampling, generate_groups_async};
 use crate::model::score::{TokenScores, score_completions};
 use crate::nn::AdapterMode;
+use crate::train::Stage;
 use crate::train::optim::{AdamW, Grads, StepReport};
 
 /// Errors of an RL step (each names its stage).
@@ -857,7 +858,8 @@ pub struct Policy<'a> {
 }
 
 /// A full RL step: rollouts of `next_prompts(cfg.prompts_per_step)` (refilled by dynamic
-/// sampling when the objective asks), then [`update_async`].
+/// sampling when the objective asks), then [`update_async`]; `on_stage` hears each part
+/// begin (for progress displays).
 #[allow(clippy::too_many_arguments)]
 pub async fn rl_step_async(
     policy: Policy<'_>,
@@ -870,10 +872,15 @@ pub async fn rl_step_async(
     decode: &dyn Fn(&[u32]) -> String,
     seed: u64,
     device: &Device,
+    on_stage: &mut dyn FnMut(Stage),
 ) -> Result<RlStepReport, RlStepError> {
     cfg.validate()?;
     let sampler = adapter::switched(&policy.model.valid(), AdapterMode::Eval);
     let base = device.clone().inner();
+    let completions = |prompts: usize| prompts * cfg.group_size;
+    on_stage(Stage::Rollout {
+        completions: completions(cfg.prompts_per_step),
+    });
     let first = rollout_async(
         &sampler,
         next_prompts(cfg.prompts_per_step),
@@ -903,6 +910,9 @@ pub async fn rl_step_async(
         while kept.prompts.len() < cfg.prompts_per_step && round < cfg.max_refills {
             round += 1;
             let need = cfg.prompts_per_step - kept.prompts.len();
+            on_stage(Stage::Rollout {
+                completions: completions(need),
+            });
             let more = rollout_async(
                 &sampler,
                 next_prompts(need),
@@ -934,6 +944,7 @@ pub async fn rl_step_async(
         let b = greedy_baselines(&sampler, &batch, cfg, eos_token_ids, rewards, decode, &base);
         batch.baselines = Some(b.await?);
     }
+    on_stage(Stage::Update);
     report.update = update_async(
         policy.model,
         policy.optimizer,

@@ -451,6 +451,7 @@ fn measure(
             &decode,
             seed_of(it),
             &ad,
+            &mut |_| {},
         ))?;
         let dt = t0.elapsed().as_secs_f64();
         rewards_seen.push(rep.score_mean);

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use sluice::demo::run::{Demo, DemoConfig, Eval, Phase};
 use sluice::demo::vocab;
+use sluice::train::format;
 
 use super::metrics::MetricsLog;
 use super::plot::plot_metrics;
@@ -169,21 +170,11 @@ pub fn run(args: &Args) -> Result<()> {
                 _ => rl_acc = acc,
             }
         }
-        let msg = match demo.phase {
-            Phase::Sft => format!("loss {:.3}", f(&rec, "loss")),
-            _ => format!(
-                "reward {:.3} kl {:.4} len {:.1}",
-                f(&rec, "reward"),
-                f(&rec, "kl"),
-                f(&rec, "response_length")
-            ),
+        let keys: &[&str] = match demo.phase {
+            Phase::Sft => &["loss", "accuracy"],
+            _ => &["reward", "kl", "response_length", "accuracy"],
         };
-        let acc = f(&rec, "accuracy");
-        let msg = if acc.is_finite() {
-            format!("{msg} acc {acc:.3}")
-        } else {
-            msg
-        };
+        let msg = format::record_line(&rec, keys);
         pb.set_message(msg.clone());
         pb.inc(1);
         if args.quiet {

@@ -28,6 +28,7 @@ use sluice::rl::kl::KlController;
 use sluice::rl::presets::KlPlacement;
 use sluice::rl::step::{Policy, Prompt, Reference, preset_objective, rl_step_async};
 use sluice::train::checkpoint::TrainerState;
+use sluice::train::format;
 use sluice::train::optim::{AdamW, Grads};
 use sluice::train::seeds::{Stream, step_seed};
 use sluice::train::sft::{SftExample, pack, parse_jsonl, sft_loss, tokenize};
@@ -308,6 +309,7 @@ pub fn run(args: &Args) -> Result<()> {
                 &decode,
                 step_seed(recipe.seed, Stream::RlSampling, step),
                 &ad,
+                &mut |_| {},
             ))?;
             let mut rec = rep.to_record();
             rec["phase"] = json!("rl");
@@ -332,16 +334,7 @@ pub fn run(args: &Args) -> Result<()> {
         if rec.get("tokens_per_s").is_none() {
             rec["tokens_per_s"] = json!(rec["tokens"].as_f64().unwrap_or(0.0) / dt);
         }
-        let num = |k: &str| rec[k].as_f64().unwrap_or(f64::NAN);
-        let msg = match rec.get("reward").and_then(Value::as_f64) {
-            Some(r) => format!(
-                "reward {r:.3} kl {:.4} loss {:.4} {:.0} tok/s",
-                num("kl"),
-                num("loss"),
-                num("tokens_per_s")
-            ),
-            None => format!("loss {:.4} {:.0} tok/s", num("loss"), num("tokens_per_s")),
-        };
+        let msg = format::record_line(&rec, &["reward", "kl", "loss", "tokens_per_s"]);
         if args.quiet {
             eprintln!("step {}: {msg}", state.step);
         }
