@@ -50,7 +50,10 @@ echo "web/build.sh: cargo build ($profile) took $(( $(date +%s) - t0 )) s" >&2
 wasm="$target_dir/wasm32-unknown-unknown/$out_dir/sluice_web.wasm"
 rm -rf "$dist"
 mkdir -p "$dist/pkg" "$dist/demo-model"
-wasm-bindgen --target web --no-typescript --out-dir "$dist/pkg" "$wasm"
+# The symbol-name and producers sections only help debuggers; the page never needs them.
+strip_args=()
+if [[ $profile == release ]]; then strip_args=(--remove-name-section --remove-producers-section); fi
+wasm-bindgen --target web --no-typescript "${strip_args[@]}" --out-dir "$dist/pkg" "$wasm"
 bg="$dist/pkg/sluice_web_bg.wasm"
 size() { stat -c %s "$1"; }
 echo "web/build.sh: $bg: $(size "$bg") bytes after wasm-bindgen ($profile)" >&2

@@ -21,12 +21,14 @@ export function niceTicks(lo, hi, n = 4) {
   return { lo: first, hi: last, step, ticks };
 }
 
-/** A tick label with as many digits as the step needs (scientific below 1e-3). */
+/** A tick label with as many digits as the step needs (scientific below 1e-3), so
+ *  neighbouring ticks never read alike: 1.5e-3 next to 1.0e-3, not 2e-3. */
 export function tickLabel(v, step) {
   if (v === 0) return "0";
   if (step < 1e-3 || Math.abs(v) >= 1e5) {
-    const digits = Math.max(0, Math.round(Math.log10(Math.abs(v) / step)));
-    return v.toExponential(Math.min(digits, 3)).replace("e+", "e");
+    const mag = (x) => Math.floor(Math.log10(Math.abs(x)) + 1e-9);
+    const digits = Math.max(0, mag(v) - mag(step));
+    return v.toExponential(Math.min(digits, 6)).replace("e+", "e");
   }
   const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
   return v.toFixed(decimals);
@@ -38,7 +40,7 @@ const INK = "#5f6b7a";
 
 function drawPanel(g, box, panel, xMax) {
   const { x0, y0, w, h } = box;
-  const L = 52, R = 10, T = 22, B = 34;
+  const L = 52, R = 10, T = 40, B = 34;
   const px = (s) => x0 + L + ((w - L - R) * s) / xMax;
   const pts = panel.series.flatMap((s) => s.points.map((p) => p[1])).filter(Number.isFinite);
   const empty = pts.length === 0;
@@ -46,19 +48,19 @@ function drawPanel(g, box, panel, xMax) {
   g.font = "bold " + FONT;
   g.fillText(panel.title, x0 + L, y0 + 14);
   g.font = FONT;
-  // Legend: a swatch per series, in the series' own colour, above the plot area.
-  let lx = x0 + L + g.measureText(panel.title).width + 12;
+  // Legend: a swatch per series, in the series' own colour, under the title.
+  let lx = x0 + L;
   for (const s of panel.series) {
     g.fillStyle = s.color;
-    g.fillRect(lx, y0 + 6, 10, 10);
+    g.fillRect(lx, y0 + 21, 10, 10);
     g.fillStyle = INK;
-    g.fillText(s.name, lx + 14, y0 + 15);
-    lx += 14 + g.measureText(s.name).width + 10;
+    g.fillText(s.name, lx + 14, y0 + 30);
+    lx += 14 + g.measureText(s.name).width + 12;
   }
   const top = y0 + T, bottom = y0 + h - B;
   g.strokeStyle = GRID;
   g.strokeRect(x0 + L, top, w - L - R, bottom - top);
-  const out = { title: panel.title, empty, yLabels: [], series: {} };
+  const out = { title: panel.title, empty, yTicks: [], yLabels: [], step: null, series: {} };
   for (const s of panel.series) out.series[s.name] = s.points.length;
   if (empty) {
     g.fillStyle = INK;
@@ -70,8 +72,10 @@ function drawPanel(g, box, panel, xMax) {
   const range = panel.unit ? niceTicks(0, 1) : niceTicks(Math.min(...pts), Math.max(...pts));
   const py = (v) => bottom - ((bottom - top) * (v - range.lo)) / (range.hi - range.lo);
   g.fillStyle = INK;
+  out.step = range.step;
   for (const v of range.ticks) {
     const label = tickLabel(v, range.step);
+    out.yTicks.push(v);
     out.yLabels.push(label);
     g.beginPath();
     g.moveTo(x0 + L, py(v));
@@ -99,11 +103,18 @@ function drawPanel(g, box, panel, xMax) {
   return out;
 }
 
-/** Draws `panels` side by side; x runs from 0 to `xMax` steps. Returns what was drawn. */
+/** Draws `panels` side by side at the canvas's displayed size (sharp on high-DPI
+ *  screens); x runs from 0 to `xMax` steps. Returns what was drawn. */
 export function draw(canvas, panels, xMax) {
+  const dpr = globalThis.devicePixelRatio || 1;
+  const cssW = canvas.clientWidth || canvas.width;
+  const cssH = canvas.clientHeight || canvas.height;
+  canvas.width = Math.round(cssW * dpr);
+  canvas.height = Math.round(cssH * dpr);
   const g = canvas.getContext("2d");
-  g.clearRect(0, 0, canvas.width, canvas.height);
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, cssW, cssH);
   g.font = FONT;
-  const w = canvas.width / panels.length;
-  return panels.map((p, i) => drawPanel(g, { x0: i * w, y0: 0, w, h: canvas.height }, p, xMax));
+  const w = cssW / panels.length;
+  return panels.map((p, i) => drawPanel(g, { x0: i * w, y0: 0, w, h: cssH }, p, xMax));
 }
