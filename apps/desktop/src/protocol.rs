@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use sluice::demo::run::DemoConfig;
+use sluice::train::Stage;
 
 /// Where a chat model comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,6 +129,8 @@ pub enum Event {
     },
     GenerationFailed(String),
     TrainingStarted(RunInfo),
+    /// The running step reached a part (rollout, update).
+    Stage(Stage),
     /// A step's record (`Demo::step_async`'s, plus `global_step` and `step_seconds`).
     Step(Value),
     /// A resumed run's earlier records (steps and evaluations, oldest first, each with

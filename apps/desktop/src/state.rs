@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use sluice::demo::run::DemoConfig;
 use sluice::demo::task::Task;
 use sluice::rl::presets::Preset;
-use sluice::train::format;
+use sluice::train::{Stage, format};
 
 use crate::protocol::{
     Command, EndReason, Event, GenRequest, ModelInfo, ModelSource, RunInfo, StartFrom,
@@ -323,6 +324,8 @@ pub struct AppState {
     /// Steps run in this session.
     pub steps_this_session: usize,
     pub last_record: Option<Value>,
+    /// The part of the running step (rollout, update) and when it began.
+    pub stage: Option<(Stage, Instant)>,
     /// Records restored from a resumed run's checkpoint.
     pub history_records: usize,
     pub checkpoint_dir: String,
@@ -348,6 +351,7 @@ impl AppState {
             global_step: 0,
             steps_this_session: 0,
             last_record: None,
+            stage: None,
             history_records: 0,
             checkpoint_dir: checkpoint_dir.display().to_string(),
             last_checkpoint: None,
@@ -585,6 +589,23 @@ impl AppState {
         }
     }
 
+    /// What the running step is doing, for the progress line: `step 4: rollout, sampling 8
+    /// completions (3.1 s)`.
+    pub fn stage_text(&self) -> Option<String> {
+        let (stage, t0) = self.stage.as_ref()?;
+        let what = match stage {
+            Stage::Rollout { completions } => {
+                format!("rollout, sampling {completions} completions")
+            }
+            Stage::Update => "update".to_string(),
+        };
+        Some(format!(
+            "step {}: {what} ({})",
+            self.global_step + 1,
+            format::seconds(t0.elapsed().as_secs_f64())
+        ))
+    }
+
     /// True when the checkpoint folder field names a saved run (what "Resume from it" needs).
     pub fn checkpoint_available(&self) -> bool {
         let dir = self.checkpoint_dir.trim();
@@ -667,10 +688,12 @@ impl AppState {
                 let x = field(&rec, "global_step").unwrap_or(self.global_step as f64 + 1.0);
                 self.global_step = x as usize;
                 self.steps_this_session += 1;
+                self.stage = None;
                 self.metrics.add_step(x, &rec);
                 self.last_record = Some(rec);
             }
             Event::History(records) => self.restore_history(&records),
+            Event::Stage(stage) => self.stage = Some((stage, Instant::now())),
             Event::Eval {
                 global_step,
                 greedy,
@@ -687,6 +710,7 @@ impl AppState {
                 }
             }
             Event::TrainingEnded(reason) => {
+                self.stage = None;
                 if let EndReason::Failed(e) = &reason {
                     self.train_error = Some(e.clone());
                 }
@@ -881,6 +905,12 @@ mod tests {
         ));
         assert_eq!(s.metrics.sft_loss, vec![[1.0, 2.5]]);
         assert_eq!(s.metrics.rl_loss, vec![[2.0, 0.1]]);
+        s.apply(Event::Stage(Stage::Rollout { completions: 4 }));
+        let text = s.stage_text().expect("a stage");
+        assert!(
+            text.starts_with("step 3: rollout, sampling 4 completions ("),
+            "{text}"
+        );
         assert_eq!(s.metrics.reward, vec![[2.0, 0.25]]);
         assert!(s.metrics.kl.is_empty());
         assert_eq!(s.global_step, 2);

@@ -523,7 +523,11 @@ impl<N: Notify> Worker<N> {
             return;
         };
         let t0 = Instant::now();
-        let res = pollster::block_on(run.demo.step_async());
+        let (events, notify) = (&self.events, &self.notify);
+        let res = pollster::block_on(run.demo.step_with(&mut |stage| {
+            let _ = events.send(Event::Stage(stage));
+            notify.notify();
+        }));
         let ev = match res {
             Ok(Some(mut rec)) => {
                 let g = global_step(&run.demo);

@@ -202,6 +202,15 @@ fn progress(app: &App, ui: &mut egui::Ui) {
         }
     }
     ui.add(egui::ProgressBar::new(s.progress()).text(text));
+    if let Some(stage) = s.stage_text().filter(|_| s.status.is_active()) {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(stage);
+        });
+        // Keep the seconds counting while the step runs.
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(200));
+    }
     if let Some(run) = &s.run {
         ui.label(
             RichText::new(format!(
