@@ -481,6 +481,22 @@ fn tiny_binding_limit_shards_the_vocabulary() {
         let a = generate(&model, &prompt, &opts, &wgpu(), |_, _| {}).unwrap();
         let b = generate(&whole, &prompt, &opts, &wgpu(), |_, _| {}).unwrap();
         assert_eq!(a, b, "{name}: greedy tokens with shards");
+        // Greedy picks tokens on the device shard by shard; top-1 sampling reads the whole
+        // row back and takes the host's argmax: the same tokens, from 2 and 4 prompts too.
+        let host = GenerateOptions {
+            sampling: sluice::model::generate::Sampling {
+                temperature: 1.0,
+                top_k: 1,
+                ..Default::default()
+            },
+            ..opts.clone()
+        };
+        let prompts = vec![vec![3u32, 200, 17, 255], vec![9, 8], vec![250, 1, 2], vec![7]];
+        let c = generate(&model, &prompt, &host, &wgpu(), |_, _| {}).unwrap();
+        assert_eq!(a, c, "{name}: device greedy = host argmax");
+        let d = generate(&model, &prompts, &opts, &wgpu(), |_, _| {}).unwrap();
+        let e = generate(&model, &prompts, &host, &wgpu(), |_, _| {}).unwrap();
+        assert_eq!(d, e, "{name}: a batch, device greedy = host argmax");
     }
 }
 

@@ -2,9 +2,12 @@
 //!
 //! Prompts of different lengths are left-padded into one batch (padding is masked in the
 //! attention layers and zeroed before the linear-attention layers, where with a zero initial
-//! state it leaves the recurrent state untouched). Logits are read back once per step with
-//! an async readback, so the same loop runs in browsers ([`generate_async`]); natively
-//! [`generate`] blocks on it.
+//! state it leaves the recurrent state untouched). Each step reads back once, with an async
+//! readback, so the same loop runs in browsers ([`generate_async`]); natively [`generate`]
+//! blocks on it. Greedy decoding (temperature 0, no repetition penalty) picks tokens on the
+//! device, vocabulary shard by shard: only each shard's best logit, its index and a count of
+//! non-finite logits come back (`[B, 3 × shards]` numbers instead of `[B, V]`). Sampling
+//! reads the row of logits.
 //!
 //! Sampling follows transformers' processors, in order: repetition penalty over prompt and
 //! generated tokens, temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax).
@@ -189,20 +192,99 @@ pub fn sample(logits: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut StdRng) 
     idx[idx.len() - 1] as u32
 }
 
+/// What a step hands to the sampler: tokens already chosen on the device (greedy), or the
+/// rows of logits `[B · V]` to sample from.
+enum Choices {
+    Ids(Vec<u32>),
+    Logits(Vec<f32>),
+}
+
+impl Choices {
+    /// Every row repeated `group` times (the cache was forked after the prompt).
+    fn repeat_rows(self, group: usize, vocab: usize) -> Self {
+        match self {
+            Choices::Ids(ids) => Choices::Ids(ids.iter().flat_map(|&t| vec![t; group]).collect()),
+            Choices::Logits(l) => Choices::Logits(
+                l.chunks(vocab).flat_map(|row| row.repeat(group)).collect(),
+            ),
+        }
+    }
+}
+
+/// Reads back a float tensor.
+async fn read(t: Tensor<2>) -> Result<Vec<f32>, GenerateError> {
+    let device = t.device();
+    t.into_data_async()
+        .await
+        .map_err(|e| GenerateError::Device(crate::device::describe_error(&e.to_string(), &device)))?
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| GenerateError::Device(format!("{e:?}")))
+}
+
+/// Greedy tokens for the last position of `hidden` `[B, T, H]`, chosen on the device shard
+/// by shard; None when a logit is non-finite (the caller then reads the row and names the
+/// origin). Ties go to the lower token id, as the host's argmax does.
+async fn greedy_last(
+    model: &HybridModel,
+    hidden: Tensor<3>,
+) -> Result<Option<Vec<u32>>, GenerateError> {
+    let [b, t, _] = hidden.dims();
+    let x = hidden.narrow(1, t - 1, 1);
+    let shards = &model.head().shards;
+    let mut parts = Vec::with_capacity(3 * shards.len());
+    let mut offsets = Vec::with_capacity(shards.len());
+    let mut offset = 0usize;
+    for shard in shards {
+        let rows = shard.dims()[0];
+        let l = shard.forward(x.clone()).reshape([b, rows]);
+        let bad = l.clone().is_finite().bool_not().float().sum_dim(1);
+        let (best, at) = l.max_dim_with_indices(1);
+        parts.extend([best, at.float(), bad]);
+        offsets.push(offset);
+        offset += rows;
+    }
+    let s = shards.len();
+    let host = read(Tensor::cat(parts, 1)).await?;
+    let mut ids = Vec::with_capacity(b);
+    for row in host.chunks(3 * s) {
+        let mut pick: Option<(f32, u32)> = None;
+        for (k, part) in row.chunks(3).enumerate() {
+            let [best, at, bad] = [part[0], part[1], part[2]];
+            if bad != 0.0 {
+                return Ok(None);
+            }
+            if pick.is_none_or(|(v, _)| best > v) {
+                pick = Some((best, offsets[k] as u32 + at as u32));
+            }
+        }
+        ids.push(pick.map_or(0, |p| p.1));
+    }
+    Ok(Some(ids))
+}
+
+/// The sampler's input for the last position of `hidden`: greedy tokens picked on the
+/// device, or (sampling, or a non-finite logit to report) the logits rows.
+async fn last_choices(
+    model: &HybridModel,
+    hidden: Tensor<3>,
+    greedy: bool,
+) -> Result<Choices, GenerateError> {
+    if greedy {
+        if let Some(ids) = greedy_last(model, hidden.clone()).await? {
+            return Ok(Choices::Ids(ids));
+        }
+    }
+    Ok(Choices::Logits(last_logits(model, hidden).await?))
+}
+
 /// Reads the last position's logits `[B, V]` of `hidden` `[B, T, H]`.
 async fn last_logits(model: &HybridModel, hidden: Tensor<3>) -> Result<Vec<f32>, GenerateError> {
     let [b, t, _] = hidden.dims();
     let logits = model
         .logits(hidden.narrow(1, t - 1, 1))
         .reshape([b, model.vocab_size()]);
-    let device = logits.device();
-    logits
-        .into_data_async()
-        .await
-        .map_err(|e| GenerateError::Device(crate::device::describe_error(&e.to_string(), &device)))?
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| GenerateError::Device(format!("{e:?}")))
+    read(logits).await
 }
 
 /// Generates continuations of `prompts` (token ids); returns the new tokens of every row
@@ -256,14 +338,13 @@ pub async fn generate_streaming_async(
     let mut cache: Cache = model.new_cache();
     let hidden = model.hidden(ids, &mut cache, &ctx);
     let vocab = model.vocab_size();
-    let mut logits = last_logits(model, hidden).await?;
-    check_finite(model, &logits, prompts, &[], 0, device).await?;
+    let s = &opts.sampling;
+    let greedy = s.temperature <= 0.0 && s.repetition_penalty == 1.0;
+    let mut choices = last_choices(model, hidden, greedy).await?;
+    check_finite(model, &choices, prompts, &[], 0, device).await?;
     let (prompts, pads) = if group > 1 {
         cache = cache.fork(group);
-        logits = logits
-            .chunks(vocab)
-            .flat_map(|row| row.repeat(group))
-            .collect();
+        choices = choices.repeat_rows(group, vocab);
         let rep = |i: usize| i / group;
         let n = prompts.len() * group;
         (
@@ -282,8 +363,13 @@ pub async fn generate_streaming_async(
         let mut next = vec![0i64; b];
         let mut stop = false;
         for r in 0..b {
-            let row = &mut logits[r * vocab..(r + 1) * vocab];
-            let tok = sample(row, &seen[r], &opts.sampling, &mut rng);
+            let tok = match &mut choices {
+                Choices::Ids(ids) => ids[r],
+                Choices::Logits(l) => {
+                    let row = &mut l[r * vocab..(r + 1) * vocab];
+                    sample(row, &seen[r], &opts.sampling, &mut rng)
+                }
+            };
             next[r] = i64::from(tok);
             if !done[r] {
                 out[r].push(tok);
@@ -303,23 +389,26 @@ pub async fn generate_streaming_async(
         };
         let ids = Tensor::from_data(TensorData::new(next, [b, 1]), device);
         let hidden = model.hidden(ids, &mut cache, &ctx);
-        logits = last_logits(model, hidden).await?;
-        check_finite(model, &logits, &prompts, &out, step + 1, device).await?;
+        choices = last_choices(model, hidden, greedy).await?;
+        check_finite(model, &choices, &prompts, &out, step + 1, device).await?;
     }
     Ok(out)
 }
 
-/// Fails when `logits` hold a NaN or ±Inf, naming the first part of the model whose output
-/// is non-finite (found by re-running the sequences so far, `prompts` + `out`, on the
-/// composed path).
+/// Fails when the step's logits hold a NaN or ±Inf (device-picked tokens come only from
+/// finite logits), naming the first part of the model whose output is non-finite (found by
+/// re-running the sequences so far, `prompts` + `out`, on the composed path).
 async fn check_finite(
     model: &HybridModel,
-    logits: &[f32],
+    choices: &Choices,
     prompts: &[Vec<u32>],
     out: &[Vec<u32>],
     step: usize,
     device: &Device,
 ) -> Result<(), GenerateError> {
+    let Choices::Logits(logits) = choices else {
+        return Ok(());
+    };
     if logits.iter().all(|x| x.is_finite()) {
         return Ok(());
     }
