@@ -491,7 +491,12 @@ fn tiny_binding_limit_shards_the_vocabulary() {
             },
             ..opts.clone()
         };
-        let prompts = vec![vec![3u32, 200, 17, 255], vec![9, 8], vec![250, 1, 2], vec![7]];
+        let prompts = vec![
+            vec![3u32, 200, 17, 255],
+            vec![9, 8],
+            vec![250, 1, 2],
+            vec![7],
+        ];
         let c = generate(&model, &prompt, &host, &wgpu(), |_, _| {}).unwrap();
         assert_eq!(a, c, "{name}: device greedy = host argmax");
         let d = generate(&model, &prompts, &opts, &wgpu(), |_, _| {}).unwrap();

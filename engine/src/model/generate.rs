@@ -204,9 +204,9 @@ impl Choices {
     fn repeat_rows(self, group: usize, vocab: usize) -> Self {
         match self {
             Choices::Ids(ids) => Choices::Ids(ids.iter().flat_map(|&t| vec![t; group]).collect()),
-            Choices::Logits(l) => Choices::Logits(
-                l.chunks(vocab).flat_map(|row| row.repeat(group)).collect(),
-            ),
+            Choices::Logits(l) => {
+                Choices::Logits(l.chunks(vocab).flat_map(|row| row.repeat(group)).collect())
+            }
         }
     }
 }
@@ -270,10 +270,8 @@ async fn last_choices(
     hidden: Tensor<3>,
     greedy: bool,
 ) -> Result<Choices, GenerateError> {
-    if greedy {
-        if let Some(ids) = greedy_last(model, hidden.clone()).await? {
-            return Ok(Choices::Ids(ids));
-        }
+    if greedy && let Some(ids) = greedy_last(model, hidden.clone()).await? {
+        return Ok(Choices::Ids(ids));
     }
     Ok(Choices::Logits(last_logits(model, hidden).await?))
 }
