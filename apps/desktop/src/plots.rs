@@ -187,25 +187,12 @@ pub fn describe(plots: &[PlotSpec]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Event, RunInfo};
-    use crate::state::TrainForm;
-    use std::path::Path;
-
-    fn run_info() -> RunInfo {
-        RunInfo {
-            task: "sort".into(),
-            preset: "grpo".into(),
-            parameters: 1,
-            sft_steps: 2,
-            rl_steps: 3,
-            done: 0,
-            resumed_from: None,
-        }
-    }
+    use crate::protocol::Event;
+    use crate::state::tests::{info, state};
 
     #[test]
     fn empty_plots_wait_instead_of_drawing_axes() {
-        let s = AppState::new(TrainForm::tiny(), Path::new("c"));
+        let s = state();
         let p = plots(&s);
         assert_eq!(p.len(), 4);
         assert!(
@@ -218,9 +205,9 @@ mod tests {
 
     #[test]
     fn bounds_follow_the_data_and_phases_are_marked() {
-        let mut s = AppState::new(TrainForm::tiny(), Path::new("c"));
+        let mut s = state();
         s.start_training().expect("start");
-        s.apply(Event::TrainingStarted(run_info()));
+        s.apply(Event::TrainingStarted(info(2, 3, 0)));
         s.apply(Event::Step(
             json!({"phase": "sft", "global_step": 1, "loss": 2.0}),
         ));

@@ -152,27 +152,16 @@ fn training_over(state: &AppState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{EndReason, Event, ModelInfo, RunInfo};
-    use crate::state::TrainForm;
+    use crate::protocol::{EndReason, Event};
+    use crate::state::tests::{info, model, state};
 
     fn run(script: &mut Script, state: &AppState, frames: usize) -> Vec<Action> {
         (0..frames).filter_map(|_| script.next(state)).collect()
     }
 
-    fn model() -> ModelInfo {
-        ModelInfo {
-            name: "demo".into(),
-            summary: String::new(),
-            parameters: 1,
-            vocab_size: 14,
-            chat_template: false,
-            load_seconds: 0.1,
-        }
-    }
-
     #[test]
     fn shoots_loaded_asks_trains_shoots_closes() {
-        let mut state = AppState::new(TrainForm::tiny(), Path::new("c"));
+        let mut state = state();
         let mut s = Script::new(Plan {
             screenshot_dir: Some("shots".into()),
             prompt: Some("31415=".into()),
@@ -217,15 +206,7 @@ mod tests {
             vec![Action::ShowTab(Tab::Training), Action::StartTraining(2)]
         );
         state.start_training().expect("start");
-        state.apply(Event::TrainingStarted(RunInfo {
-            task: "sort".into(),
-            preset: "grpo".into(),
-            parameters: 1,
-            sft_steps: 1,
-            rl_steps: 3,
-            done: 0,
-            resumed_from: None,
-        }));
+        state.apply(Event::TrainingStarted(info(1, 3, 0)));
         assert!(run(&mut s, &state, 10).is_empty(), "waits for training");
         state.apply(Event::TrainingEnded(EndReason::StepLimit));
         assert_eq!(
@@ -240,7 +221,7 @@ mod tests {
 
     #[test]
     fn no_flags_means_no_actions() {
-        let state = AppState::new(TrainForm::tiny(), Path::new("c"));
+        let state = state();
         let mut s = Script::new(Plan::default());
         assert!(run(&mut s, &state, 20).is_empty());
         assert!(!s.busy());
@@ -248,7 +229,7 @@ mod tests {
 
     #[test]
     fn a_failed_start_still_exits() {
-        let mut state = AppState::new(TrainForm::tiny(), Path::new("c"));
+        let mut state = state();
         state.form.hidden = 3;
         let mut s = Script::new(Plan {
             demo_steps: Some(2),

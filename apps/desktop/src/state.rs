@@ -278,7 +278,7 @@ impl Metrics {
         self.sft_loss.iter().chain(&self.rl_loss).map(|p| p[1])
     }
 
-    /// Mean seconds per step of a phase (`"sft"` or `"rl"`).
+    /// Mean seconds per step of the RL phase (`rl`) or the SFT phase.
     pub fn mean_seconds(&self, rl: bool) -> Option<f64> {
         let t = if rl {
             &self.rl_seconds
@@ -826,14 +826,16 @@ pub fn check_model_dir(text: &str) -> Result<PathBuf, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn state() -> AppState {
+    /// A state with the tiny training form (shared by the other modules' tests).
+    pub(crate) fn state() -> AppState {
         AppState::new(TrainForm::tiny(), Path::new("ckpt"))
     }
 
-    fn info(sft: usize, rl: usize, done: usize) -> RunInfo {
+    /// A run of `sft` + `rl` steps with `done` of them taken.
+    pub(crate) fn info(sft: usize, rl: usize, done: usize) -> RunInfo {
         RunInfo {
             task: "sort".into(),
             preset: "grpo".into(),
@@ -845,7 +847,8 @@ mod tests {
         }
     }
 
-    fn model() -> ModelInfo {
+    /// A loaded demo model.
+    pub(crate) fn model() -> ModelInfo {
         ModelInfo {
             name: "demo".into(),
             summary: String::new(),

@@ -59,25 +59,34 @@ struct Run {
     active: bool,
     /// Folder and global step of the last save.
     saved: Option<(PathBuf, usize)>,
-    /// Step records and evaluations so far (`kind`: `"step"` | `"eval"`), saved beside the
-    /// checkpoint as [`METRICS_FILE`] so a resumed run redraws its curves.
-    history: Vec<Value>,
+    /// Step records and evaluations so far (`kind`: `"step"` | `"eval"`) as JSON lines, saved
+    /// beside the checkpoint as [`METRICS_FILE`] so a resumed run redraws its curves. Lines
+    /// read back are kept byte for byte (a float re-serialised after parsing can differ in
+    /// its last digit).
+    history: Vec<String>,
 }
 
 /// The run's history in a checkpoint folder (JSON lines).
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
-/// `history` as JSON lines.
-fn metrics_bytes(history: &[Value]) -> Vec<u8> {
+/// The history's lines as the file's bytes.
+fn metrics_bytes(history: &[String]) -> Vec<u8> {
     history
         .iter()
-        .map(|r| format!("{r}\n"))
+        .flat_map(|l| [l.as_str(), "\n"])
         .collect::<String>()
         .into_bytes()
 }
 
-/// Splits a checkpoint's files into the run's and its history (torn lines skipped).
-fn take_history(files: Vec<(String, Vec<u8>)>) -> (Vec<(String, Vec<u8>)>, Vec<Value>) {
+/// A history line's record, when it is one (`kind` step or eval; torn lines are not).
+fn record(line: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .filter(|r| matches!(r.get("kind").and_then(Value::as_str), Some("step" | "eval")))
+}
+
+/// Splits a checkpoint's files into the run's and its history lines.
+fn take_history(files: Vec<(String, Vec<u8>)>) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
     let (metrics, files): (Vec<_>, Vec<_>) =
         files.into_iter().partition(|(n, _)| n == METRICS_FILE);
     let history = metrics
@@ -85,17 +94,17 @@ fn take_history(files: Vec<(String, Vec<u8>)>) -> (Vec<(String, Vec<u8>)>, Vec<V
         .flat_map(|(_, b)| {
             String::from_utf8_lossy(b)
                 .lines()
+                .filter(|l| record(l).is_some())
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         })
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .filter(|r| matches!(r.get("kind").and_then(Value::as_str), Some("step" | "eval")))
         .collect();
     (files, history)
 }
 
-fn eval_record(global_step: usize, greedy: f64, sampled: f64) -> Value {
+fn eval_line(global_step: usize, greedy: f64, sampled: f64) -> String {
     json!({"kind": "eval", "global_step": global_step, "greedy": greedy, "sampled": sampled})
+        .to_string()
 }
 
 /// Steps done by `demo` over both phases.
@@ -473,7 +482,7 @@ impl<N: Notify> Worker<N> {
         demo: Demo,
         max_steps: Option<usize>,
         resumed_from: Option<PathBuf>,
-        mut history: Vec<Value>,
+        mut history: Vec<String>,
     ) {
         let done = global_step(&demo);
         let info = RunInfo {
@@ -489,13 +498,15 @@ impl<N: Notify> Worker<N> {
         };
         self.send(Event::TrainingStarted(info));
         if !history.is_empty() {
-            self.send(Event::History(history.clone()));
+            self.send(Event::History(
+                history.iter().filter_map(|l| record(l)).collect(),
+            ));
         }
         // Accuracy before training (fresh runs only: a resumed run has its curve already).
         if done == 0 {
             match pollster::block_on(demo.evaluate_async()) {
                 Ok(e) => {
-                    history.push(eval_record(0, e.greedy, e.sampled));
+                    history.push(eval_line(0, e.greedy, e.sampled));
                     self.send(Event::Eval {
                         global_step: 0,
                         greedy: e.greedy,
@@ -535,12 +546,12 @@ impl<N: Notify> Worker<N> {
                 rec["step_seconds"] = json!(t0.elapsed().as_secs_f64());
                 let mut kept = rec.clone();
                 kept["kind"] = json!("step");
-                run.history.push(kept);
+                run.history.push(kept.to_string());
                 let mut evs = vec![Event::Step(rec)];
                 if run.demo.eval_due() {
                     match pollster::block_on(run.demo.evaluate_async()) {
                         Ok(e) => {
-                            run.history.push(eval_record(g, e.greedy, e.sampled));
+                            run.history.push(eval_line(g, e.greedy, e.sampled));
                             evs.push(Event::Eval {
                                 global_step: g,
                                 greedy: e.greedy,
@@ -807,10 +818,12 @@ mod tests {
         );
         let files = read_dir_files(&dir).expect("files");
         let (_, history) = take_history(files);
-        let steps = history.iter().filter(|r| r["kind"] == "step").count();
+        let records: Vec<Value> = history.iter().filter_map(|l| record(l)).collect();
+        assert_eq!(records.len(), history.len());
+        let steps = records.iter().filter(|r| r["kind"] == "step").count();
         assert!(steps >= 1, "{history:?}");
         assert_eq!(
-            (&history[0]["kind"], &history[0]["global_step"]),
+            (&records[0]["kind"], &records[0]["global_step"]),
             (&json!("eval"), &json!(0))
         );
 
@@ -820,14 +833,25 @@ mod tests {
         })
         .expect("send");
         let evs = until(&rx, |e| matches!(e, Event::TrainingEnded(_)));
-        assert!(evs.contains(&Event::History(history.clone())), "{evs:?}");
+        assert!(evs.contains(&Event::History(records)), "{evs:?}");
         tx.send(Command::Shutdown {
             checkpoint_dir: dir.clone(),
         })
         .expect("send");
         handle.join().expect("worker");
         let (_, after) = take_history(read_dir_files(&dir).expect("files"));
-        assert_eq!(after.len(), history.len() + 1, "one more step: {after:?}");
+        // One more step (and its evaluation when it ended a phase) after the saved records.
+        let steps_in = |h: &[String]| {
+            h.iter()
+                .filter_map(|l| record(l))
+                .filter(|r| r["kind"] == "step")
+                .count()
+        };
+        assert_eq!(
+            steps_in(&after),
+            steps_in(&history) + 1,
+            "one more step: {after:?}"
+        );
         assert_eq!(after[..history.len()], history[..]);
         std::fs::remove_dir_all(&dir).ok();
     }

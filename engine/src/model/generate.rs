@@ -229,7 +229,8 @@ async fn read(t: Tensor<2>) -> Result<Vec<f32>, GenerateError> {
 
 /// Greedy tokens for the last position of `hidden` `[B, T, H]`, chosen on the device shard
 /// by shard; None when a logit is non-finite (the caller then reads the row and names the
-/// origin). Ties go to the lower token id, as the host's argmax does.
+/// origin). Between shards a tie goes to the lower shard, as the host's argmax takes the
+/// lower id; inside a shard it is the device reduction's pick.
 async fn greedy_last(
     model: &HybridModel,
     hidden: Tensor<3>,
