@@ -614,13 +614,14 @@ fn real_vocabulary_model_matches_transformers() {
     let out = generate(&model, std::slice::from_ref(&p), &opts, &dev, |_, _| {}).unwrap();
     let want: Vec<u32> = greedy[t..].iter().map(|&x| x as u32).collect();
     assert_eq!(out[0], want, "real-size greedy tokens");
-    // Greedy picked the tokens on the device across the vocabulary shards; top-1 sampling
-    // reads each row back and takes the host's argmax. Both agree, in a batch too.
+    // Greedy picked the tokens on the device across the vocabulary shards; sampling without
+    // top-k reads each row back, and top-p 1e-6 keeps only the host's argmax. Both agree, in
+    // a batch too.
     assert!(cfg.vocab_size >= sluice::model::generate::DEVICE_GREEDY_MIN_VOCAB);
     let host = GenerateOptions {
         sampling: sluice::model::generate::Sampling {
             temperature: 1.0,
-            top_k: 1,
+            top_p: 1e-6,
             ..Default::default()
         },
         max_new_tokens: 3,
@@ -641,6 +642,41 @@ fn real_vocabulary_model_matches_transformers() {
     let host_picks = generate(&model, &batch, &host, &dev, |_, _| {}).unwrap();
     assert_eq!(device_picks, host_picks, "device greedy = host argmax");
     assert_eq!(device_picks[0], want[..3], "the batch's first row");
+
+    // Top-k sampling finds the k best logits on the device (each shard's, then the best of
+    // those) and samples among them on the host: the same tokens as the host sampler over
+    // each whole row, step after step.
+    let sampling = sluice::model::generate::Sampling {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.01,
+        seed: 5,
+        ..Default::default()
+    };
+    let topk = GenerateOptions {
+        sampling: sampling.clone(),
+        ..host
+    };
+    let sampled = generate(&model, &batch, &topk, &dev, |_, _| {}).unwrap();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    for step in 0..3 {
+        for (r, p) in batch.iter().enumerate() {
+            let seq: Vec<i64> = p
+                .iter()
+                .chain(&sampled[r][..step])
+                .map(|&x| x as i64)
+                .collect();
+            let n = seq.len();
+            let last = logits(&model, &seq, &[1, n])
+                .reshape([n, cfg.vocab_size])
+                .narrow(0, n - 1, 1);
+            let mut row = last.into_data().to_vec::<f32>().unwrap();
+            let seen: Vec<u32> = seq.iter().map(|&x| x as u32).collect();
+            let tok = sluice::model::generate::sample(&mut row, &seen, &sampling, &mut rng);
+            assert_eq!(tok, sampled[r][step], "top-k sample, row {r}, step {step}");
+        }
+    }
     drop(model);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -14,7 +14,7 @@ use sluice::model::save::{
 };
 use sluice::model::{Config, HybridModel, Weights};
 use sluice::nn::attention::AttentionContext;
-use sluice::train::checkpoint::TrainerState;
+use sluice::train::checkpoint::{TrainerState, checkpoint_contents};
 use sluice::train::files::{
     FilesError, load_checkpoint, save_checkpoint, save_model_dir, write_dir_atomic_failing_after,
 };
@@ -694,6 +694,53 @@ fn interrupted_write_keeps_the_previous_checkpoint() {
     // A complete write replaces it.
     write_dir_atomic_failing_after(&ckpt, &files, None).unwrap();
     assert_eq!(load_checkpoint(&ckpt, &dev).unwrap().state, state_at(2));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Weights and moments are streamed into the checkpoint tensor by tensor: a value or a write
+/// that fails once most of `model.safetensors` is on disk leaves the previous checkpoint
+/// as it was and no temporary files.
+#[test]
+fn a_write_failing_midway_keeps_the_previous_checkpoint() {
+    let dev = wgpu().autodiff();
+    let cfg = tiny_config();
+    let mut model = init_model(&cfg, 5, &dev);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    train_step(&mut model, &mut opt, 0, &schedule(), &dev);
+    let root = scratch("midway");
+    let ckpt = root.join("ckpt");
+    save_checkpoint(&ckpt, &cfg, &model, &opt, &state_at(1), &[]).unwrap();
+    let first = dir_files(&ckpt);
+
+    // A disk that fills up inside model.safetensors.
+    let contents = checkpoint_contents(&cfg, &model, &opt, &state_at(1)).unwrap();
+    let (name, model_file) = contents.into_iter().nth(1).unwrap();
+    assert_eq!(name, "model.safetensors");
+    let mut disk = [0u8; 4096];
+    let e = pollster::block_on(model_file.write_to(&mut &mut disk[..])).unwrap_err();
+    assert!(
+        e.to_string().starts_with("model.safetensors: writing"),
+        "{e}"
+    );
+
+    // The final norm is written after every layer: an infinity there stops the stream late.
+    let h = cfg.hidden_size;
+    let mut w = vec![1.0f32; h];
+    w[h - 1] = f32::INFINITY;
+    model.norm = Param::from_tensor(Tensor::<1>::from_floats(w.as_slice(), &dev));
+    let e = save_checkpoint(&ckpt, &cfg, &model, &opt, &state_at(2), &[]).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("model.norm.weight"),
+        "{msg}"
+    );
+    assert!(dir_files(&ckpt) == first, "the previous checkpoint changed");
+    let entries: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["ckpt"], "temporary files left behind");
+    assert_eq!(load_checkpoint(&ckpt, &dev).unwrap().state, state_at(1));
     let _ = std::fs::remove_dir_all(&root);
 }
 

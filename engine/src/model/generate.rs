@@ -8,8 +8,12 @@
 //! vocabulary (≥ [`DEVICE_GREEDY_MIN_VOCAB`]) picks tokens on the device, shard by shard:
 //! only each shard's best logit, its index and a count of non-finite logits come back
 //! (`[B, 3 × shards]` numbers instead of `[B, V]`: 12 bytes instead of 1 MB per row at
-//! Qwen3.5's 248k). Sampling, and small vocabularies (where the extra launches cost more
-//! than the read-back saves), read the row of logits.
+//! Qwen3.5's 248k). Sampling with top-k (k ≤ 512) finds each row's k best logits there
+//! too (each shard's top-k, then the top-k of those) and reads back only those and their
+//! ids; temperature, top-p and min-p then run on the host over the k candidates, so the
+//! tokens are exactly those of the host sampler over the whole row. Sampling without top-k
+//! (or with a repetition penalty), and small vocabularies (where the extra launches cost
+//! more than the read-back saves), read the row of logits.
 //!
 //! Sampling follows transformers' processors, in order: repetition penalty over prompt and
 //! generated tokens, temperature, top-k, top-p, min-p; temperature 0 is greedy (argmax).
@@ -24,6 +28,7 @@ use super::cache::Cache;
 use super::hybrid::HybridModel;
 use crate::nn::attention::AttentionContext;
 use crate::ops::gated_attention::KeyPadding;
+use crate::ops::topk::{MAX_K, topk_rows};
 
 /// Sampling settings (defaults: greedy).
 #[derive(Debug, Clone, PartialEq)]
@@ -152,66 +157,132 @@ pub fn sample(logits: &mut [f32], seen: &[u32], s: &Sampling, rng: &mut StdRng) 
     if s.temperature <= 0.0 {
         return argmax(logits);
     }
-    // Candidates sorted by logit, descending.
+    // Candidates sorted by logit, descending (stable: ties keep the lower id first).
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     if s.top_k > 0 {
         idx.truncate(s.top_k);
     }
-    let max = logits[idx[0]] / s.temperature;
-    let mut probs: Vec<f32> = idx
+    let values: Vec<f32> = idx.iter().map(|&i| logits[i]).collect();
+    let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    sample_candidates(&values, &ids, s, rng)
+}
+
+/// Samples among candidates sorted by descending logit (`values`, their token `ids`), the
+/// row already cut to top-k: temperature, then top-p, then min-p, then one uniform draw.
+fn sample_candidates(values: &[f32], ids: &[u32], s: &Sampling, rng: &mut StdRng) -> u32 {
+    let max = values[0] / s.temperature;
+    let mut probs: Vec<f32> = values
         .iter()
-        .map(|&i| (logits[i] / s.temperature - max).exp())
+        .map(|&l| (l / s.temperature - max).exp())
         .collect();
     let total: f32 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
+    let mut keep = probs.len();
     if s.top_p < 1.0 {
         let mut acc = 0.0;
-        let keep = probs
+        keep = probs
             .iter()
             .position(|&p| {
                 acc += p;
                 acc >= s.top_p
             })
-            .map_or(probs.len(), |i| i + 1);
-        probs.truncate(keep);
-        idx.truncate(keep);
+            .map_or(keep, |i| i + 1);
     }
     if s.min_p > 0.0 {
         let floor = s.min_p * probs[0];
-        let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
-        probs.truncate(keep);
-        idx.truncate(keep);
+        keep = probs[..keep]
+            .iter()
+            .take_while(|&&p| p >= floor)
+            .count()
+            .max(1);
     }
+    let probs = &probs[..keep];
     let total: f32 = probs.iter().sum();
     let mut u = rng.random::<f32>() * total;
-    for (p, &i) in probs.iter().zip(&idx) {
+    for (p, &i) in probs.iter().zip(ids) {
         if u < *p {
-            return i as u32;
+            return i;
         }
         u -= p;
     }
-    idx[idx.len() - 1] as u32
+    ids[keep - 1]
 }
 
-/// The vocabulary size from which greedy tokens are picked on the device.
+/// The vocabulary size from which tokens (greedy) or top-k candidates (sampling) are
+/// picked on the device.
 pub const DEVICE_GREEDY_MIN_VOCAB: usize = 16_384;
 
-/// What a step hands to the sampler: tokens already chosen on the device (greedy), or the
-/// rows of logits `[B · V]` to sample from.
+/// Where a generation picks its tokens (decided once from the settings).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pick {
+    /// Read each row of logits and sample on the host.
+    Host,
+    /// Greedy on the device: each shard's best logit and index.
+    Greedy,
+    /// Top-k (k ≤ [`MAX_K`]) on the device, the rest of sampling on the host.
+    TopK(usize),
+}
+
+impl Pick {
+    fn for_settings(s: &Sampling, vocab: usize) -> Self {
+        if vocab < DEVICE_GREEDY_MIN_VOCAB || s.repetition_penalty != 1.0 {
+            Pick::Host
+        } else if s.temperature <= 0.0 {
+            Pick::Greedy
+        } else if (1..=MAX_K).contains(&s.top_k) {
+            Pick::TopK(s.top_k)
+        } else {
+            Pick::Host
+        }
+    }
+}
+
+/// What a step hands to the sampler: tokens already chosen on the device (greedy), each
+/// row's `k` best logits and their ids (descending), or the rows of logits `[B · V]`.
 enum Choices {
     Ids(Vec<u32>),
+    Candidates {
+        k: usize,
+        values: Vec<f32>,
+        ids: Vec<u32>,
+    },
     Logits(Vec<f32>),
 }
 
 impl Choices {
     /// Every row repeated `group` times (the cache was forked after the prompt).
     fn repeat_rows(self, group: usize, vocab: usize) -> Self {
+        let rep = |v: Vec<f32>, n: usize| -> Vec<f32> {
+            v.chunks(n).flat_map(|row| row.repeat(group)).collect()
+        };
         match self {
             Choices::Ids(ids) => Choices::Ids(ids.iter().flat_map(|&t| vec![t; group]).collect()),
-            Choices::Logits(l) => {
-                Choices::Logits(l.chunks(vocab).flat_map(|row| row.repeat(group)).collect())
+            Choices::Candidates { k, values, ids } => Choices::Candidates {
+                k,
+                values: rep(values, k),
+                ids: ids.chunks(k).flat_map(|row| row.repeat(group)).collect(),
+            },
+            Choices::Logits(l) => Choices::Logits(rep(l, vocab)),
+        }
+    }
+
+    /// Row `r`'s token.
+    fn pick(
+        &mut self,
+        r: usize,
+        vocab: usize,
+        seen: &[u32],
+        s: &Sampling,
+        rng: &mut StdRng,
+    ) -> u32 {
+        match self {
+            Choices::Ids(ids) => ids[r],
+            Choices::Candidates { k, values, ids } => {
+                let at = r * *k..(r + 1) * *k;
+                sample_candidates(&values[at.clone()], &ids[at], s, rng)
             }
+            Choices::Logits(l) => sample(&mut l[r * vocab..(r + 1) * vocab], seen, s, rng),
         }
     }
 }
@@ -227,6 +298,28 @@ async fn read(t: Tensor<2>) -> Result<Vec<f32>, GenerateError> {
         .map_err(|e| GenerateError::Device(format!("{e:?}")))
 }
 
+/// Logits `[B, rows]` of each head shard for `x` `[B, 1, H]`, with each shard's first id.
+fn shard_logits(model: &HybridModel, x: &Tensor<3>) -> Vec<(usize, Tensor<2>)> {
+    let b = x.dims()[0];
+    let mut offset = 0usize;
+    model
+        .head()
+        .shards
+        .iter()
+        .map(|shard| {
+            let rows = shard.dims()[0];
+            let l = shard.forward(x.clone()).reshape([b, rows]);
+            offset += rows;
+            (offset - rows, l)
+        })
+        .collect()
+}
+
+/// `[B, 1]` count of non-finite values in each row of `l`.
+fn non_finite(l: Tensor<2>) -> Tensor<2> {
+    l.is_finite().bool_not().float().sum_dim(1)
+}
+
 /// Greedy tokens for the last position of `hidden` `[B, T, H]`, chosen on the device shard
 /// by shard; None when a logit is non-finite (the caller then reads the row and names the
 /// origin). Between shards a tie goes to the lower shard, as the host's argmax takes the
@@ -236,32 +329,24 @@ async fn greedy_last(
     hidden: Tensor<3>,
 ) -> Result<Option<Vec<u32>>, GenerateError> {
     let [b, t, _] = hidden.dims();
-    let x = hidden.narrow(1, t - 1, 1);
-    let shards = &model.head().shards;
-    let mut parts = Vec::with_capacity(3 * shards.len());
-    let mut offsets = Vec::with_capacity(shards.len());
-    let mut offset = 0usize;
-    for shard in shards {
-        let rows = shard.dims()[0];
-        let l = shard.forward(x.clone()).reshape([b, rows]);
-        let bad = l.clone().is_finite().bool_not().float().sum_dim(1);
-        let (best, at) = l.max_dim_with_indices(1);
-        parts.extend([best, at.float(), bad]);
-        offsets.push(offset);
-        offset += rows;
-    }
+    let shards = shard_logits(model, &hidden.narrow(1, t - 1, 1));
     let s = shards.len();
+    let mut parts = Vec::with_capacity(3 * s);
+    for (_, l) in &shards {
+        let (best, at) = l.clone().max_dim_with_indices(1);
+        parts.extend([best, at.float(), non_finite(l.clone())]);
+    }
     let host = read(Tensor::cat(parts, 1)).await?;
     let mut ids = Vec::with_capacity(b);
     for row in host.chunks(3 * s) {
         let mut pick: Option<(f32, u32)> = None;
-        for (k, part) in row.chunks(3).enumerate() {
+        for (part, (first, _)) in row.chunks(3).zip(&shards) {
             let [best, at, bad] = [part[0], part[1], part[2]];
             if bad != 0.0 {
                 return Ok(None);
             }
             if pick.is_none_or(|(v, _)| best > v) {
-                pick = Some((best, offsets[k] as u32 + at as u32));
+                pick = Some((best, *first as u32 + at as u32));
             }
         }
         ids.push(pick.map_or(0, |p| p.1));
@@ -269,15 +354,64 @@ async fn greedy_last(
     Ok(Some(ids))
 }
 
-/// The sampler's input for the last position of `hidden`: greedy tokens picked on the
-/// device, or (sampling, or a non-finite logit to report) the logits rows.
+/// The `k` best logits of the last position of `hidden` `[B, T, H]` and their ids, in the
+/// host sampler's order (descending, ties to the lower id), found on the device: each
+/// shard's top-k, then the top-k of those. Reads back `2k + shards` numbers per row. None
+/// when a logit is non-finite (as [`greedy_last`]).
+async fn top_k_last(
+    model: &HybridModel,
+    hidden: Tensor<3>,
+    k: usize,
+) -> Result<Option<Choices>, GenerateError> {
+    let t = hidden.dims()[1];
+    let shards = shard_logits(model, &hidden.narrow(1, t - 1, 1));
+    let (mut values, mut ids, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+    for (first, l) in shards {
+        bad.push(non_finite(l.clone()));
+        let (v, i) = topk_rows(l, k);
+        values.push(v);
+        ids.push(i.float().add_scalar(first as f64));
+    }
+    let (values, ids) = if values.len() == 1 {
+        (values.remove(0), ids.remove(0))
+    } else {
+        // Candidates are in id order across shards, so ties still go to the lower id.
+        let (v, at) = topk_rows(Tensor::cat(values, 1), k);
+        (v, Tensor::cat(ids, 1).gather(1, at))
+    };
+    let k = values.dims()[1];
+    let s = bad.len();
+    let host = read(Tensor::cat(vec![values, ids, Tensor::cat(bad, 1)], 1)).await?;
+    let (mut values, mut ids) = (Vec::new(), Vec::new());
+    for row in host.chunks(2 * k + s) {
+        if row[2 * k..].iter().any(|&n| n != 0.0) {
+            return Ok(None);
+        }
+        values.extend_from_slice(&row[..k]);
+        ids.extend(row[k..2 * k].iter().map(|&i| i as u32));
+    }
+    Ok(Some(Choices::Candidates { k, values, ids }))
+}
+
+/// The sampler's input for the last position of `hidden`: tokens or candidates picked on
+/// the device, or (host sampling, or a non-finite logit to report) the logits rows.
 async fn last_choices(
     model: &HybridModel,
     hidden: Tensor<3>,
-    greedy: bool,
+    pick: Pick,
 ) -> Result<Choices, GenerateError> {
-    if greedy && let Some(ids) = greedy_last(model, hidden.clone()).await? {
-        return Ok(Choices::Ids(ids));
+    match pick {
+        Pick::Greedy => {
+            if let Some(ids) = greedy_last(model, hidden.clone()).await? {
+                return Ok(Choices::Ids(ids));
+            }
+        }
+        Pick::TopK(k) => {
+            if let Some(c) = top_k_last(model, hidden.clone(), k).await? {
+                return Ok(c);
+            }
+        }
+        Pick::Host => {}
     }
     Ok(Choices::Logits(last_logits(model, hidden).await?))
 }
@@ -342,10 +476,8 @@ pub async fn generate_streaming_async(
     let mut cache: Cache = model.new_cache();
     let hidden = model.hidden(ids, &mut cache, &ctx);
     let vocab = model.vocab_size();
-    let s = &opts.sampling;
-    let greedy =
-        s.temperature <= 0.0 && s.repetition_penalty == 1.0 && vocab >= DEVICE_GREEDY_MIN_VOCAB;
-    let mut choices = last_choices(model, hidden, greedy).await?;
+    let pick = Pick::for_settings(&opts.sampling, vocab);
+    let mut choices = last_choices(model, hidden, pick).await?;
     check_finite(model, &choices, prompts, &[], 0, device).await?;
     let (prompts, pads) = if group > 1 {
         cache = cache.fork(group);
@@ -368,13 +500,7 @@ pub async fn generate_streaming_async(
         let mut next = vec![0i64; b];
         let mut stop = false;
         for r in 0..b {
-            let tok = match &mut choices {
-                Choices::Ids(ids) => ids[r],
-                Choices::Logits(l) => {
-                    let row = &mut l[r * vocab..(r + 1) * vocab];
-                    sample(row, &seen[r], &opts.sampling, &mut rng)
-                }
-            };
+            let tok = choices.pick(r, vocab, &seen[r], &opts.sampling, &mut rng);
             next[r] = i64::from(tok);
             if !done[r] {
                 out[r].push(tok);
@@ -394,7 +520,7 @@ pub async fn generate_streaming_async(
         };
         let ids = Tensor::from_data(TensorData::new(next, [b, 1]), device);
         let hidden = model.hidden(ids, &mut cache, &ctx);
-        choices = last_choices(model, hidden, greedy).await?;
+        choices = last_choices(model, hidden, pick).await?;
         check_finite(model, &choices, &prompts, &out, step + 1, device).await?;
     }
     Ok(out)

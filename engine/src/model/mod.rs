@@ -14,6 +14,7 @@ pub mod load;
 pub mod random;
 pub mod save;
 pub mod score;
+pub mod tensor_file;
 pub mod tokenizer;
 pub mod weights;
 

@@ -88,6 +88,14 @@ impl FileDtype {
         }
     }
 
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::Half(_) => 2,
+        }
+    }
+
     /// The safetensors dtype.
     pub fn safetensors(self) -> safetensors::Dtype {
         match self {

@@ -15,6 +15,7 @@
 //! Everything here works on bytes; writing files is the caller's (see `train::files`).
 
 use std::collections::HashMap;
+use std::io::Write;
 
 use burn::module::{Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
@@ -23,6 +24,7 @@ use serde_json::{Map, Value, json};
 use super::config::{Config, Family, LayerType};
 use super::hybrid::{Ffn, HybridModel, Mixer};
 use super::random::FileDtype;
+use super::tensor_file::TensorWriter;
 use crate::nn::mlp::Mlp;
 
 /// Errors saving a model.
@@ -54,6 +56,8 @@ pub enum SaveError {
     Serialize(String),
     #[error("parameter `{0}` holds a non-finite value; it is not saved")]
     NonFinite(String),
+    #[error("writing: {0}")]
+    Io(String),
 }
 
 /// A shared reference to one parameter of the model (every parameter is 1-D or 2-D).
@@ -266,19 +270,23 @@ pub type NamedHostTensor = (String, Vec<usize>, Vec<f32>);
 pub async fn read_params(model: &HybridModel) -> Result<Vec<NamedHostTensor>, SaveError> {
     let mut out = Vec::new();
     for (name, p) in named_params(model) {
-        let shape = p.shape();
-        let values = read_flat(p.flat().inner())
-            .await
-            .map_err(|msg| SaveError::Device {
-                name: name.clone(),
-                msg,
-            })?;
-        if values.iter().any(|x| !x.is_finite()) {
-            return Err(SaveError::NonFinite(name));
-        }
-        out.push((name, shape, values));
+        out.push(read_param(&name, &p).await?);
     }
     Ok(out)
+}
+
+/// One parameter read to the host; a non-finite value is an error.
+async fn read_param(name: &str, p: &ParamRef<'_>) -> Result<NamedHostTensor, SaveError> {
+    let values = read_flat(p.flat().inner())
+        .await
+        .map_err(|msg| SaveError::Device {
+            name: name.to_string(),
+            msg,
+        })?;
+    if values.iter().any(|x| !x.is_finite()) {
+        return Err(SaveError::NonFinite(name.to_string()));
+    }
+    Ok((name.to_string(), p.shape(), values))
 }
 
 /// Host copy of a 1-D tensor.
@@ -333,6 +341,43 @@ impl Pool {
     }
 }
 
+/// A group of checkpoint tensors converted together: each output tensor is made from the
+/// parameters of one part only, so a writer can read, convert and write one part at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Part {
+    Embed,
+    Layer(usize),
+    Norm,
+    Head,
+}
+
+impl Part {
+    /// The parts of a model for `cfg`, in checkpoint order (`untied`: with an LM head).
+    pub(crate) fn all(cfg: &Config, untied: bool) -> Vec<Part> {
+        let mut parts = vec![Part::Embed];
+        parts.extend((0..cfg.layer_types.len()).map(Part::Layer));
+        parts.push(Part::Norm);
+        if untied {
+            parts.push(Part::Head);
+        }
+        parts
+    }
+
+    /// The part a parameter name belongs to (None for a name no model has).
+    pub(crate) fn of(name: &str) -> Option<Part> {
+        match name {
+            "model.embed_tokens.weight" => Some(Part::Embed),
+            "model.norm.weight" => Some(Part::Norm),
+            "lm_head.weight" => Some(Part::Head),
+            _ => {
+                let rest = name.strip_prefix("model.layers.")?;
+                let (i, _) = rest.split_once('.')?;
+                i.parse().ok().map(Part::Layer)
+            }
+        }
+    }
+}
+
 /// Converts parameter-named host tensors into the checkpoint tensors transformers expects for
 /// `cfg`'s family (see the module docs): the inverse of [`super::load::build`]'s regrouping.
 /// Every parameter the config implies must be present with its shape; `lm_head.weight` is
@@ -345,7 +390,29 @@ pub fn hf_tensors(
         map: params.into_iter().map(|(n, s, v)| (n, (s, v))).collect(),
         out: Vec::new(),
     };
+    for part in Part::all(cfg, pool.map.contains_key("lm_head.weight")) {
+        convert(cfg, part, &mut pool)?;
+    }
+    if let Some(extra) = pool.map.keys().min() {
+        return Err(SaveError::Unexpected(extra.clone()));
+    }
+    Ok(pool.out)
+}
+
+/// Moves `part`'s parameters from `pool.map` to checkpoint tensors in `pool.out`.
+fn convert(cfg: &Config, part: Part, pool: &mut Pool) -> Result<(), SaveError> {
     let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+    match part {
+        Part::Embed => pool.keep("model.embed_tokens.weight".into(), &[v, h]),
+        Part::Layer(i) => convert_layer(cfg, i, pool),
+        Part::Norm => pool.keep("model.norm.weight".into(), &[h]),
+        Part::Head => pool.keep("lm_head.weight".into(), &[v, h]),
+    }
+}
+
+/// [`convert`] for decoder layer `i`.
+fn convert_layer(cfg: &Config, i: usize, pool: &mut Pool) -> Result<(), SaveError> {
+    let h = cfg.hidden_size;
     let (nk, nv) = (cfg.linear_num_key_heads, cfg.linear_num_value_heads);
     let (dk, dv) = (cfg.linear_key_head_dim, cfg.linear_value_head_dim);
     let r = nv / nk;
@@ -356,102 +423,93 @@ pub fn hf_tensors(
         cfg.num_key_value_heads,
         cfg.head_dim,
     );
-    pool.keep("model.embed_tokens.weight".into(), &[v, h])?;
-    for (i, ty) in cfg.layer_types.iter().enumerate() {
-        let p = format!("model.layers.{i}");
-        pool.keep(format!("{p}.input_layernorm.weight"), &[h])?;
-        pool.keep(format!("{p}.post_attention_layernorm.weight"), &[h])?;
-        match ty {
-            LayerType::Linear => {
-                let q = format!("{p}.linear_attn");
-                let qkv = pool.take(&format!("{q}.in_proj_qkv.weight"), &[cdim, h])?;
-                let z = pool.take(&format!("{q}.in_proj_z.weight"), &[nv * dv, h])?;
-                let b = pool.take(&format!("{q}.in_proj_b.weight"), &[nv, h])?;
-                let a = pool.take(&format!("{q}.in_proj_a.weight"), &[nv, h])?;
-                if cfg.family == Family::Qwen3Next {
-                    // Per key head j: [q_j | k_j | v (r heads) | z (r heads)] and [b (r) | a (r)].
-                    // (Empty data stays empty: `hf_names` passes shapes only.)
-                    let rows = |t: &[f32], start: usize, n: usize| {
-                        t.get(start * h..(start + n) * h)
-                            .map(<[f32]>::to_vec)
-                            .unwrap_or_default()
-                    };
-                    let mut qkvz = Vec::with_capacity((cdim + nv * dv) * h);
-                    let mut ba = Vec::with_capacity(2 * nv * h);
-                    for j in 0..nk {
-                        qkvz.extend(rows(&qkv, j * dk, dk));
-                        qkvz.extend(rows(&qkv, nk * dk + j * dk, dk));
-                        qkvz.extend(rows(&qkv, 2 * nk * dk + j * r * dv, r * dv));
-                        qkvz.extend(rows(&z, j * r * dv, r * dv));
-                        ba.extend(rows(&b, j * r, r));
-                        ba.extend(rows(&a, j * r, r));
-                    }
-                    let w = 2 * dk + 2 * r * dv;
-                    pool.put(format!("{q}.in_proj_qkvz.weight"), &[nk * w, h], qkvz);
-                    pool.put(format!("{q}.in_proj_ba.weight"), &[2 * nv, h], ba);
-                } else {
-                    pool.put(format!("{q}.in_proj_qkv.weight"), &[cdim, h], qkv);
-                    pool.put(format!("{q}.in_proj_z.weight"), &[nv * dv, h], z);
-                    pool.put(format!("{q}.in_proj_b.weight"), &[nv, h], b);
-                    pool.put(format!("{q}.in_proj_a.weight"), &[nv, h], a);
+    let ty = cfg.layer_types[i];
+    let p = format!("model.layers.{i}");
+    pool.keep(format!("{p}.input_layernorm.weight"), &[h])?;
+    pool.keep(format!("{p}.post_attention_layernorm.weight"), &[h])?;
+    match ty {
+        LayerType::Linear => {
+            let q = format!("{p}.linear_attn");
+            let qkv = pool.take(&format!("{q}.in_proj_qkv.weight"), &[cdim, h])?;
+            let z = pool.take(&format!("{q}.in_proj_z.weight"), &[nv * dv, h])?;
+            let b = pool.take(&format!("{q}.in_proj_b.weight"), &[nv, h])?;
+            let a = pool.take(&format!("{q}.in_proj_a.weight"), &[nv, h])?;
+            if cfg.family == Family::Qwen3Next {
+                // Per key head j: [q_j | k_j | v (r heads) | z (r heads)] and [b (r) | a (r)].
+                // (Empty data stays empty: `hf_names` passes shapes only.)
+                let rows = |t: &[f32], start: usize, n: usize| {
+                    t.get(start * h..(start + n) * h)
+                        .map(<[f32]>::to_vec)
+                        .unwrap_or_default()
+                };
+                let mut qkvz = Vec::with_capacity((cdim + nv * dv) * h);
+                let mut ba = Vec::with_capacity(2 * nv * h);
+                for j in 0..nk {
+                    qkvz.extend(rows(&qkv, j * dk, dk));
+                    qkvz.extend(rows(&qkv, nk * dk + j * dk, dk));
+                    qkvz.extend(rows(&qkv, 2 * nk * dk + j * r * dv, r * dv));
+                    qkvz.extend(rows(&z, j * r * dv, r * dv));
+                    ba.extend(rows(&b, j * r, r));
+                    ba.extend(rows(&a, j * r, r));
                 }
-                let conv = pool.take(&format!("{q}.conv1d.weight"), &[cdim, kconv])?;
-                pool.put(format!("{q}.conv1d.weight"), &[cdim, 1, kconv], conv);
-                pool.keep(format!("{q}.A_log"), &[nv])?;
-                pool.keep(format!("{q}.dt_bias"), &[nv])?;
-                pool.keep(format!("{q}.norm.weight"), &[dv])?;
-                pool.keep(format!("{q}.out_proj.weight"), &[h, nv * dv])?;
-            }
-            LayerType::Full => {
-                let q = format!("{p}.self_attn");
-                pool.keep(format!("{q}.q_proj.weight"), &[2 * nh * hd, h])?;
-                pool.keep(format!("{q}.k_proj.weight"), &[nkv * hd, h])?;
-                pool.keep(format!("{q}.v_proj.weight"), &[nkv * hd, h])?;
-                pool.keep(format!("{q}.o_proj.weight"), &[h, nh * hd])?;
-                pool.keep(format!("{q}.q_norm.weight"), &[hd])?;
-                pool.keep(format!("{q}.k_norm.weight"), &[hd])?;
-            }
-        }
-        if cfg.is_moe_layer(i) {
-            let m = cfg.moe.as_ref().expect("MoE layers have an MoE config");
-            let (e, mi) = (m.num_experts, m.moe_intermediate_size);
-            pool.keep(format!("{p}.mlp.gate.weight"), &[e, h])?;
-            if cfg.family == Family::Qwen35Moe {
-                let mut gu = Vec::with_capacity(e * 2 * mi * h);
-                let mut down = Vec::with_capacity(e * h * mi);
-                for x in 0..e {
-                    let q = format!("{p}.mlp.experts.{x}");
-                    gu.extend(pool.take(&format!("{q}.gate_proj.weight"), &[mi, h])?);
-                    gu.extend(pool.take(&format!("{q}.up_proj.weight"), &[mi, h])?);
-                    down.extend(pool.take(&format!("{q}.down_proj.weight"), &[h, mi])?);
-                }
-                pool.put(format!("{p}.mlp.experts.gate_up_proj"), &[e, 2 * mi, h], gu);
-                pool.put(format!("{p}.mlp.experts.down_proj"), &[e, h, mi], down);
+                let w = 2 * dk + 2 * r * dv;
+                pool.put(format!("{q}.in_proj_qkvz.weight"), &[nk * w, h], qkvz);
+                pool.put(format!("{q}.in_proj_ba.weight"), &[2 * nv, h], ba);
             } else {
-                for x in 0..e {
-                    pool.mlp(&format!("{p}.mlp.experts.{x}"), h, mi)?;
-                }
+                pool.put(format!("{q}.in_proj_qkv.weight"), &[cdim, h], qkv);
+                pool.put(format!("{q}.in_proj_z.weight"), &[nv * dv, h], z);
+                pool.put(format!("{q}.in_proj_b.weight"), &[nv, h], b);
+                pool.put(format!("{q}.in_proj_a.weight"), &[nv, h], a);
             }
-            let si = m.shared_expert_intermediate_size;
-            if si > 0 {
-                pool.mlp(&format!("{p}.mlp.shared_expert"), h, si)?;
-                pool.keep(format!("{p}.mlp.shared_expert_gate.weight"), &[1, h])?;
-            }
-        } else {
-            let inter = cfg
-                .intermediate_size
-                .expect("validated: dense layers have a width");
-            pool.mlp(&format!("{p}.mlp"), h, inter)?;
+            let conv = pool.take(&format!("{q}.conv1d.weight"), &[cdim, kconv])?;
+            pool.put(format!("{q}.conv1d.weight"), &[cdim, 1, kconv], conv);
+            pool.keep(format!("{q}.A_log"), &[nv])?;
+            pool.keep(format!("{q}.dt_bias"), &[nv])?;
+            pool.keep(format!("{q}.norm.weight"), &[dv])?;
+            pool.keep(format!("{q}.out_proj.weight"), &[h, nv * dv])?;
+        }
+        LayerType::Full => {
+            let q = format!("{p}.self_attn");
+            pool.keep(format!("{q}.q_proj.weight"), &[2 * nh * hd, h])?;
+            pool.keep(format!("{q}.k_proj.weight"), &[nkv * hd, h])?;
+            pool.keep(format!("{q}.v_proj.weight"), &[nkv * hd, h])?;
+            pool.keep(format!("{q}.o_proj.weight"), &[h, nh * hd])?;
+            pool.keep(format!("{q}.q_norm.weight"), &[hd])?;
+            pool.keep(format!("{q}.k_norm.weight"), &[hd])?;
         }
     }
-    pool.keep("model.norm.weight".into(), &[h])?;
-    if pool.map.contains_key("lm_head.weight") {
-        pool.keep("lm_head.weight".into(), &[v, h])?;
+    if cfg.is_moe_layer(i) {
+        let m = cfg.moe.as_ref().expect("MoE layers have an MoE config");
+        let (e, mi) = (m.num_experts, m.moe_intermediate_size);
+        pool.keep(format!("{p}.mlp.gate.weight"), &[e, h])?;
+        if cfg.family == Family::Qwen35Moe {
+            let mut gu = Vec::with_capacity(e * 2 * mi * h);
+            let mut down = Vec::with_capacity(e * h * mi);
+            for x in 0..e {
+                let q = format!("{p}.mlp.experts.{x}");
+                gu.extend(pool.take(&format!("{q}.gate_proj.weight"), &[mi, h])?);
+                gu.extend(pool.take(&format!("{q}.up_proj.weight"), &[mi, h])?);
+                down.extend(pool.take(&format!("{q}.down_proj.weight"), &[h, mi])?);
+            }
+            pool.put(format!("{p}.mlp.experts.gate_up_proj"), &[e, 2 * mi, h], gu);
+            pool.put(format!("{p}.mlp.experts.down_proj"), &[e, h, mi], down);
+        } else {
+            for x in 0..e {
+                pool.mlp(&format!("{p}.mlp.experts.{x}"), h, mi)?;
+            }
+        }
+        let si = m.shared_expert_intermediate_size;
+        if si > 0 {
+            pool.mlp(&format!("{p}.mlp.shared_expert"), h, si)?;
+            pool.keep(format!("{p}.mlp.shared_expert_gate.weight"), &[1, h])?;
+        }
+    } else {
+        let inter = cfg
+            .intermediate_size
+            .expect("validated: dense layers have a width");
+        pool.mlp(&format!("{p}.mlp"), h, inter)?;
     }
-    if let Some(extra) = pool.map.keys().min() {
-        return Err(SaveError::Unexpected(extra.clone()));
-    }
-    Ok(pool.out)
+    Ok(())
 }
 
 /// The checkpoint names and shapes [`hf_tensors`] produces for `model` (no data is read).
@@ -561,31 +619,36 @@ pub fn safetensors_bytes(
     safetensors_bytes_as(tensors, metadata, &|_| FileDtype::F32)
 }
 
-/// [`safetensors_bytes`] with each tensor stored as `dtype(name)` (F32, BF16 or F16).
+/// [`safetensors_bytes`] with each tensor stored as `dtype(name)` (F32, BF16 or F16); the
+/// tensors in the order the `safetensors` crate writes (descending dtype alignment, then
+/// name), so the bytes equal its `serialize`.
 pub fn safetensors_bytes_as(
     tensors: &[NamedHostTensor],
     metadata: Option<(&str, String)>,
     dtype: &dyn Fn(&str) -> FileDtype,
 ) -> Result<Vec<u8>, SaveError> {
-    let dtypes: Vec<FileDtype> = tensors.iter().map(|(n, _, _)| dtype(n)).collect();
-    let bytes: Vec<Vec<u8>> = tensors
+    let mut order: Vec<(&NamedHostTensor, FileDtype)> =
+        tensors.iter().map(|t| (t, dtype(&t.0))).collect();
+    order.sort_by(|(a, da), (b, db)| {
+        db.safetensors()
+            .cmp(&da.safetensors())
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    let entries = order
         .iter()
-        .zip(&dtypes)
-        .map(|((_, _, v), d)| d.encode(v))
+        .map(|((n, s, _), d)| (n.clone(), s.clone(), *d))
         .collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .zip(&dtypes)
-        .map(|(((name, shape, _), b), d)| {
-            safetensors::tensor::TensorView::new(d.safetensors(), shape.clone(), b)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| SaveError::Serialize(format!("{name}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let (key, value) = metadata.unwrap_or(("format", "pt".to_string()));
-    let meta = HashMap::from([(key.to_string(), value)]);
-    safetensors::serialize(views, Some(meta)).map_err(|e| SaveError::Serialize(e.to_string()))
+    let mut out = Vec::new();
+    let mut w = TensorWriter::start(
+        &mut out,
+        entries,
+        metadata.unwrap_or(("format", "pt".to_string())),
+    )?;
+    for ((name, _, values), _) in &order {
+        w.tensor(name, values)?;
+    }
+    w.finish()?;
+    Ok(out)
 }
 
 /// `model.safetensors` bytes of `model` in Hugging Face layout for `cfg`'s family.
@@ -599,15 +662,53 @@ pub async fn model_safetensors_as(
     model: &HybridModel,
     dtype: &dyn Fn(&str) -> FileDtype,
 ) -> Result<Vec<u8>, SaveError> {
+    let mut out = Vec::new();
+    write_model_safetensors(cfg, model, dtype, &mut out).await?;
+    Ok(out)
+}
+
+/// Writes `model.safetensors` of `model` (Hugging Face layout for `cfg`'s family, each
+/// tensor as `dtype(name)`) to `w`, one part at a time: the parameters of one layer (or the
+/// embedding, or the head) are read from the device, converted and written before the next
+/// are read, so host memory holds one layer, not the model. A non-finite value stops the
+/// write with [`SaveError::NonFinite`] (the caller discards the partial file).
+pub async fn write_model_safetensors(
+    cfg: &Config,
+    model: &HybridModel,
+    dtype: &dyn Fn(&str) -> FileDtype,
+    w: &mut dyn Write,
+) -> Result<(), SaveError> {
     if model.linears().any(|l| l.frozen.is_some()) {
         return Err(SaveError::Frozen);
     }
     if model.adapter.is_some() {
         return Err(SaveError::Adapters);
     }
-    let params = read_params(model).await?;
-    let tensors = hf_tensors(cfg, params)?;
-    safetensors_bytes_as(&tensors, None, dtype)
+    // Every name, shape and the conversion checked before any data is read.
+    let entries = hf_names(cfg, model)?
+        .into_iter()
+        .map(|(n, s)| {
+            let d = dtype(&n);
+            (n, s, d)
+        })
+        .collect();
+    let mut file = TensorWriter::start(w, entries, ("format", "pt".to_string()))?;
+    let params = named_params(model);
+    for part in Part::all(cfg, model.lm_head.is_some()) {
+        let mut pool = Pool {
+            map: HashMap::new(),
+            out: Vec::new(),
+        };
+        for (name, p) in params.iter().filter(|(n, _)| Part::of(n) == Some(part)) {
+            let (name, shape, values) = read_param(name, p).await?;
+            pool.map.insert(name, (shape, values));
+        }
+        convert(cfg, part, &mut pool)?;
+        for (name, _, values) in pool.out {
+            file.tensor(&name, &values)?;
+        }
+    }
+    file.finish()
 }
 
 /// A saved model: `config.json` text and `model.safetensors` bytes.

@@ -28,11 +28,11 @@ impl Moe {
     /// Routing weights `[B, T, E]`: the top-k probabilities, zero elsewhere.
     pub fn routing(&self, x: Tensor<3>) -> Tensor<3> {
         let probs = softmax(linear(x, &self.gate), 2);
-        // The k-th largest probability per token; ties at the threshold are measure-zero.
-        let kth = probs
-            .clone()
-            .topk(self.top_k, 2)
-            .narrow(2, self.top_k - 1, 1);
+        // The k-th largest probability per token, on the device; ties at the threshold are
+        // measure-zero.
+        let [b, t, e] = probs.dims();
+        let (top, _) = crate::ops::topk::topk_rows(probs.clone().reshape([b * t, e]), self.top_k);
+        let kth = top.narrow(1, self.top_k - 1, 1).reshape([b, t, 1]);
         let keep = probs.clone().greater_equal(kth).float();
         let w = probs * keep;
         if self.norm_topk_prob {

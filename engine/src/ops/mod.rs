@@ -5,6 +5,7 @@ pub mod delta_rule;
 pub mod gated_attention;
 pub mod gdn_step;
 pub mod linear16;
+pub mod topk;
 pub(crate) mod wgsl;
 
 pub use wgsl::launch_count;

@@ -292,14 +292,12 @@ pub(crate) fn per_token(
 
 /// 0/1 `[B, T]`: the valid tokens whose covariance (A − Ā)(lp − l̄p) (means over the valid
 /// tokens, detached) is among the largest max(1, ⌊N·ratio⌋), N = Σ mask — on the device, by
-/// sorting and reading the threshold at that rank.
+/// reading the threshold at that rank from the row's top values (no read-back).
 fn top_covariance(adv: &Tensor<2>, lp: &Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<2> {
-    let [b, t] = lp.dims();
     let cov = covariance(adv, lp, mask);
     let invalid = mask.clone().lower_equal_elem(0.0);
     let ranked = cov.mask_fill(invalid, f64::NEG_INFINITY);
-    let sorted = ranked.clone().reshape([b * t]).sort_descending(0);
-    let threshold = sorted.gather(0, rank_index(mask, ratio)).reshape([1, 1]);
+    let threshold = kth_largest(ranked.clone(), mask, ratio);
     let dtype = lp.dtype();
     ranked.greater_equal(threshold).float().cast(dtype) * mask.clone()
 }
@@ -312,14 +310,23 @@ fn covariance(adv: &Tensor<2>, lp: &Tensor<2>, mask: &Tensor<2>) -> Tensor<2> {
     (a.clone() - mean(a)) * (l.clone() - mean(l))
 }
 
-/// `[1]` index max(1, ⌊N·ratio⌋) − 1, N = Σ mask (on the device).
-fn rank_index(mask: &Tensor<2>, ratio: f64) -> Tensor<1, burn::tensor::Int> {
-    let n = mask.clone().sum();
-    n.mul_scalar(ratio)
+/// `[1, 1]`: the value of rank max(1, ⌊N·ratio⌋) (1 = largest) among `x` `[B, T]`, N = Σ mask
+/// (on the device). The rank is at most max(1, ⌊B·T·ratio⌋), so only that many of the
+/// largest values are found.
+fn kth_largest(x: Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<2> {
+    let [b, t] = x.dims();
+    let most = (((b * t) as f64 * ratio).floor() as usize).max(1);
+    let (top, _) = crate::ops::topk::topk_rows(x.reshape([1, b * t]), most);
+    let rank = mask
+        .clone()
+        .sum()
+        .mul_scalar(ratio)
         .floor()
-        .clamp_min(1.0)
+        .clamp(1.0, most as f64)
         .add_scalar(-1.0)
         .int()
+        .reshape([1, 1]);
+    top.gather(1, rank)
 }
 
 /// 0/1 `[B, T]`: a uniformly random subset of the `candidates` (0/1) of size
@@ -335,7 +342,7 @@ fn random_subset(candidates: Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<
     )
     .cast(dtype);
     let keys = keys.mask_fill(candidates.clone().lower_equal_elem(0.0), f64::INFINITY);
-    let sorted = keys.clone().reshape([b * t]).sort(0);
-    let threshold = sorted.gather(0, rank_index(mask, ratio)).reshape([1, 1]);
+    // The key of that rank from the smallest: the same rank of the negated keys.
+    let threshold = kth_largest(keys.clone().neg(), mask, ratio).neg();
     keys.lower_equal(threshold).float().cast(dtype) * candidates
 }

@@ -1,5 +1,7 @@
-//! Training checkpoints as bytes (no filesystem here; `train::files` writes and reads
-//! directories natively).
+//! Training checkpoints as file contents (no filesystem here; `train::files` writes and
+//! reads directories natively). The weights and the AdamW moments are [`Contents`] that
+//! write themselves tensor by tensor from the device into any `Write` — a file natively,
+//! a byte vector in the browser — so host memory holds one layer, not the model.
 //!
 //! A checkpoint is a Hugging Face model folder plus the training state:
 //! ```text
@@ -20,7 +22,9 @@
 //! ```
 //! The frozen base is not copied: resuming loads it again from its own folder.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -28,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use super::optim::{AdamW, OptimError};
 use super::schedule::LrSchedule;
 use crate::model::adapter::{AdapterError, adapter_files_async};
-use crate::model::save::{SaveError, config_json, model_safetensors};
+use crate::model::random::FileDtype;
+use crate::model::save::{SaveError, config_json, write_model_safetensors};
 use crate::model::weights::{Buffer, WeightError, Weights};
 use crate::model::{Config, ConfigError, HybridModel};
 
@@ -117,6 +122,89 @@ impl TrainerState {
     }
 }
 
+/// What one file of a checkpoint or model folder holds. Large files are written tensor by
+/// tensor straight from the device ([`Contents::write_to`]), so saving never holds the
+/// model or its optimizer state in host memory at once.
+pub enum Contents<'a> {
+    Bytes(Cow<'a, [u8]>),
+    /// `model.safetensors` of `model` in Hugging Face layout for `cfg`, each tensor stored as
+    /// `dtype(name)`.
+    Model {
+        cfg: Config,
+        model: &'a HybridModel,
+        dtype: &'a dyn Fn(&str) -> FileDtype,
+    },
+    /// `optimizer.safetensors`: the AdamW moments.
+    Optimizer(&'a AdamW),
+}
+
+impl Contents<'_> {
+    /// Writes the file's bytes to `w`.
+    pub async fn write_to(self, w: &mut dyn Write) -> Result<(), CheckpointError> {
+        match self {
+            Self::Bytes(b) => w
+                .write_all(&b)
+                .map_err(|e| SaveError::Io(e.to_string()).into()),
+            Self::Model { cfg, model, dtype } => {
+                Ok(write_model_safetensors(&cfg, model, dtype, w).await?)
+            }
+            Self::Optimizer(o) => Ok(o.write_safetensors_async(w).await?),
+        }
+    }
+
+    /// The file's bytes in memory.
+    pub async fn into_bytes(self) -> Result<Vec<u8>, CheckpointError> {
+        match self {
+            Self::Bytes(b) => Ok(b.into_owned()),
+            other => {
+                let mut out = Vec::new();
+                other.write_to(&mut out).await?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Every tensor stored as F32 (checkpoints keep training values exactly).
+pub fn all_f32(_: &str) -> FileDtype {
+    FileDtype::F32
+}
+
+/// A model folder's `config.json` and `model.safetensors` (each tensor as `dtype(name)`);
+/// the config's `tie_word_embeddings` follows the model (tied without a separate LM head).
+pub fn model_contents<'a>(
+    cfg: &Config,
+    model: &'a HybridModel,
+    dtype: &'a dyn Fn(&str) -> FileDtype,
+) -> Vec<(String, Contents<'a>)> {
+    let mut cfg = cfg.clone();
+    cfg.tie_word_embeddings = model.lm_head.is_none();
+    vec![
+        (
+            CONFIG_FILE.into(),
+            Contents::Bytes(config_json(&cfg).into_bytes().into()),
+        ),
+        (MODEL_FILE.into(), Contents::Model { cfg, model, dtype }),
+    ]
+}
+
+/// The files of a checkpoint in write order (the trainer state last).
+pub fn checkpoint_contents<'a>(
+    cfg: &Config,
+    model: &'a HybridModel,
+    optimizer: &'a AdamW,
+    state: &TrainerState,
+) -> Result<Vec<(String, Contents<'a>)>, CheckpointError> {
+    optimizer.check_against(model)?;
+    let mut files = model_contents(cfg, model, &all_f32);
+    files.push((OPTIMIZER_FILE.into(), Contents::Optimizer(optimizer)));
+    files.push((
+        STATE_FILE.into(),
+        Contents::Bytes(state.to_json().into_bytes().into()),
+    ));
+    Ok(files)
+}
+
 /// The files of a checkpoint (name, bytes), in write order: the trainer state comes last.
 pub async fn checkpoint_files_async(
     cfg: &Config,
@@ -124,18 +212,11 @@ pub async fn checkpoint_files_async(
     optimizer: &AdamW,
     state: &TrainerState,
 ) -> Result<Vec<(String, Vec<u8>)>, CheckpointError> {
-    optimizer.check_against(model)?;
-    let mut cfg = cfg.clone();
-    cfg.tie_word_embeddings = model.lm_head.is_none();
-    Ok(vec![
-        (CONFIG_FILE.into(), config_json(&cfg).into_bytes()),
-        (MODEL_FILE.into(), model_safetensors(&cfg, model).await?),
-        (
-            OPTIMIZER_FILE.into(),
-            optimizer.to_safetensors_async().await?,
-        ),
-        (STATE_FILE.into(), state.to_json().into_bytes()),
-    ])
+    let mut out = Vec::new();
+    for (name, contents) in checkpoint_contents(cfg, model, optimizer, state)? {
+        out.push((name, contents.into_bytes().await?));
+    }
+    Ok(out)
 }
 
 /// The files of a LoRA checkpoint (adapters, optimizer, trainer state; the state last).

@@ -7,17 +7,17 @@
 //! at `.NAME.old` if the process died between the two renames — the next write or load puts
 //! it back). POSIX cannot rename over a non-empty directory, hence the two renames.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use super::checkpoint::{
-    CONFIG_FILE, CheckpointError, MODEL_FILE, OPTIMIZER_FILE, Restored, STATE_FILE, TrainerState,
-    adapter_checkpoint_files_async, checkpoint_files_async, restore,
+    CONFIG_FILE, CheckpointError, Contents, MODEL_FILE, OPTIMIZER_FILE, Restored, STATE_FILE,
+    TrainerState, adapter_checkpoint_files_async, all_f32, checkpoint_contents, model_contents,
+    restore,
 };
 use super::optim::AdamW;
-use crate::model::save::{SaveError, save_model};
+use crate::model::save::SaveError;
 use crate::model::{Config, HybridModel};
 
 /// Errors writing or reading a directory.
@@ -101,7 +101,25 @@ pub fn write_dir_atomic_failing_after(
     files: &[(String, Vec<u8>)],
     fail_after: Option<usize>,
 ) -> Result<(), FilesError> {
-    for (name, _) in files {
+    let files = files
+        .iter()
+        .map(|(n, b)| (n.clone(), Contents::Bytes(b.as_slice().into())))
+        .collect();
+    replace_dir(dir, files, fail_after)
+}
+
+/// Writes `files` as the directory `dir`, each streamed to its file (tensor by tensor for
+/// models and optimizer states), replacing any previous directory atomically.
+pub fn write_contents_atomic(dir: &Path, files: Vec<(String, Contents)>) -> Result<(), FilesError> {
+    replace_dir(dir, files, None)
+}
+
+fn replace_dir(
+    dir: &Path,
+    files: Vec<(String, Contents)>,
+    fail_after: Option<usize>,
+) -> Result<(), FilesError> {
+    for (name, _) in &files {
         let plain = Path::new(name)
             .file_name()
             .is_some_and(|f| f == name.as_str());
@@ -119,17 +137,15 @@ pub fn write_dir_atomic_failing_after(
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
     let written = (|| {
-        for (i, (name, bytes)) in files.iter().enumerate() {
+        for (i, (name, contents)) in files.into_iter().enumerate() {
+            let path = tmp.join(&name);
             if fail_after == Some(i) {
                 return Err(FilesError::Io {
-                    path: tmp.join(name),
+                    path,
                     source: std::io::Error::other("simulated failure"),
                 });
             }
-            let path = tmp.join(name);
-            let mut f = std::fs::File::create(&path).map_err(io(&path))?;
-            f.write_all(bytes).map_err(io(&path))?;
-            f.sync_all().map_err(io(&path))?;
+            write_file(dir, &path, contents)?;
         }
         sync_dir(&tmp)
     })();
@@ -154,26 +170,41 @@ pub fn write_dir_atomic_failing_after(
     Ok(())
 }
 
+/// Streams `contents` into a new file at `path` (through a 1 MiB buffer) and fsyncs it;
+/// errors of the contents name `dir`, the folder being written.
+fn write_file(dir: &Path, path: &Path, contents: Contents) -> Result<(), FilesError> {
+    let file = std::fs::File::create(path).map_err(io(path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    pollster::block_on(contents.write_to(&mut w)).map_err(|source| FilesError::Checkpoint {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let file = w.into_inner().map_err(|e| io(path)(e.into_error()))?;
+    file.sync_all().map_err(io(path))
+}
+
 /// Saves `model` as a Hugging Face model folder (`config.json`, `model.safetensors`, plus
-/// `extra` files such as `tokenizer.json`), atomically. `sluice generate` and transformers
-/// load it.
+/// `extra` files such as `tokenizer.json`), atomically, streaming the weights tensor by
+/// tensor. `sluice generate` and transformers load it.
 pub fn save_model_dir(
     dir: &Path,
     cfg: &Config,
     model: &HybridModel,
     extra: &[(String, Vec<u8>)],
 ) -> Result<(), FilesError> {
-    let saved = save_model(cfg, model)?;
-    let mut files = vec![
-        (CONFIG_FILE.to_string(), saved.config_json.into_bytes()),
-        (MODEL_FILE.to_string(), saved.safetensors),
-    ];
-    files.extend(extra.iter().cloned());
-    write_dir_atomic(dir, &files)
+    let mut files = model_contents(cfg, model, &all_f32);
+    files.extend(extra_contents(extra));
+    write_contents_atomic(dir, files)
+}
+
+fn extra_contents(extra: &[(String, Vec<u8>)]) -> impl Iterator<Item = (String, Contents<'_>)> {
+    extra
+        .iter()
+        .map(|(n, b)| (n.clone(), Contents::Bytes(b.as_slice().into())))
 }
 
 /// Saves a training checkpoint (model folder + optimizer + trainer state + `extra` files)
-/// to `dir`, atomically.
+/// to `dir`, atomically, streaming the weights and moments tensor by tensor.
 pub fn save_checkpoint(
     dir: &Path,
     cfg: &Config,
@@ -182,13 +213,14 @@ pub fn save_checkpoint(
     state: &TrainerState,
     extra: &[(String, Vec<u8>)],
 ) -> Result<(), FilesError> {
-    let mut files = pollster::block_on(checkpoint_files_async(cfg, model, optimizer, state))
-        .map_err(|source| FilesError::Checkpoint {
+    let mut files = checkpoint_contents(cfg, model, optimizer, state).map_err(|source| {
+        FilesError::Checkpoint {
             dir: dir.to_path_buf(),
             source,
-        })?;
-    files.extend(extra.iter().cloned());
-    write_dir_atomic(dir, &files)
+        }
+    })?;
+    files.extend(extra_contents(extra));
+    write_contents_atomic(dir, files)
 }
 
 /// Saves a LoRA checkpoint (see [`super::checkpoint::adapter_checkpoint_files_async`]) to
@@ -246,6 +278,21 @@ fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>, FilesError> {
     })
 }
 
+/// Memory-maps `dir/name` (read-only), so loading copies one tensor at a time.
+fn map_file(dir: &Path, name: &str) -> Result<memmap2::Mmap, FilesError> {
+    let path = dir.join(name);
+    let file = crate::fs::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => FilesError::Missing(path.clone()),
+        _ => FilesError::Io {
+            path: path.clone(),
+            source: e,
+        },
+    })?;
+    // SAFETY: read-only map of a checkpoint file nothing else writes while it loads (every
+    // write goes to a new file that replaces the folder by rename).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io(&path))
+}
+
 fn read_text(dir: &Path, name: &str) -> Result<String, FilesError> {
     String::from_utf8(read_file(dir, name)?).map_err(|e| FilesError::Io {
         path: dir.join(name),
@@ -258,8 +305,8 @@ fn read_text(dir: &Path, name: &str) -> Result<String, FilesError> {
 pub fn load_checkpoint(dir: &Path, device: &Device) -> Result<Restored, FilesError> {
     recover(dir)?;
     let config = read_text(dir, CONFIG_FILE)?;
-    let model = read_file(dir, MODEL_FILE)?;
-    let optimizer = read_file(dir, OPTIMIZER_FILE)?;
+    let model = map_file(dir, MODEL_FILE)?;
+    let optimizer = map_file(dir, OPTIMIZER_FILE)?;
     let state = read_text(dir, STATE_FILE)?;
     restore(&config, Box::new(model), &optimizer, &state, device).map_err(|source| {
         FilesError::Checkpoint {

@@ -21,12 +21,16 @@
 //! ([`AdamW::step_async`]; [`AdamW::step`] blocks, native only).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 
 use burn::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::HybridModel;
-use crate::model::save::{NamedHostTensor, ParamMut, ParamRef, named_params, named_params_mut};
+use crate::model::random::FileDtype;
+use crate::model::save::{ParamMut, ParamRef, SaveError, named_params, named_params_mut};
+use crate::model::tensor_file::TensorWriter;
+use safetensors::tensor::TensorView;
 
 /// Errors of the optimizer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -519,31 +523,46 @@ impl AdamW {
     /// parameter's shape) per parameter, and the step and hyper-parameters as JSON in the
     /// metadata entry `sluice_adamw`.
     pub async fn to_safetensors_async(&self) -> Result<Vec<u8>, OptimError> {
-        let mut tensors: Vec<NamedHostTensor> = Vec::with_capacity(2 * self.state.len());
-        for (name, m) in &self.state {
-            for (suffix, t) in [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)] {
-                let key = format!("{name}.{suffix}");
-                let v = crate::model::save::read_flat(t.clone())
-                    .await
-                    .map_err(|msg| OptimError::Device {
-                        what: key.clone(),
-                        msg,
-                    })?;
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(OptimError::State(format!(
-                        "`{key}` holds a non-finite value; it is not saved"
-                    )));
-                }
-                tensors.push((key, m.shape.clone(), v));
-            }
-        }
+        let mut out = Vec::new();
+        self.write_safetensors_async(&mut out).await?;
+        Ok(out)
+    }
+
+    /// Writes [`to_safetensors_async`](Self::to_safetensors_async)'s file to `w` one moment
+    /// at a time (host memory holds one tensor). A non-finite moment stops the write with an
+    /// error (the caller discards the partial file).
+    pub async fn write_safetensors_async(&self, w: &mut dyn Write) -> Result<(), OptimError> {
+        let state = |e: SaveError| OptimError::State(e.to_string());
+        let moments = || {
+            self.state.iter().flat_map(|(name, m)| {
+                [("exp_avg", &m.exp_avg), ("exp_avg_sq", &m.exp_avg_sq)]
+                    .map(|(suffix, t)| (format!("{name}.{suffix}"), &m.shape, t))
+            })
+        };
+        let entries = moments()
+            .map(|(key, shape, _)| (key, shape.clone(), FileDtype::F32))
+            .collect();
         let meta = serde_json::to_string(&Meta {
             step: self.step,
             config: self.config.clone(),
         })
         .expect("the optimizer metadata serialises");
-        crate::model::save::safetensors_bytes(&tensors, Some((META_KEY, meta)))
-            .map_err(|e| OptimError::State(e.to_string()))
+        let mut file = TensorWriter::start(w, entries, (META_KEY, meta)).map_err(state)?;
+        for (key, _, t) in moments() {
+            let v = crate::model::save::read_flat(t.clone())
+                .await
+                .map_err(|msg| OptimError::Device {
+                    what: key.clone(),
+                    msg,
+                })?;
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(OptimError::State(format!(
+                    "`{key}` holds a non-finite value; it is not saved"
+                )));
+            }
+            file.tensor(&key, &v).map_err(state)?;
+        }
+        file.finish().map_err(state)
     }
 
     /// Blocking [`to_safetensors_async`](Self::to_safetensors_async) (native only).
@@ -573,52 +592,51 @@ impl AdamW {
             serde_json::from_str(text).map_err(|e| err(format!("metadata `{META_KEY}`: {e}")))?;
         let st = safetensors::SafeTensors::deserialize(bytes)
             .map_err(|e| err(format!("not a safetensors file: {e}")))?;
-        let mut parts: BTreeMap<String, (Option<NamedHostTensor>, Option<NamedHostTensor>)> =
+        // Pair the views by parameter name first; values are copied one tensor at a time.
+        let mut pairs: BTreeMap<String, (Option<TensorView<'_>>, Option<TensorView<'_>>)> =
             BTreeMap::new();
         for (key, view) in st.tensors() {
             if view.dtype() != safetensors::Dtype::F32 {
                 return Err(err(format!("`{key}` is {:?}, expected F32", view.dtype())));
             }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let t = (key.clone(), view.shape().to_vec(), values);
             if let Some(name) = key.strip_suffix(".exp_avg_sq") {
-                parts.entry(name.to_string()).or_default().1 = Some(t);
+                pairs.entry(name.to_string()).or_default().1 = Some(view);
             } else if let Some(name) = key.strip_suffix(".exp_avg") {
-                parts.entry(name.to_string()).or_default().0 = Some(t);
+                pairs.entry(name.to_string()).or_default().0 = Some(view);
             } else {
                 return Err(err(format!(
                     "unexpected tensor `{key}` (expected NAME.exp_avg / NAME.exp_avg_sq)"
                 )));
             }
         }
+        let device = device.clone().inner();
+        let up = |view: &TensorView<'_>| {
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let n = values.len();
+            Tensor::<1>::from_data(burn::tensor::TensorData::new(values, [n]), &device)
+        };
         let mut state = BTreeMap::new();
-        for (name, pair) in parts {
+        for (name, pair) in pairs {
             let (Some(m), Some(v)) = pair else {
                 return Err(err(format!("`{name}` lacks exp_avg or exp_avg_sq")));
             };
-            if m.1 != v.1 {
+            if m.shape() != v.shape() {
                 return Err(err(format!(
                     "`{name}`: exp_avg {:?} and exp_avg_sq {:?} differ in shape",
-                    m.1, v.1
+                    m.shape(),
+                    v.shape()
                 )));
             }
-            let n = m.2.len();
-            let device = device.clone().inner();
-            let up = |x: Vec<f32>| {
-                Tensor::<1>::from_data(burn::tensor::TensorData::new(x, [n]), &device)
+            let moments = Moments {
+                shape: m.shape().to_vec(),
+                exp_avg: up(&m),
+                exp_avg_sq: up(&v),
             };
-            state.insert(
-                name,
-                Moments {
-                    shape: m.1,
-                    exp_avg: up(m.2),
-                    exp_avg_sq: up(v.2),
-                },
-            );
+            state.insert(name, moments);
         }
         Ok(Self {
             config,

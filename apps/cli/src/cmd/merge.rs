@@ -1,15 +1,15 @@
 //! `sluice merge`: folds a LoRA adapter into its base (W ← W + s·B A) and writes a Hugging
 //! Face checkpoint that needs no adapter: `config.json` (text-only class), `model.safetensors`
-//! with every tensor in the dtype the base stored it in, and the base's tokenizer and
-//! generation files. The folder is written atomically.
+//! with every tensor in the dtype the base stored it in (written tensor by tensor), and the
+//! base's tokenizer and generation files. The folder is written atomically.
 
 use std::path::PathBuf;
 
 use sluice::model::files::{load_adapter_dir, load_model, open_weights};
 use sluice::model::random::FileDtype;
-use sluice::model::save::{config_json, model_safetensors_as};
 use sluice::model::weights::StoredDtype;
 use sluice::ops::linear16::Half;
+use sluice::train::checkpoint::{Contents, model_contents};
 
 use crate::Result;
 
@@ -49,26 +49,15 @@ pub fn run(args: &Args) -> Result<()> {
         Some(StoredDtype::F16) => FileDtype::Half(Half::F16),
         _ => FileDtype::F32,
     };
-    let mut out_cfg = cfg.clone();
-    out_cfg.tie_word_embeddings = merged.lm_head.is_none();
-    let mut files = vec![
-        (
-            "config.json".to_string(),
-            config_json(&out_cfg).into_bytes(),
-        ),
-        (
-            "model.safetensors".to_string(),
-            pollster::block_on(model_safetensors_as(&out_cfg, &merged, &dtype))?,
-        ),
-    ];
+    let mut files = model_contents(&cfg, &merged, &dtype);
     for name in COPIED {
         let path = base.join(name);
         if path.is_file() {
             let bytes = sluice::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            files.push((name.to_string(), bytes));
+            files.push((name.to_string(), Contents::Bytes(bytes.into())));
         }
     }
-    sluice::train::files::write_dir_atomic(&args.out, &files)?;
+    sluice::train::files::write_contents_atomic(&args.out, files)?;
     eprintln!(
         "sluice: merged {} adapted projections of {} into {}",
         names.len(),
