@@ -1,12 +1,13 @@
 // Top-k of each row, one pass. One workgroup per (segment g, row r): the segment's SEG
 // values (and their indices) are loaded into workgroup memory, sorted descending by a
-// bitonic network (ties: lower index first; padding is -inf with index 0xffffffff, so it
-// sorts last), and the first K are written out. The host repeats the pass on the
+// bitonic network (ties: lower index first; padding carries the index NONE and sorts after
+// everything, -inf and NaN included), and the first K are written out. The host repeats the pass on the
 // candidates (G·K per row) until one segment remains: with K ≤ SEG/2 every pass at least
 // halves a row.
 //
 // Input: src = values [R, N], then (HAS_IDX = 1: a previous pass's output) their indices
-// [R, N] as f32 (exact below 2^24); with HAS_IDX = 0 the index is the column. Output: out =
+// [R, N] as f32 (exact below 2^24, so N < NONE = 2^24 - 1); with HAS_IDX = 0 the index is
+// the column. Output: out =
 // values [R, G, K] then indices [R, G, K] (as f32), G = ceil(N / SEG): the next pass's src.
 // Rows run over grid y and z (r = z·65535 + y; rows ≥ R write nothing).
 // Template constants: SEG (power of two), WG, K, HAS_IDX. Run-time `params`: R, N, G.
@@ -19,14 +20,18 @@ const SEG: u32 = {{ seg }}u;
 const WG: u32 = {{ wg }}u;
 const K: u32 = {{ k }}u;
 const HAS_IDX: u32 = {{ has_idx }}u;
-const NONE: u32 = 0xffffffffu;
+const NONE: u32 = 0x00ffffffu;
 
 var<workgroup> sv: array<f32, SEG>;
 var<workgroup> si: array<u32, SEG>;
 
-// True when (va, ia) sorts before (vb, ib): larger value first, then lower index. NaN
-// sorts after every number (callers reject non-finite rows before relying on the order).
+// True when (va, ia) sorts before (vb, ib): padding last, then larger value first, then
+// lower index. NaN sorts after every number (callers reject non-finite rows before relying
+// on the order).
 fn before(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
+    if (ia == NONE || ib == NONE) {
+        return ib == NONE && ia != NONE;
+    }
     let a_nan = va != va;
     let b_nan = vb != vb;
     if (a_nan != b_nan) {
@@ -55,7 +60,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 si[e] = col;
             }
         } else {
-            sv[e] = bitcast<f32>(0xff800000u);  // -inf
+            // Padding is recognised by its index (a constant -inf is not valid WGSL).
+            sv[e] = 0.0;
             si[e] = NONE;
         }
     }

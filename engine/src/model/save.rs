@@ -694,7 +694,9 @@ pub async fn write_model_safetensors(
         .collect();
     let mut file = TensorWriter::start(w, entries, ("format", "pt".to_string()))?;
     let params = named_params(model);
-    for part in Part::all(cfg, model.lm_head.is_some()) {
+    // Untied exactly when `hf_names` (through `hf_tensors`) saw a head parameter.
+    let untied = params.iter().any(|(n, _)| n == "lm_head.weight");
+    for part in Part::all(cfg, untied) {
         let mut pool = Pool {
             map: HashMap::new(),
             out: Vec::new(),

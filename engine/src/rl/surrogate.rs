@@ -312,10 +312,14 @@ fn covariance(adv: &Tensor<2>, lp: &Tensor<2>, mask: &Tensor<2>) -> Tensor<2> {
 
 /// `[1, 1]`: the value of rank max(1, ⌊N·ratio⌋) (1 = largest) among `x` `[B, T]`, N = Σ mask
 /// (on the device). The rank is at most max(1, ⌊B·T·ratio⌋), so only that many of the
-/// largest values are found.
+/// largest values (rounded up to a power of two) are found.
 fn kth_largest(x: Tensor<2>, mask: &Tensor<2>, ratio: f64) -> Tensor<2> {
     let [b, t] = x.dims();
-    let most = (((b * t) as f64 * ratio).floor() as usize).max(1);
+    // Rounded up to a power of two so that batch shapes share a few compiled kernels.
+    let most = (((b * t) as f64 * ratio).floor() as usize)
+        .max(1)
+        .next_power_of_two()
+        .min(b * t);
     let (top, _) = crate::ops::topk::topk_rows(x.reshape([1, b * t]), most);
     let rank = mask
         .clone()

@@ -50,7 +50,9 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 0.0, value_name = "T", value_parser = non_negative_f32, allow_negative_numbers = true)]
     pub temperature: f32,
 
-    /// Sample among the K most likely tokens only (0 = off).
+    /// Sample among the K most likely tokens only (0 = off). With a vocabulary of 16,384
+    /// or more, K ≤ 512 and no repetition penalty, the K candidates are found on the GPU and
+    /// only they are read back.
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub top_k: usize,
 
