@@ -671,7 +671,7 @@ fn real_vocabulary_model_matches_transformers() {
             let last = logits(&model, &seq, &[1, n])
                 .reshape([n, cfg.vocab_size])
                 .narrow(0, n - 1, 1);
-            let mut row = last.into_data().to_vec::<f32>().unwrap();
+            let mut row = last.into_data().try_to_vec::<f32>().unwrap();
             let seen: Vec<u32> = seq.iter().map(|&x| x as u32).collect();
             let tok = sluice::model::generate::sample(&mut row, &seen, &sampling, &mut rng);
             assert_eq!(tok, sampled[r][step], "top-k sample, row {r}, step {step}");

@@ -130,7 +130,7 @@ pub enum Contents<'a> {
     /// `model.safetensors` of `model` in Hugging Face layout for `cfg`, each tensor stored as
     /// `dtype(name)`.
     Model {
-        cfg: Config,
+        cfg: Box<Config>,
         model: &'a HybridModel,
         dtype: &'a dyn Fn(&str) -> FileDtype,
     },
@@ -184,7 +184,14 @@ pub fn model_contents<'a>(
             CONFIG_FILE.into(),
             Contents::Bytes(config_json(&cfg).into_bytes().into()),
         ),
-        (MODEL_FILE.into(), Contents::Model { cfg, model, dtype }),
+        (
+            MODEL_FILE.into(),
+            Contents::Model {
+                cfg: Box::new(cfg),
+                model,
+                dtype,
+            },
+        ),
     ]
 }
 

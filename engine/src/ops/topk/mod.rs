@@ -76,11 +76,11 @@ mod tests {
             .collect();
         let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [r, n]), &device);
         let (v, i) = topk_rows(x, k);
-        let v = v.into_data().to_vec::<f32>().expect("values");
+        let v = v.into_data().try_to_vec::<f32>().expect("values");
         let i: Vec<i64> = i
             .into_data()
             .convert::<i64>()
-            .to_vec::<i64>()
+            .try_to_vec::<i64>()
             .expect("indices");
         let kk = k.min(n);
         for row in 0..r {
