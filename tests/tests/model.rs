@@ -730,3 +730,86 @@ fn chunked_token_logp_equals_the_full_softmax() {
         assert_close(a.2, b.2, 1e-3, 1e-4, &format!("d/dh, {what}"));
     }
 }
+
+/// The full fine-tuning path: with a trainable f32 head split into vocabulary shards, the
+/// chunked scores and their deferred head gradient ([`Loss::backward`]) equal the
+/// materialised log-softmax — values, `d/dh` and `d/dW` of every shard.
+#[test]
+fn trainable_head_chunked_scores_equal_the_full_softmax() {
+    use sluice::model::score::{Deferred, Loss};
+    use sluice::nn::token_logp::token_logp_trainable;
+    let name = "qwen3_next_tiny";
+    let dev = wgpu().autodiff();
+    let opts = LoadOptions {
+        dtype: WeightDtype::F32,
+        max_binding_bytes: Some(largest_non_vocab(name, 4)),
+    };
+    let (_, model) = load_model_with(&model_dir(name), &dev, opts, &mut |_, _| {}).unwrap();
+    assert!(!model.head_frozen());
+    let head = model.head();
+    assert!(head.shards.len() >= 2, "the test needs a split head");
+    let (v, hd, n) = (head.rows(), head.cols(), 37);
+    let ids: Vec<i64> = (0..n as i64).map(|i| (i * 97 + 5) % v as i64).collect();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &dev);
+    let c = sluice_tests::randn([n], 1.0, &dev);
+    let d = sluice_tests::randn([n], 1.0, &dev);
+    let h0 = sluice_tests::randn([n, hd], 1.0, &dev);
+    let weight = |i: usize| head.shards[i].weight.as_ref().expect("f32 shard").val();
+    for (temperature, limit, entropy) in [
+        (1.0f32, 1u64 << 30, true),
+        (0.7, 600, true),
+        (1.3, 600, false),
+    ] {
+        let run = |chunked: bool| {
+            let h = h0.clone().detach().require_grad();
+            let (logp, ent, heads) = if chunked {
+                let (r, g) = token_logp_trainable(
+                    head,
+                    h.clone(),
+                    targets.clone(),
+                    temperature,
+                    entropy,
+                    limit,
+                );
+                let d = Deferred {
+                    head: Some(g),
+                    layers: None,
+                };
+                (r.logp, r.entropy, vec![d])
+            } else {
+                let z = head.logits(h.clone().unsqueeze::<3>()).reshape([n, v]);
+                let lsm = burn::tensor::activation::log_softmax(z.div_scalar(temperature), 1);
+                let logp = lsm
+                    .clone()
+                    .gather(1, targets.clone().reshape([n, 1]))
+                    .reshape([n]);
+                let ent = (lsm.clone().exp() * lsm).sum_dim(1).reshape([n]).neg();
+                (logp, entropy.then_some(ent), vec![])
+            };
+            let mut value = (logp.clone() * c.clone()).sum();
+            if let Some(e) = &ent {
+                value = value + (e.clone() * d.clone()).sum();
+            }
+            let g = Loss {
+                value,
+                deferred: heads,
+            }
+            .backward();
+            let gh = Tensor::<2>::from_inner(h.grad(&g).unwrap());
+            let gw: Vec<Tensor<2>> = (0..head.shards.len())
+                .map(|i| Tensor::<2>::from_inner(weight(i).grad(&g).expect("a head gradient")))
+                .collect();
+            (logp.detach(), ent.map(|e| e.detach()), gh, gw)
+        };
+        let (a, b) = (run(true), run(false));
+        let what = format!("τ = {temperature}, chunk limit {limit} B, entropy {entropy}");
+        assert_close(a.0, b.0, 1e-4, 1e-4, &format!("logp, {what}"));
+        if let (Some(x), Some(y)) = (a.1, b.1) {
+            assert_close(x, y, 1e-4, 1e-4, &format!("entropy, {what}"));
+        }
+        assert_close(a.2, b.2, 1e-3, 1e-4, &format!("d/dh, {what}"));
+        for (i, (x, y)) in a.3.into_iter().zip(b.3).enumerate() {
+            assert_close(x, y, 1e-3, 1e-4, &format!("d/dW shard {i}, {what}"));
+        }
+    }
+}

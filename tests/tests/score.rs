@@ -72,7 +72,10 @@ fn scores_are_differentiable() {
     let dev = wgpu().autodiff();
     let (_, model) = load_model(&fixtures_dir().join("models/qwen3_5_tiny"), &dev).unwrap();
     let s = score_completions(&model, &[vec![3, 4, 5]], &[vec![6, 7]], 1.0, false, &dev).unwrap();
-    let grads = s.logp.sum().backward();
+    // A trainable (tied) head: the scores defer its gradient to `Loss::backward`.
+    let deferred = vec![s.deferred];
+    let value = s.logp.sum();
+    let grads = sluice::model::score::Loss { value, deferred }.backward();
     let g = model
         .embed_tokens
         .param()

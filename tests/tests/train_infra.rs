@@ -645,19 +645,67 @@ fn dir_files(dir: &Path) -> Files {
     v
 }
 
+/// A model trained one step and checkpointed once (`state_at(1)`) in a scratch folder.
+struct Saved {
+    dev: Device,
+    cfg: Config,
+    model: HybridModel,
+    opt: AdamW,
+    root: PathBuf,
+    ckpt: PathBuf,
+    /// The checkpoint's files as first written.
+    first: Files,
+}
+
+impl Saved {
+    fn new(tag: &str) -> Self {
+        let dev = wgpu().autodiff();
+        let cfg = tiny_config();
+        let mut model = init_model(&cfg, 5, &dev);
+        let mut opt = AdamW::new(AdamWConfig::default());
+        train_step(&mut model, &mut opt, 0, &schedule(), &dev);
+        let root = scratch(tag);
+        let ckpt = root.join("ckpt");
+        save_checkpoint(&ckpt, &cfg, &model, &opt, &state_at(1), &[]).unwrap();
+        let first = dir_files(&ckpt);
+        Saved {
+            dev,
+            cfg,
+            model,
+            opt,
+            root,
+            ckpt,
+            first,
+        }
+    }
+
+    /// The first checkpoint is intact, loads, and no temporary file is left beside it.
+    fn assert_first_kept(&self) {
+        assert!(
+            dir_files(&self.ckpt) == self.first,
+            "the previous checkpoint changed"
+        );
+        let entries: Vec<String> = std::fs::read_dir(&self.root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(entries, vec!["ckpt"], "temporary files left behind");
+        let state = load_checkpoint(&self.ckpt, &self.dev).unwrap().state;
+        assert_eq!(state, state_at(1));
+    }
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 #[test]
 fn interrupted_write_keeps_the_previous_checkpoint() {
-    let dev = wgpu().autodiff();
-    let cfg = tiny_config();
-    let mut model = init_model(&cfg, 5, &dev);
-    let mut opt = AdamW::new(AdamWConfig::default());
-    train_step(&mut model, &mut opt, 0, &schedule(), &dev);
-    let root = scratch("interrupt");
-    let ckpt = root.join("ckpt");
-    save_checkpoint(&ckpt, &cfg, &model, &opt, &state_at(1), &[]).unwrap();
-    let first = dir_files(&ckpt);
+    let mut s = Saved::new("interrupt");
     assert_eq!(
-        first.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        s.first.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
         vec![
             "config.json",
             "model.safetensors",
@@ -667,34 +715,27 @@ fn interrupted_write_keeps_the_previous_checkpoint() {
     );
 
     // A second checkpoint whose write fails after two of its four files.
-    train_step(&mut model, &mut opt, 1, &schedule(), &dev);
+    train_step(&mut s.model, &mut s.opt, 1, &schedule(), &s.dev);
     let files = pollster::block_on(sluice::train::checkpoint::checkpoint_files_async(
-        &cfg,
-        &model,
-        &opt,
+        &s.cfg,
+        &s.model,
+        &s.opt,
         &state_at(2),
     ))
     .unwrap();
-    assert!(files.iter().zip(&first).any(|(a, b)| a.1 != b.1));
-    let e = write_dir_atomic_failing_after(&ckpt, &files, Some(2)).unwrap_err();
+    assert!(files.iter().zip(&s.first).any(|(a, b)| a.1 != b.1));
+    let e = write_dir_atomic_failing_after(&s.ckpt, &files, Some(2)).unwrap_err();
     assert!(matches!(e, FilesError::Io { .. }), "{e}");
-    assert!(dir_files(&ckpt) == first, "the previous checkpoint changed");
-    let entries: Vec<String> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(entries, vec!["ckpt"], "temporary files left behind");
-    assert_eq!(load_checkpoint(&ckpt, &dev).unwrap().state, state_at(1));
+    s.assert_first_kept();
 
     // A crash between the two renames leaves the old checkpoint at `.ckpt.old`: it is put back.
-    std::fs::rename(&ckpt, root.join(".ckpt.old")).unwrap();
-    assert_eq!(load_checkpoint(&ckpt, &dev).unwrap().state, state_at(1));
-    assert!(dir_files(&ckpt) == first);
+    std::fs::rename(&s.ckpt, s.root.join(".ckpt.old")).unwrap();
+    assert_eq!(load_checkpoint(&s.ckpt, &s.dev).unwrap().state, state_at(1));
+    assert!(dir_files(&s.ckpt) == s.first);
 
     // A complete write replaces it.
-    write_dir_atomic_failing_after(&ckpt, &files, None).unwrap();
-    assert_eq!(load_checkpoint(&ckpt, &dev).unwrap().state, state_at(2));
-    let _ = std::fs::remove_dir_all(&root);
+    write_dir_atomic_failing_after(&s.ckpt, &files, None).unwrap();
+    assert_eq!(load_checkpoint(&s.ckpt, &s.dev).unwrap().state, state_at(2));
 }
 
 /// Weights and moments are streamed into the checkpoint tensor by tensor: a value or a write
@@ -702,18 +743,10 @@ fn interrupted_write_keeps_the_previous_checkpoint() {
 /// as it was and no temporary files.
 #[test]
 fn a_write_failing_midway_keeps_the_previous_checkpoint() {
-    let dev = wgpu().autodiff();
-    let cfg = tiny_config();
-    let mut model = init_model(&cfg, 5, &dev);
-    let mut opt = AdamW::new(AdamWConfig::default());
-    train_step(&mut model, &mut opt, 0, &schedule(), &dev);
-    let root = scratch("midway");
-    let ckpt = root.join("ckpt");
-    save_checkpoint(&ckpt, &cfg, &model, &opt, &state_at(1), &[]).unwrap();
-    let first = dir_files(&ckpt);
+    let mut s = Saved::new("midway");
 
     // A disk that fills up inside model.safetensors.
-    let contents = checkpoint_contents(&cfg, &model, &opt, &state_at(1)).unwrap();
+    let contents = checkpoint_contents(&s.cfg, &s.model, &s.opt, &state_at(1)).unwrap();
     let (name, model_file) = contents.into_iter().nth(1).unwrap();
     assert_eq!(name, "model.safetensors");
     let mut disk = [0u8; 4096];
@@ -724,24 +757,17 @@ fn a_write_failing_midway_keeps_the_previous_checkpoint() {
     );
 
     // The final norm is written after every layer: an infinity there stops the stream late.
-    let h = cfg.hidden_size;
+    let h = s.cfg.hidden_size;
     let mut w = vec![1.0f32; h];
     w[h - 1] = f32::INFINITY;
-    model.norm = Param::from_tensor(Tensor::<1>::from_floats(w.as_slice(), &dev));
-    let e = save_checkpoint(&ckpt, &cfg, &model, &opt, &state_at(2), &[]).unwrap_err();
+    s.model.norm = Param::from_tensor(Tensor::<1>::from_floats(w.as_slice(), &s.dev));
+    let e = save_checkpoint(&s.ckpt, &s.cfg, &s.model, &s.opt, &state_at(2), &[]).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("model.safetensors") && msg.contains("model.norm.weight"),
         "{msg}"
     );
-    assert!(dir_files(&ckpt) == first, "the previous checkpoint changed");
-    let entries: Vec<String> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(entries, vec!["ckpt"], "temporary files left behind");
-    assert_eq!(load_checkpoint(&ckpt, &dev).unwrap().state, state_at(1));
-    let _ = std::fs::remove_dir_all(&root);
+    s.assert_first_kept();
 }
 
 #[test]

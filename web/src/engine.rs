@@ -353,12 +353,16 @@ impl Engine {
             .ok_or("no training run (start one first)")?;
         let t0 = (self.clock)();
         let e = demo.evaluate_async().await.map_err(|e| e.to_string())?;
+        let ms = (self.clock)() - t0;
+        let problems = demo.heldout().len();
+        let sampled = Some(e.sampled).filter(|s| s.is_finite());
         Ok(json!({
             "greedy": e.greedy,
             "sampled": e.sampled,
-            "problems": demo.heldout().len(),
+            "problems": problems,
             "step": demo.step,
-            "eval_ms": (self.clock)() - t0,
+            "eval_ms": ms,
+            "line": format::eval_line(demo.step, e.greedy, sampled, problems, ms / 1e3),
         }))
     }
 

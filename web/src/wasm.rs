@@ -206,6 +206,7 @@ impl Session {
                 let n = match stage {
                     Stage::Rollout { completions } => completions,
                     Stage::Update => 0,
+                    Stage::Evaluate { problems } => problems,
                 };
                 // A failing progress callback must not stop training.
                 let _ = on_stage.call2(

@@ -5,9 +5,10 @@
 
 /** Ticks covering [lo, hi]: about `n` intervals of 1, 2 or 5 × 10^k. */
 export function niceTicks(lo, hi, n = 4) {
-  if (!(hi > lo)) {
-    // One value (or none): a span around it that reads well.
-    const c = Number.isFinite(lo) ? lo : 0;
+  if (!(hi - lo > Math.max(Math.abs(lo), Math.abs(hi)) * 1e-3)) {
+    // One value, a flat series (variation below 0.1% of its size) or none: a span
+    // around it that reads well, not ticks 1e-13 apart that all print alike.
+    const c = Number.isFinite(lo) && Number.isFinite(hi) ? (lo + hi) / 2 : Number.isFinite(lo) ? lo : 0;
     const half = c === 0 ? 1 : Math.abs(c) * 0.5;
     return niceTicks(c - half, c + half, n);
   }

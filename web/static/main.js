@@ -18,6 +18,10 @@ const state = (window.__sluice = {
   stagesSeen: [],
   /** What the chart drew last (per panel: title, empty, yLabels, series sizes). */
   chart: [],
+  /** Download progress events seen while the engine loaded. */
+  downloadEvents: 0,
+  /** The last generation as streamed: token events and the text they added up to. */
+  stream: { tokens: 0, text: "" },
 });
 
 // ---- worker RPC ---------------------------------------------------------------------------
@@ -132,10 +136,13 @@ async function generate(prompt, maxNewTokens = 8, temperature = 0) {
   out.classList.add("busy");
   $("timing").textContent = "Reading the prompt (prefill)…";
   try {
+    state.stream = { tokens: 0, text: "" };
     const r = await call("generate", { prompt, maxNewTokens, sampling }, (m) => {
       if (m.event !== "token") return;
       if (!out.textContent) $("timing").textContent = "Generating…";
       out.textContent += m.piece;
+      state.stream.tokens += 1;
+      state.stream.text += m.piece;
     });
     out.textContent = r.text ?? r.generated_ids.join(" ");
     $("timing").textContent =
@@ -166,9 +173,9 @@ function logLine(text) {
   $("log").textContent = text + "\n" + $("log").textContent;
 }
 
+/** The engine's log line of an evaluation (format shared with the CLI and the desktop). */
 function evalLine(e) {
-  return `eval  step ${e.step}  held-out accuracy ${fmt(e.greedy, 4)} on ${e.problems} problems` +
-    (Number.isFinite(e.eval_ms) ? `  time ${fmt(e.eval_ms / 1000, 2)} s` : "");
+  return e.line ?? `eval  step ${e.step}  held-out accuracy ${fmt(e.greedy, 4)}`;
 }
 
 /** Shows where the running step is: stage, what it does, seconds so far. */
@@ -236,7 +243,9 @@ async function trainStep() {
   state.steps.push(rec);
   logLine(rec.line);
   $("train-status").textContent =
-    `step ${rec.step} took ${fmt(rec.step_ms / 1000, 2)} s` + (rec.saved ? `, saved in this browser (${fmt(rec.save_ms / 1000, 2)} s)` : "") +
+    `step ${rec.step} took ${fmt(rec.step_ms / 1000, 2)} s` +
+    (rec.saved ? `, saved in this browser (${fmt(rec.save_ms / 1000, 2)} s)` : "") +
+    (rec.save_error ? `; NOT saved in this browser (${rec.save_error}): a reload returns to the last saved step` : "") +
     "." + (state.chartHint || "");
   runBanner();
   drawChart();
@@ -261,7 +270,15 @@ async function evaluate() {
   return e;
 }
 
-$("step").onclick = () => trainStep().catch((e) => ($("train-status").textContent = `Error: ${e.message}`));
+/** One step, then — every EVAL_EVERY steps, whichever button asked — the held-out
+ *  evaluation, so the accuracy line has its points where the chart's hint says. */
+async function stepAndEvaluate() {
+  const rec = await trainStep();
+  if (rec && rec.step % EVAL_EVERY === 0) await evaluate();
+  return rec;
+}
+
+$("step").onclick = () => stepAndEvaluate().catch((e) => ($("train-status").textContent = `Error: ${e.message}`));
 $("evaluate").onclick = () => evaluate().catch((e) => ($("train-status").textContent = `Error: ${e.message}`));
 $("train").onclick = async () => {
   if (running) {
@@ -273,10 +290,7 @@ $("train").onclick = async () => {
   running = true;
   refreshButtons();
   try {
-    while (running && !pausing) {
-      const rec = await trainStep();
-      if (rec && rec.step % EVAL_EVERY === 0 && !pausing) await evaluate();
-    }
+    while (running && !pausing) await stepAndEvaluate();
   } catch (e) {
     $("train-status").textContent = `Error: ${e.message}`;
   }
@@ -388,6 +402,7 @@ async function start() {
   try {
     const r = await call("init", { fresh }, (m) => {
       if (m.event !== "download") return;
+      state.downloadEvents += 1;
       const done = m.total && m.loaded >= m.total;
       $("status").textContent = done
         ? `Downloaded the engine (${mb(m.loaded)} MB); starting WebGPU and loading the model…`
@@ -418,5 +433,5 @@ async function start() {
 }
 
 // Hooks for the browser test (the same calls the buttons make).
-window.sluiceApi = { call, generate, trainStep, evaluate };
+window.sluiceApi = { call, generate, trainStep, stepAndEvaluate, evaluate };
 start();

@@ -32,6 +32,8 @@ let queue = Promise.resolve();
 let history = [];
 /** The OPFS folder holding the stored run, once one is saved. */
 let storedName = null;
+/** How many history records the stored folder's metrics file holds (what its weights saw). */
+let storedLen = 0;
 
 /** Checks WebGPU and the adapter's limits; throws a message naming what is missing. */
 async function checkWebGpu() {
@@ -120,14 +122,19 @@ async function saveToOpfs(files, tag) {
     if (entry !== name && entry !== "current") await root.removeEntry(entry, { recursive: true });
   }
   storedName = name;
+  storedLen = history.length;
   return name;
 }
 
-/** Rewrites the stored run's history (after an evaluation, which changes no weights). */
+/** Rewrites the stored run's history after an evaluation (which changes no weights) — only
+ *  when no step was taken since the stored checkpoint: a history that ran past the stored
+ *  weights (autosave off for a while) would, after a reload, show steps they never took. */
 async function saveMetrics() {
   const root = await opfsRoot();
   if (!root || !storedName) return;
+  if (history.slice(storedLen).some((r) => r.kind !== "eval")) return;
   await writeFile(await root.getDirectoryHandle(storedName), METRICS_FILE, metricsBytes());
+  storedLen = history.length;
 }
 
 /** The stored checkpoint's files, or null. */
@@ -151,6 +158,7 @@ async function loadFromOpfs() {
 
 async function clearOpfs() {
   storedName = null;
+  storedLen = 0;
   if (!navigator.storage || !navigator.storage.getDirectory) return;
   const root = await navigator.storage.getDirectory();
   try {
@@ -239,6 +247,7 @@ const ops = {
         resumed = stored.name;
         storedName = stored.name;
         history = metrics;
+        storedLen = history.length;
       } catch (e) {
         // A stale or broken stored run must not block the demo.
         console.warn("ignoring the stored checkpoint:", e);
@@ -269,7 +278,9 @@ const ops = {
   async trainStart({ settings, fromScratch }) {
     const info = JSON.parse(await session.trainStart(settings || "", Boolean(fromScratch)));
     history = [];
+    // Unsaved, the stored folder holds another run: its history must not be rewritten.
     if (autosave) info.saved = await persist("step0");
+    else storedName = null;
     return info;
   },
 
@@ -283,8 +294,13 @@ const ops = {
     if (autosave) {
       postMessage({ id, event: "stage", stage: "save", completions: 0 });
       const t0 = performance.now();
-      rec.saved = await persist(`step${rec.step}`);
-      rec.save_ms = performance.now() - t0;
+      try {
+        rec.saved = await persist(`step${rec.step}`);
+        rec.save_ms = performance.now() - t0;
+      } catch (e) {
+        // The step happened: it is returned (and charted) with why it was not stored.
+        rec.save_error = errorText(e);
+      }
     }
     return rec;
   },
@@ -307,6 +323,7 @@ const ops = {
     const info = JSON.parse(await session.restore(engineFiles));
     history = info.training ? metrics : [];
     if (autosave && info.training) info.saved = await persist("loaded");
+    else storedName = null;
     info.history = history;
     return info;
   },

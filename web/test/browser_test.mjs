@@ -18,6 +18,7 @@ import { createServer } from "node:http";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve } from "node:path";
+import { niceTicks, tickLabel } from "../static/chart.js";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => {
@@ -168,6 +169,16 @@ cdp.on((m) => {
   }
 });
 
+// The chart's axes, checked in node first: every tick label differs from its neighbours, for
+// a series varying by a noise of 1e-12 around 0.5 as for one spanning 3.9e-5 to 4.1e-5.
+for (const [lo, hi] of [[0.5, 0.5 + 1e-12], [3.9e-5, 4.1e-5], [0, 0], [-2, 7]]) {
+  const t = niceTicks(lo, hi);
+  const labels = t.ticks.map((v) => tickLabel(v, t.step));
+  check(t.lo <= lo && t.hi >= hi && new Set(labels).size === labels.length && labels.length >= 2 &&
+    t.step >= Math.max(Math.abs(lo), Math.abs(hi)) * 1e-4,
+  `axis for [${lo}, ${hi}]: ticks ${labels.join(" ")}`);
+}
+
 try {
   const { targetId } = await cdp.send("Target.createTarget", { url: "about:blank" });
   const { sessionId: s } = await cdp.send("Target.attachToTarget", { targetId, flatten: true });
@@ -237,7 +248,9 @@ try {
     `${JSON.stringify(init.adapter.architecture)} fallback=${init.adapter.isFallbackAdapter}; wgpu ${JSON.stringify(init.engineAdapter)}`);
   check(!init.info.training, "fresh page starts from the demo model (no stored run)");
   const wasmBytes = statSync(join(dist, "pkg", "sluice_web_bg.wasm")).size;
-  check(init.wasmBytes === wasmBytes, `the engine was downloaded with progress (${init.wasmBytes} of ${wasmBytes} bytes)`);
+  check(init.wasmBytes === wasmBytes, `the engine was downloaded whole (${init.wasmBytes} of ${wasmBytes} bytes)`);
+  const downloadEvents = await evaluate("__sluice.downloadEvents");
+  check(downloadEvents >= 1, `the page showed download progress (${downloadEvents} progress events)`);
   if (maxWasm) check(wasmBytes <= maxWasm, `the .wasm is ${(wasmBytes / 1e6).toFixed(2)} MB ≤ ${(maxWasm / 1e6).toFixed(1)} MB`);
   let p = await page();
   check(p.chart.length === 3 && p.chart.every((c) => c.empty && c.yLabels.length === 0),
@@ -256,6 +269,9 @@ try {
   await waitFor(`__sluice.busy === 0 && !document.getElementById("output").classList.contains("busy")`, 120, "the example's answer");
   const answer = await evaluate(`document.getElementById("output").textContent`);
   check(answer === example[1], `the example ${example[0]} → ${JSON.stringify(answer)} (the page says ${example[1]})`);
+  const stream = JSON.parse(await evaluate("JSON.stringify(__sluice.stream)"));
+  check(stream.tokens >= 2 && stream.text === answer,
+    `the answer streamed token by token (${stream.tokens} pieces adding up to ${JSON.stringify(stream.text)})`);
   await shot("2-generated.png");
 
   // 3. Greedy generation equals the native ids.

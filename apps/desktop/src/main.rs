@@ -54,8 +54,8 @@ struct Args {
     #[arg(long)]
     task: Option<String>,
     /// Save PNG screenshots of the window here at the key moments: loaded.png (the model is
-    /// loaded), generated.png (after --prompt), training.png (after --demo-steps); with
-    /// --resume they are named restart-*.png.
+    /// loaded), generated.png (after --prompt), busy.png (an RL step sampling) and
+    /// training.png (after --demo-steps); with --resume they are named restart-*.png.
     #[arg(long, value_name = "DIR")]
     screenshot_dir: Option<PathBuf>,
     /// Ask the loaded model this in the Chat panel (before any training).
@@ -132,7 +132,9 @@ fn run(args: Args) -> Result<(), String> {
         egui_wgpu::WgpuSetup::without_display_handle()
     };
 
-    let state = AppState::new(form, &args.checkpoint_dir);
+    let mut state = AppState::new(form, &args.checkpoint_dir);
+    // A run saved in the checkpoint folder shows its history at once.
+    state.checkpoint_available();
     let (cmd_tx, cmd_rx) = channel::<Command>();
     let (ev_tx, ev_rx) = channel();
     let repaint: Arc<OnceLock<egui::Context>> = Arc::new(OnceLock::new());

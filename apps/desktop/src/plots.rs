@@ -90,20 +90,24 @@ pub fn plots(s: &AppState) -> Vec<PlotSpec> {
         .fold(0.0, f64::max);
     let x_max = ((sft_steps + rl_steps) as f64).max(last_x).max(1.0);
     let marker = (sft_steps > 0 && rl_steps > 0).then_some(sft_steps as f64 + 0.5);
+    let idle = match s.saved_preview {
+        Some(n) => format!("saved run at step {n}: press Resume from it, or Start"),
+        None => "no run yet: press Start".to_string(),
+    };
     let rl_hint = if run.is_none() {
-        "no run yet: press Start".to_string()
+        idle.clone()
     } else if sft_steps > 0 && s.global_step < sft_steps {
         format!("RL starts after SFT step {sft_steps}: reward and KL come from RL steps")
     } else {
         "waiting for the first RL step".to_string()
     };
     let loss_hint = if run.is_none() {
-        "no run yet: press Start".to_string()
+        idle.clone()
     } else {
         "waiting for the first step".to_string()
     };
     let acc_hint = if run.is_none() {
-        "no run yet: press Start".to_string()
+        idle
     } else {
         "waiting for the first evaluation (before step 1)".to_string()
     };

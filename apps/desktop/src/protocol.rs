@@ -150,6 +150,16 @@ pub enum Event {
     ShutdownDone(WorkerExit),
 }
 
+/// The run's history in a checkpoint folder (JSON lines).
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// A history line's record, when it is one (`kind` step or eval; torn lines are not).
+pub fn history_record(line: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .filter(|r| matches!(r.get("kind").and_then(Value::as_str), Some("step" | "eval")))
+}
+
 /// What the worker did last.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WorkerExit {

@@ -6,6 +6,8 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+use sluice::train::Stage;
+
 use crate::state::{AppState, TrainStatus};
 use crate::ui::Tab;
 
@@ -27,13 +29,19 @@ enum Step {
     Ask(String),
     WaitAnswer,
     Train(usize),
+    /// Until an RL step is sampling (a step's busy state is on screen).
+    WaitRollout,
     WaitTraining,
-    Shot(PathBuf),
+    /// A screenshot after this many painted frames.
+    Shot(PathBuf, u32),
     Close,
 }
 
 /// Frames to paint before a screenshot (plots and text catch up).
 const SETTLE_FRAMES: u32 = 3;
+/// Frames before the screenshot of a running step (short: the step must still be running;
+/// the spinner and stage line are drawn in the first frame).
+const BUSY_SETTLE_FRAMES: u32 = 1;
 
 /// The scripted run's progress.
 #[derive(Debug, Clone)]
@@ -49,8 +57,8 @@ pub struct Script {
 /// What the command line asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// Screenshots go here: `loaded.png`, `generated.png`, `training.png` (`restart-…` when
-    /// resuming).
+    /// Screenshots go here: `loaded.png`, `generated.png`, `busy.png` (an RL step sampling),
+    /// `training.png` (`restart-…` when resuming).
     pub screenshot_dir: Option<PathBuf>,
     pub prompt: Option<String>,
     pub demo_steps: Option<usize>,
@@ -62,13 +70,15 @@ impl Script {
     pub fn new(p: Plan) -> Self {
         let mut plan = VecDeque::new();
         let prefix = if p.resume { "restart-" } else { "" };
-        let shot = |name: &str, dir: &Option<PathBuf>| {
+        let shot_after = |name: &str, dir: &Option<PathBuf>, frames: u32| {
             dir.as_deref()
-                .map(|d: &Path| Step::Shot(d.join(format!("{prefix}{name}.png"))))
+                .map(|d: &Path| Step::Shot(d.join(format!("{prefix}{name}.png")), frames))
         };
+        let shot = |name: &str, dir: &Option<PathBuf>| shot_after(name, dir, SETTLE_FRAMES);
         if p.screenshot_dir.is_some() || p.prompt.is_some() {
             plan.push_back(Step::WaitModel);
-            plan.push_back(Step::Show(Tab::Chat));
+            // Resuming, the first look is at the saved run's curves.
+            plan.push_back(Step::Show(if p.resume { Tab::Training } else { Tab::Chat }));
             plan.extend(shot("loaded", &p.screenshot_dir));
         }
         if let Some(q) = &p.prompt {
@@ -80,11 +90,12 @@ impl Script {
             plan.extend(shot("generated", &p.screenshot_dir));
         }
         if let Some(n) = p.demo_steps.filter(|&n| n > 0) {
-            plan.extend([
-                Step::Show(Tab::Training),
-                Step::Train(n),
-                Step::WaitTraining,
-            ]);
+            plan.extend([Step::Show(Tab::Training), Step::Train(n)]);
+            if p.screenshot_dir.is_some() {
+                plan.push_back(Step::WaitRollout);
+                plan.extend(shot_after("busy", &p.screenshot_dir, BUSY_SETTLE_FRAMES));
+            }
+            plan.push_back(Step::WaitTraining);
             plan.extend(shot("training", &p.screenshot_dir));
         }
         if p.exit {
@@ -119,13 +130,14 @@ impl Script {
                 }
                 Step::WaitAnswer if state.is_generating() => return None,
                 Step::WaitTraining if !training_over(state) => return None,
-                Step::WaitModel | Step::WaitAnswer | Step::WaitTraining => None,
+                Step::WaitRollout if !rolling_out(state) && !training_over(state) => return None,
+                Step::WaitModel | Step::WaitAnswer | Step::WaitTraining | Step::WaitRollout => None,
                 Step::Show(t) => Some(Action::ShowTab(t)),
                 Step::Ask(q) => Some(Action::Generate(q)),
                 Step::Train(n) => Some(Action::StartTraining(n)),
                 Step::Close => Some(Action::Close),
-                Step::Shot(path) => {
-                    if self.settled < SETTLE_FRAMES || state.model_loading {
+                Step::Shot(path, frames) => {
+                    if self.settled < frames || state.model_loading {
                         self.settled += 1;
                         return None;
                     }
@@ -141,6 +153,11 @@ impl Script {
         }
         None
     }
+}
+
+/// An RL step is sampling completions.
+fn rolling_out(state: &AppState) -> bool {
+    matches!(state.stage, Some((Stage::Rollout { .. }, _)))
 }
 
 /// The scripted training run ended (or failed to start).
@@ -207,6 +224,13 @@ mod tests {
         );
         state.start_training().expect("start");
         state.apply(Event::TrainingStarted(info(1, 3, 0)));
+        assert!(run(&mut s, &state, 10).is_empty(), "waits for a rollout");
+        state.apply(Event::Stage(Stage::Rollout { completions: 4 }));
+        assert_eq!(
+            run(&mut s, &state, 3),
+            vec![Action::Screenshot("shots/busy.png".into())]
+        );
+        s.screenshot_taken();
         assert!(run(&mut s, &state, 10).is_empty(), "waits for training");
         state.apply(Event::TrainingEnded(EndReason::StepLimit));
         assert_eq!(

@@ -13,8 +13,8 @@ use sluice::rl::presets::Preset;
 use sluice::train::{Stage, format};
 
 use crate::protocol::{
-    Command, EndReason, Event, GenRequest, ModelInfo, ModelSource, RunInfo, StartFrom,
-    TrainRequest, Turn, WorkerExit,
+    Command, EndReason, Event, GenRequest, METRICS_FILE, ModelInfo, ModelSource, RunInfo,
+    StartFrom, TrainRequest, Turn, WorkerExit, history_record,
 };
 
 /// The RL presets the Training panel offers.
@@ -329,6 +329,12 @@ pub struct AppState {
     /// Records restored from a resumed run's checkpoint.
     pub history_records: usize,
     pub checkpoint_dir: String,
+    /// Whether `checkpoint_dir` (as last typed) holds a saved run: the folder text and the
+    /// answer, so the file system is asked when the text changes or a save lands, not every frame.
+    checkpoint_probe: Option<(String, bool)>,
+    /// The global step of the saved run whose history is drawn without a run loaded (the
+    /// checkpoint folder's run at startup); cleared when a run starts.
+    pub saved_preview: Option<usize>,
     pub last_checkpoint: Option<PathBuf>,
     pub train_error: Option<String>,
     pub shutdown: Shutdown,
@@ -354,6 +360,8 @@ impl AppState {
             stage: None,
             history_records: 0,
             checkpoint_dir: checkpoint_dir.display().to_string(),
+            checkpoint_probe: None,
+            saved_preview: None,
             last_checkpoint: None,
             train_error: None,
             shutdown: Shutdown::NotRequested,
@@ -527,6 +535,7 @@ impl AppState {
 
     fn begin_run(&mut self) {
         self.train_error = None;
+        self.saved_preview = None;
         self.status = TrainStatus::Starting;
         self.metrics = Metrics::default();
         self.last_record = None;
@@ -598,6 +607,7 @@ impl AppState {
                 format!("rollout, sampling {completions} completions")
             }
             Stage::Update => "update".to_string(),
+            Stage::Evaluate { problems } => format!("evaluating on {problems} held-out problems"),
         };
         Some(format!(
             "step {}: {what} ({})",
@@ -607,9 +617,44 @@ impl AppState {
     }
 
     /// True when the checkpoint folder field names a saved run (what "Resume from it" needs).
-    pub fn checkpoint_available(&self) -> bool {
-        let dir = self.checkpoint_dir.trim();
-        !dir.is_empty() && Path::new(dir).join("trainer_state.json").is_file()
+    /// Asks the file system only when the field changed or a save landed since last time;
+    /// while no run is loaded, a saved run's history is drawn (see [`Self::preview_saved_run`]).
+    pub fn checkpoint_available(&mut self) -> bool {
+        let dir = self.checkpoint_dir.trim().to_string();
+        if let Some((seen, answer)) = &self.checkpoint_probe
+            && *seen == dir
+        {
+            return *answer;
+        }
+        let answer = !dir.is_empty() && Path::new(&dir).join("trainer_state.json").is_file();
+        self.checkpoint_probe = Some((dir, answer));
+        if self.run.is_none() && !self.status.is_active() {
+            self.preview_saved_run();
+        }
+        answer
+    }
+
+    /// Draws the history (`metrics.jsonl`) of the run saved in the checkpoint folder while no
+    /// run is loaded, so a restarted app shows where the run stands before "Resume from it".
+    pub fn preview_saved_run(&mut self) {
+        self.metrics = Metrics::default();
+        self.last_record = None;
+        self.history_records = 0;
+        self.global_step = 0;
+        self.saved_preview = None;
+        let dir = Path::new(self.checkpoint_dir.trim());
+        if !dir.join("trainer_state.json").is_file() {
+            return;
+        }
+        let text = std::fs::read_to_string(dir.join(METRICS_FILE)).unwrap_or_default();
+        let records: Vec<Value> = text.lines().filter_map(history_record).collect();
+        self.restore_history(&records);
+        let step = records
+            .iter()
+            .filter_map(|r| field(r, "global_step"))
+            .fold(0.0, f64::max) as usize;
+        self.global_step = step;
+        self.saved_preview = Some(step);
     }
 
     /// Window closed: the command that makes the worker save and exit (once).
@@ -721,6 +766,7 @@ impl AppState {
                 self.status = TrainStatus::Ended(reason);
             }
             Event::CheckpointSaved(dir) => {
+                self.checkpoint_probe = None;
                 self.note(format!("checkpoint saved to {}", dir.display()));
                 self.last_checkpoint = Some(dir);
             }
@@ -729,6 +775,7 @@ impl AppState {
                 self.train_error = Some(e);
             }
             Event::ShutdownDone(exit) => {
+                self.checkpoint_probe = None;
                 if let Some(c) = &exit.checkpoint {
                     self.last_checkpoint = Some(c.clone());
                 }
@@ -765,6 +812,8 @@ impl AppState {
         json!({
             "tab": format!("{tab:?}"),
             "training": self.status.label(),
+            "stage": self.stage_text().filter(|_| self.status.is_active()),
+            "saved_preview": self.saved_preview,
             "plots": crate::plots::describe(&crate::plots::plots(self)),
             "chat_status": self.chat.status,
             "model": self.model.as_ref().map(|m| m.name.clone()),

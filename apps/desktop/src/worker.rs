@@ -11,17 +11,18 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::Device;
-use serde_json::{Value, json};
+use serde_json::json;
 use sluice::demo::run::{Demo, Phase};
 use sluice::model::chat::{ChatOptions, Message};
 use sluice::model::generate::{GenerateOptions, Sampling, generate_streaming_async};
 use sluice::model::tokenizer::Tokenizer;
 use sluice::model::weights::{Buffer, Weights};
 use sluice::model::{Config, HybridModel};
+use sluice::train::Stage;
 
 use crate::protocol::{
-    Command, EndReason, Event, GenRequest, ModelInfo, ModelSource, RunInfo, StartFrom,
-    TrainRequest, WorkerExit,
+    Command, EndReason, Event, GenRequest, METRICS_FILE, ModelInfo, ModelSource, RunInfo,
+    StartFrom, TrainRequest, WorkerExit, history_record as record,
 };
 
 /// The built-in demo model (sorts digits: `31415=` → `11345<eos>`).
@@ -66,9 +67,6 @@ struct Run {
     history: Vec<String>,
 }
 
-/// The run's history in a checkpoint folder (JSON lines).
-pub const METRICS_FILE: &str = "metrics.jsonl";
-
 /// The history's lines as the file's bytes.
 fn metrics_bytes(history: &[String]) -> Vec<u8> {
     history
@@ -76,13 +74,6 @@ fn metrics_bytes(history: &[String]) -> Vec<u8> {
         .flat_map(|l| [l.as_str(), "\n"])
         .collect::<String>()
         .into_bytes()
-}
-
-/// A history line's record, when it is one (`kind` step or eval; torn lines are not).
-fn record(line: &str) -> Option<Value> {
-    serde_json::from_str::<Value>(line)
-        .ok()
-        .filter(|r| matches!(r.get("kind").and_then(Value::as_str), Some("step" | "eval")))
 }
 
 /// Splits a checkpoint's files into the run's and its history lines.
@@ -549,6 +540,9 @@ impl<N: Notify> Worker<N> {
                 run.history.push(kept.to_string());
                 let mut evs = vec![Event::Step(rec)];
                 if run.demo.eval_due() {
+                    let problems = run.demo.heldout().len();
+                    let _ = events.send(Event::Stage(Stage::Evaluate { problems }));
+                    notify.notify();
                     match pollster::block_on(run.demo.evaluate_async()) {
                         Ok(e) => {
                             run.history.push(eval_line(g, e.greedy, e.sampled));

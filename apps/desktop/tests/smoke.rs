@@ -218,6 +218,24 @@ fn check_plot(plot: &Value, what: &str) {
     }
 }
 
+/// A screenshot taken once an RL step began sampling: the run is active and shows where the
+/// step is (rollout, or update when the rollout ended before the frame was painted).
+fn check_busy(busy: &Value) {
+    assert_eq!(busy["tab"], "Training", "{busy}");
+    assert!(
+        busy["stage"].as_str().is_some_and(
+            |t| t.starts_with("step ") && (t.contains("rollout") || t.contains("update"))
+        ),
+        "the running step's stage is shown: {busy}"
+    );
+    assert!(
+        ["running", "stopping", "pausing"]
+            .iter()
+            .any(|l| busy["training"].as_str().is_some_and(|t| t.contains(l))),
+        "{busy}"
+    );
+}
+
 #[test]
 fn scripted_chat_training_screenshots_close_and_resume() {
     let tmp: PathBuf =
@@ -251,7 +269,7 @@ fn scripted_chat_training_screenshots_close_and_resume() {
     assert!(v["last_reward"].as_f64().is_some_and(f64::is_finite), "{v}");
     assert_eq!(v["checkpoint"].as_str(), Some(ckpt_s.as_str()), "{v}");
     let s = shots(&v);
-    assert_eq!(s.len(), 3, "{v}");
+    assert_eq!(s.len(), 4, "{v}");
     let loaded = shown(&s, "loaded.png");
     assert!(loaded["model"].as_str().is_some(), "{loaded}");
     for (name, p) in loaded["plots"].as_object().expect("plots") {
@@ -273,6 +291,7 @@ fn scripted_chat_training_screenshots_close_and_resume() {
             .is_some_and(|t| t.contains("first token after")),
         "{generated}"
     );
+    check_busy(shown(&s, "busy.png"));
     let training = shown(&s, "training.png");
     assert_eq!(training["tab"], "Training", "{training}");
     let plots = &training["plots"];
@@ -302,6 +321,12 @@ fn scripted_chat_training_screenshots_close_and_resume() {
     assert_eq!(losses(&v).len(), 3, "the earlier losses are back: {v}");
     assert!(v["history_records"].as_u64().is_some_and(|n| n >= 3), "{v}");
     let s = shots(&v);
+    // Before resuming, the restarted app already draws the saved run's curves.
+    let before = shown(&s, "restart-loaded.png");
+    assert_eq!(before["saved_preview"], 2, "{before}");
+    assert_eq!(before["plots"]["loss"]["series"]["SFT loss"], 1, "{before}");
+    assert_eq!(before["plots"]["loss"]["series"]["RL loss"], 1, "{before}");
+    check_busy(shown(&s, "restart-busy.png"));
     let after = shown(&s, "restart-training.png");
     assert_eq!(after["plots"]["loss"]["series"]["RL loss"], 2, "{after}");
     assert_eq!(after["plots"]["loss"]["series"]["SFT loss"], 1, "{after}");

@@ -481,9 +481,8 @@ impl Demo {
             total_steps: self.cfg.sft_steps as u64,
         };
         let lr = schedule.lr(self.step as u64);
-        let g = loss.backward();
         let mut grads = Grads::new();
-        grads.accumulate(&self.model, &g, Some(&loss));
+        loss.accumulate_into(&self.model, &mut grads);
         let rep = self
             .optimizer
             .step_async(&mut self.model, grads, lr)

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HybridModel;
 use super::config::Family;
-use super::save::{named_params, read_flat, safetensors_bytes};
+use super::save::{ReadError, named_params, read_finite, safetensors_bytes};
 use super::weights::Weights;
 use crate::nn::{AdapterMode, Linear, Lora};
 
@@ -372,15 +372,13 @@ pub async fn adapter_safetensors(model: &HybridModel) -> Result<Vec<u8>, Adapter
     let mut tensors = Vec::new();
     for (name, p) in adapter_params(model) {
         let shape = p.shape();
-        let values = read_flat(p.flat().inner())
-            .await
-            .map_err(|msg| AdapterError::Device {
+        let values = read_finite(p.flat().inner()).await.map_err(|e| match e {
+            ReadError::Device(msg) => AdapterError::Device {
                 name: name.clone(),
                 msg,
-            })?;
-        if values.iter().any(|x| !x.is_finite()) {
-            return Err(AdapterError::NonFinite(name));
-        }
+            },
+            ReadError::NonFinite => AdapterError::NonFinite(name.clone()),
+        })?;
         tensors.push((format!("base_model.model.{name}"), shape, values));
     }
     if tensors.is_empty() {

@@ -101,6 +101,10 @@ pub struct HybridModel {
     /// The LoRA settings when adapters are attached ([`super::adapter`]).
     #[module(skip)]
     pub adapter: Option<super::adapter::LoraConfig>,
+    /// Gradient checkpointing: training forwards keep only each layer's input and run the
+    /// layer again during the backward pass ([`super::recompute`]).
+    #[module(skip)]
+    pub recompute_layers: bool,
 }
 
 impl HybridModel {
@@ -132,7 +136,7 @@ impl HybridModel {
     }
 
     /// One layer on the composed path: `x` `[B, T, H]` -> the residual stream after it.
-    fn layer(
+    pub(crate) fn layer(
         &self,
         layer: &DecoderLayer,
         lc: &mut LayerCache,

@@ -207,6 +207,7 @@ pub fn init_model_with_std(cfg: &Config, seed: u64, std: f64, device: &Device) -
         lm_head,
         eps: cfg.rms_norm_eps,
         adapter: None,
+        recompute_layers: false,
     }
 }
 

@@ -466,6 +466,7 @@ pub fn build_with(
         lm_head,
         eps: cfg.rms_norm_eps,
         adapter: None,
+        recompute_layers: false,
     };
     weights.check_all_used()?;
     progress(total, total);

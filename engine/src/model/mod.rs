@@ -12,6 +12,7 @@ pub mod hybrid;
 pub mod init;
 pub mod load;
 pub mod random;
+pub mod recompute;
 pub mod save;
 pub mod score;
 pub mod tensor_file;

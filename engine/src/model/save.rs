@@ -277,16 +277,32 @@ pub async fn read_params(model: &HybridModel) -> Result<Vec<NamedHostTensor>, Sa
 
 /// One parameter read to the host; a non-finite value is an error.
 async fn read_param(name: &str, p: &ParamRef<'_>) -> Result<NamedHostTensor, SaveError> {
-    let values = read_flat(p.flat().inner())
-        .await
-        .map_err(|msg| SaveError::Device {
+    let values = read_finite(p.flat().inner()).await.map_err(|e| match e {
+        ReadError::Device(msg) => SaveError::Device {
             name: name.to_string(),
             msg,
-        })?;
-    if values.iter().any(|x| !x.is_finite()) {
-        return Err(SaveError::NonFinite(name.to_string()));
-    }
+        },
+        ReadError::NonFinite => SaveError::NonFinite(name.to_string()),
+    })?;
     Ok((name.to_string(), p.shape(), values))
+}
+
+/// Why [`read_finite`] failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The device read-back failed (the message says how).
+    Device(String),
+    /// The tensor holds a NaN or an infinity.
+    NonFinite,
+}
+
+/// Host copy of a 1-D tensor whose values must all be finite (what is saved).
+pub(crate) async fn read_finite(t: Tensor<1>) -> Result<Vec<f32>, ReadError> {
+    let values = read_flat(t).await.map_err(ReadError::Device)?;
+    if values.iter().any(|x| !x.is_finite()) {
+        return Err(ReadError::NonFinite);
+    }
+    Ok(values)
 }
 
 /// Host copy of a 1-D tensor.

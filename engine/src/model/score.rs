@@ -9,19 +9,76 @@
 //! real token, so causal attention and the recurrent scan never let it reach a real position
 //! and no mask is needed inside the model. Completion positions are gathered into a
 //! completion-aligned `[B, Tc]` layout (column j = j-th completion token of each row).
-//! With a frozen head (LoRA) the log-probs are computed vocabulary chunk by chunk
-//! ([`crate::nn::token_logp`]); a trainable head materialises the `[B, Tc, V]` logits.
+//! The log-probs are computed vocabulary chunk by chunk ([`crate::nn::token_logp`]): no
+//! `[B, Tc, V]` logits exist. With a trainable head (full fine-tuning) or layer
+//! recomputation (gradient checkpointing, [`super::recompute`]) part of the backward pass is
+//! deferred ([`Deferred`]), so a loss built from the scores is differentiated through
+//! [`Loss::accumulate_into`].
 
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 
 use super::hybrid::HybridModel;
+use super::recompute::Recompute;
 use crate::nn::attention::AttentionContext;
-use crate::nn::token_logp::token_logp;
+use crate::nn::token_logp::{HeadGrad, TokenLogp, token_logp, token_logp_trainable};
+use crate::train::optim::Grads;
 
-/// Largest transient logits chunk of the frozen-head path (bounds its memory; smaller when
-/// the device's binding limit is).
+/// Largest transient logits chunk (bounds its memory; smaller when the device's binding
+/// limit is).
 const CHUNK_BYTES: u64 = 64 << 20;
+
+/// The parts of a scored batch's backward pass that run after the loss's own.
+#[derive(Debug, Clone, Default)]
+pub struct Deferred {
+    /// A trainable head's gradient ([`HeadGrad`]).
+    pub head: Option<HeadGrad>,
+    /// The layers to run again (gradient checkpointing).
+    pub layers: Option<Recompute>,
+}
+
+/// A training loss `[1]` and what its scores deferred: differentiate it with
+/// [`Loss::accumulate_into`], not `value.backward()`. The loss must reach the parameters
+/// only through the scores it was built from (true of the SFT and RL losses).
+#[derive(Debug, Clone)]
+pub struct Loss {
+    pub value: Tensor<1>,
+    pub deferred: Vec<Deferred>,
+}
+
+impl Loss {
+    /// The same deferred parts, another value (e.g. scaled).
+    pub fn map(self, f: impl FnOnce(Tensor<1>) -> Tensor<1>) -> Self {
+        Loss {
+            value: f(self.value),
+            deferred: self.deferred,
+        }
+    }
+
+    /// The loss's gradients down to the layers: the graph's backward, then — for a trainable
+    /// head — the backward of the heads' surrogates fed with the gradients in the scores
+    /// ([`HeadGrad::surrogate`]). Without layer recomputation these are every gradient.
+    pub fn backward(&self) -> Gradients {
+        let g = self.value.backward();
+        let parts: Vec<Tensor<1>> = (self.deferred.iter())
+            .filter_map(|d| d.head.as_ref()?.surrogate(&g))
+            .collect();
+        match parts.len() {
+            0 => g,
+            1 => parts[0].backward(),
+            _ => Tensor::cat(parts, 0).sum().backward(),
+        }
+    }
+
+    /// Adds every parameter's gradient and the loss to `grads` as one micro-batch:
+    /// [`Self::backward`], then the recomputed layers' backward passes.
+    pub fn accumulate_into(&self, model: &HybridModel, grads: &mut Grads) {
+        let g = self.backward();
+        for layers in self.deferred.iter().filter_map(|d| d.layers.as_ref()) {
+            layers.backward(model, &g, grads);
+        }
+        grads.accumulate(model, &g, Some(&self.value));
+    }
+}
 
 /// Per-token scores of completions, completion-aligned `[B, Tc]` (Tc = longest completion).
 #[derive(Debug, Clone)]
@@ -32,6 +89,8 @@ pub struct TokenScores {
     pub entropy: Option<Tensor<2>>,
     /// 1 for real completion tokens, 0 for padding.
     pub mask: Tensor<2>,
+    /// The backward parts deferred past the loss's own (see [`Loss`]).
+    pub deferred: Deferred,
 }
 
 /// Bad scoring requests.
@@ -101,54 +160,37 @@ pub fn score_completions(
     }
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t_in]), device);
     let ctx = AttentionContext::contiguous(b, t_in, 0, device);
-    let mut cache = model.new_cache();
-    let hidden = model.hidden(ids, &mut cache, &ctx);
+    let (hidden, layers) = if model.recompute_layers && device.is_autodiff() {
+        let (hidden, kept) = model.hidden_recomputed(ids, &ctx);
+        (hidden, Some(kept))
+    } else {
+        (model.hidden(ids, &mut model.new_cache(), &ctx), None)
+    };
     let h = hidden.dims()[2];
     let gather = Tensor::<2, Int>::from_data(TensorData::new(gather, [b, tc]), device);
     let hidden = hidden.gather(1, gather.unsqueeze_dim::<3>(2).repeat_dim(2, h));
     let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [b, tc]), device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, tc]), device);
-    if model.head_frozen() {
-        // Vocabulary chunk by chunk: no [B, Tc, V] logits.
-        let limit =
-            crate::device::max_binding_bytes(device).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
-        let r = token_logp(
-            model.head(),
-            hidden.reshape([b * tc, h]),
-            targets.reshape([b * tc]),
-            temperature,
-            with_entropy,
-            limit,
-        );
-        let grid = |t: Tensor<1>| t.reshape([b, tc]) * mask.clone();
-        return Ok(TokenScores {
-            logp: grid(r.logp),
-            entropy: r.entropy.map(grid),
-            mask,
-        });
-    }
-    let logits = model.logits(hidden);
-    let logits = if temperature == 1.0 {
-        logits
+    let limit =
+        crate::device::max_binding_bytes(device).map_or(CHUNK_BYTES, |l| l.min(CHUNK_BYTES));
+    let (hidden, targets) = (hidden.reshape([b * tc, h]), targets.reshape([b * tc]));
+    let head = model.head();
+    let trainable = !model.head_frozen() && head.shards.iter().all(|s| s.weight.is_some());
+    let (r, head_grad): (TokenLogp, Option<HeadGrad>) = if trainable {
+        let (r, g) = token_logp_trainable(head, hidden, targets, temperature, with_entropy, limit);
+        (r, Some(g))
     } else {
-        logits.div_scalar(temperature)
+        let r = token_logp(head, hidden, targets, temperature, with_entropy, limit);
+        (r, None)
     };
-    let logp_all = log_softmax(logits, 2);
-    let logp = logp_all
-        .clone()
-        .gather(2, targets.unsqueeze_dim::<3>(2))
-        .reshape([b, tc])
-        * mask.clone();
-    let entropy = with_entropy.then(|| {
-        let ent = (logp_all.clone().exp() * logp_all)
-            .sum_dim(2)
-            .reshape([b, tc])
-            .neg();
-        ent * mask.clone()
-    });
+    let grid = |t: Tensor<1>| t.reshape([b, tc]) * mask.clone();
     Ok(TokenScores {
-        logp,
-        entropy,
+        logp: grid(r.logp),
+        entropy: r.entropy.map(grid),
         mask,
+        deferred: Deferred {
+            head: head_grad,
+            layers,
+        },
     })
 }

@@ -31,7 +31,7 @@ use super::shaping::{
 use crate::model::HybridModel;
 use crate::model::adapter;
 use crate::model::generate::{GenerateOptions, Sampling, generate_groups_async};
-use crate::model::score::{TokenScores, score_completions};
+use crate::model::score::{Deferred, Loss, TokenScores, score_completions};
 use crate::nn::AdapterMode;
 use crate::train::Stage;
 use crate::train::optim::{AdamW, Grads, StepReport};
@@ -690,18 +690,22 @@ async fn optimise_async(
                 Aggregation::MicroTokenMean => (1.0 / b.div_ceil(micro) as f64, None),
                 _ => (chunk.len() as f64 / b as f64, None),
             };
-            let inputs = micro_batch_inputs(policy, ro, cfg, batch, chunk, global, device)?;
+            let (inputs, deferred) =
+                micro_batch_inputs(policy, ro, cfg, batch, chunk, global, device)?;
             let out = policy_loss(loss_cfg, inputs)?;
-            let loss = if scale == 1.0 {
+            let value = if scale == 1.0 {
                 out.loss
             } else {
                 out.loss.mul_scalar(scale)
             };
-            let st = (out.metrics.read(&loss).await).map_err(RlStepError::Objective)?;
+            let st = (out.metrics.read(&value).await).map_err(RlStepError::Objective)?;
             add_stats(&mut stats_sum, &st);
             evals += 1;
-            let g = loss.backward();
-            grads.accumulate(policy, &g, Some(&loss));
+            let loss = Loss {
+                value,
+                deferred: vec![deferred],
+            };
+            loss.accumulate_into(policy, &mut grads);
         }
         let rep: StepReport = opt
             .step_async(policy, grads, lr)
@@ -718,7 +722,8 @@ async fn optimise_async(
 }
 
 /// The loss inputs of the batch rows `rows`: the policy's log-probs (and entropy, always
-/// computed for the metrics) with gradient, and the batch's data for those rows.
+/// computed for the metrics) with gradient, and the batch's data for those rows; with the
+/// backward parts the scores deferred (see [`Loss`]).
 fn micro_batch_inputs(
     policy: &HybridModel,
     ro: &Rollout,
@@ -727,7 +732,7 @@ fn micro_batch_inputs(
     rows: &[usize],
     global_tokens: Option<f64>,
     device: &Device,
-) -> Result<LossInputs, RlStepError> {
+) -> Result<(LossInputs, Deferred), RlStepError> {
     let s = score(policy, ro, rows, cfg.temperature, true, device)?;
     let logp = pad_cols(s.logp, batch.tc);
     let idx = Tensor::<1, burn::tensor::Int>::from_data(
@@ -752,7 +757,7 @@ fn micro_batch_inputs(
     inputs.token_weights = grid(&batch.weights)?;
     inputs.entropy_mask = grid(&batch.entropy_mask)?;
     inputs.global_tokens = global_tokens;
-    Ok(inputs)
+    Ok((inputs, s.deferred))
 }
 
 fn add_stats(acc: &mut LossStats, s: &LossStats) {

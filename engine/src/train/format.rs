@@ -114,6 +114,26 @@ pub fn record_line(rec: &Value, keys: &[&str]) -> String {
         .join("  ")
 }
 
+/// One log line of a held-out evaluation at `step`: greedy accuracy (and sampled pass@1
+/// when measured) on `problems` problems, and its duration.
+pub fn eval_line(
+    step: usize,
+    greedy: f64,
+    sampled: Option<f64>,
+    problems: usize,
+    seconds: f64,
+) -> String {
+    let sampled = sampled
+        .filter(|s| s.is_finite())
+        .map(|s| format!("  sampled pass@1 {}", number(s)))
+        .unwrap_or_default();
+    format!(
+        "eval  step {step}  held-out accuracy {}{sampled} on {problems} problems  time {}",
+        number(greedy),
+        self::seconds(seconds)
+    )
+}
+
 /// The keys a training log shows, in order.
 pub const LOG_KEYS: [&str; 10] = [
     "phase",
@@ -150,6 +170,18 @@ mod tests {
         assert_eq!(metric("kl", f64::NAN), "–");
         assert_eq!(metric("tokens_per_s", 1234.56), "1234.6");
         assert_eq!(metric("step", f64::INFINITY), "–");
+    }
+
+    #[test]
+    fn an_evaluation_makes_one_line() {
+        assert_eq!(
+            eval_line(10, 0.75, None, 40, 1.234),
+            "eval  step 10  held-out accuracy 0.7500 on 40 problems  time 1.23 s"
+        );
+        assert_eq!(
+            eval_line(0, 0.0, Some(0.125), 8, 0.5),
+            "eval  step 0  held-out accuracy 0  sampled pass@1 0.1250 on 8 problems  time 0.500 s"
+        );
     }
 
     #[test]

@@ -21,14 +21,17 @@ pub enum Stage {
     Rollout { completions: usize },
     /// Scoring, the backward pass and the optimizer step.
     Update,
+    /// Held-out evaluation on `problems` problems (after the step, when one is due).
+    Evaluate { problems: usize },
 }
 
 impl Stage {
-    /// A short name: `rollout` or `update`.
+    /// A short name: `rollout`, `update` or `evaluate`.
     pub fn name(&self) -> &'static str {
         match self {
             Stage::Rollout { .. } => "rollout",
             Stage::Update => "update",
+            Stage::Evaluate { .. } => "evaluate",
         }
     }
 }

@@ -140,15 +140,21 @@ impl Grads {
     /// Adds the gradients of every parameter of `model` found in `grads` (from
     /// `loss.backward()`), and `loss` (any shape; summed) when given.
     pub fn accumulate(&mut self, model: &HybridModel, grads: &Gradients, loss: Option<&Tensor<1>>) {
+        self.add_params(model, grads);
+        if let Some(l) = loss {
+            self.add_loss(l.clone());
+        }
+        self.micro_batches += 1;
+    }
+
+    /// Adds the gradients of every parameter of `model` found in `grads`, as one more part of
+    /// the current micro-batch (its loss and count are added by [`Self::accumulate`]).
+    pub fn add_params(&mut self, model: &HybridModel, grads: &Gradients) {
         for (name, p) in named_params(model) {
             if let Some(g) = p.grad(grads) {
                 self.add(name, g);
             }
         }
-        if let Some(l) = loss {
-            self.add_loss(l.clone());
-        }
-        self.micro_batches += 1;
     }
 
     /// Adds `grad` (flattened `[numel]`, no autodiff association) for parameter `name`.
@@ -549,17 +555,16 @@ impl AdamW {
         .expect("the optimizer metadata serialises");
         let mut file = TensorWriter::start(w, entries, (META_KEY, meta)).map_err(state)?;
         for (key, _, t) in moments() {
-            let v = crate::model::save::read_flat(t.clone())
-                .await
-                .map_err(|msg| OptimError::Device {
+            use crate::model::save::{ReadError, read_finite};
+            let v = read_finite(t.clone()).await.map_err(|e| match e {
+                ReadError::Device(msg) => OptimError::Device {
                     what: key.clone(),
                     msg,
-                })?;
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(OptimError::State(format!(
-                    "`{key}` holds a non-finite value; it is not saved"
-                )));
-            }
+                },
+                ReadError::NonFinite => {
+                    OptimError::State(format!("`{key}` holds a non-finite value; it is not saved"))
+                }
+            })?;
             file.tensor(&key, &v).map_err(state)?;
         }
         file.finish().map_err(state)

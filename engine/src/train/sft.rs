@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::model::HybridModel;
 use crate::model::chat::{ChatOptions, Message, messages_from_json};
-use crate::model::score::score_completions;
+use crate::model::score::{Loss, score_completions};
 use crate::model::tokenizer::Tokenizer;
 
 /// Errors reading or tokenising SFT data.
@@ -231,13 +231,13 @@ pub fn pack(examples: &[SftExample], seq_len: usize) -> Vec<SftExample> {
     rows
 }
 
-/// Mean NLL over target tokens of a batch (differentiable on an autodiff device) and the
-/// number of target tokens. Token 0 of each row is context only.
+/// Mean NLL over target tokens of a batch (differentiable on an autodiff device: use
+/// [`Loss::backward`]) and the number of target tokens. Token 0 of each row is context only.
 pub fn sft_loss(
     model: &HybridModel,
     batch: &[SftExample],
     device: &Device,
-) -> Result<(Tensor<1>, usize), SftError> {
+) -> Result<(Loss, usize), SftError> {
     if batch.is_empty() {
         return Err(SftError::Data("empty batch".into()));
     }
@@ -260,6 +260,7 @@ pub fn sft_loss(
         return Err(SftError::Data("the batch has no target tokens".into()));
     }
     let mask = Tensor::<2>::from_data(TensorData::new(m, [b, tc]), device);
-    let loss = (scores.logp * mask).sum().neg().div_scalar(n as f32);
-    Ok((loss, n))
+    let value = (scores.logp * mask).sum().neg().div_scalar(n as f32);
+    let deferred = vec![scores.deferred];
+    Ok((Loss { value, deferred }, n))
 }

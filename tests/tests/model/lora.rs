@@ -77,7 +77,7 @@ fn lora_gradients_match_torch_autograd() {
     };
     let (loss, _) = sft_loss(&model, &[ex], &dev).unwrap();
     let want_loss: Tensor<1> = fixture_tensor::<1>(&f, "plain.loss", &dev);
-    assert_close(loss.clone().inner(), want_loss, 1e-4, 1e-5, "loss");
+    assert_close(loss.value.clone().inner(), want_loss, 1e-4, 1e-5, "loss");
     let grads = loss.backward();
     let mut checked = 0;
     for (name, p) in named_params(&model) {
@@ -193,7 +193,7 @@ fn lora_over_a_frozen_bf16_base_equals_lora_over_its_f32_widening() {
         };
         let (loss, _) = sft_loss(&model, &[ex], &dev).unwrap();
         let grads = loss.backward();
-        losses.push(loss.inner());
+        losses.push(loss.value.inner());
         all_grads.push(
             named_params(&model)
                 .into_iter()

@@ -22,6 +22,11 @@ pub struct Recipe {
     pub out: PathBuf,
     #[serde(default = "default_save_every")]
     pub save_every: u64,
+    /// Gradient checkpointing: training forwards keep each layer's input only and run the
+    /// layer again during the backward pass (one layer's activations at a time, one more
+    /// forward pass of compute).
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
     pub model: ModelSource,
     #[serde(default)]
     pub optim: AdamWConfig,
@@ -249,6 +254,14 @@ impl Recipe {
         }
         if let Some(l) = &r.lora {
             l.validate("[lora]").map_err(|e| e.to_string())?;
+            if r.gradient_checkpointing && l.dropout > 0.0 {
+                return Err(
+                    "gradient_checkpointing with [lora] dropout > 0: the layers run \
+                            again in the backward pass and would draw other dropout masks; \
+                            set dropout = 0 or gradient_checkpointing = false"
+                        .into(),
+                );
+            }
         } else if r.model.dtype.is_some_and(|d| d != WeightDtype::F32) {
             return Err(
                 "[model] dtype: full fine-tuning trains f32 weights; a 16-bit base needs [lora]"
@@ -396,6 +409,17 @@ epsilon_high = 0.3
         assert_eq!(r.model.demo_hidden, None);
         assert_eq!(r.total_steps(), 10);
         assert_eq!(r.out, PathBuf::from("o"));
+    }
+
+    #[test]
+    fn checkpointing_is_refused_with_lora_dropout() {
+        let on = FULL.replacen("seed = 3", "seed = 3\ngradient_checkpointing = true", 1);
+        assert!(Recipe::from_toml(&on).unwrap().gradient_checkpointing);
+        let e = Recipe::from_toml(&on.replacen("r = 4", "r = 4\ndropout = 0.1", 1)).unwrap_err();
+        assert!(
+            e.contains("gradient_checkpointing") && e.contains("dropout"),
+            "{e}"
+        );
     }
 
     #[test]

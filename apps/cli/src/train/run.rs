@@ -163,6 +163,7 @@ pub fn run(args: &Args) -> Result<()> {
     if args.resume {
         check_same_recipe(&recipe, &state, args.allow_recipe_change)?;
     }
+    model.recompute_layers = recipe.gradient_checkpointing;
     let eos: Vec<u32> = if demo {
         vec![vocab::EOS]
     } else if !config.eos_token_ids.is_empty() {
@@ -567,9 +568,8 @@ fn sft_step(
         };
         let (loss, n) = sft_loss(model, &batch, device)?;
         tokens += n;
-        let loss = loss.div_scalar(s.grad_accum as f32);
-        let g = loss.backward();
-        grads.accumulate(model, &g, Some(&loss));
+        let loss = loss.map(|l| l.div_scalar(s.grad_accum as f32));
+        loss.accumulate_into(model, &mut grads);
     }
     adapter::set_mode(model, AdapterMode::Eval);
     let rep = opt.step(model, grads, lr)?;

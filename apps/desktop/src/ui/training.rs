@@ -33,23 +33,26 @@ fn settings(app: &mut App, ui: &mut egui::Ui, editable: bool) {
                 })
                 .response
                 .on_hover_text(tip);
-            ui.label("task");
+            let tip = "the task: sort, sort:N (N digits), addition, addition:N";
+            ui.label("task").on_hover_text(tip);
             ui.add(
                 egui::TextEdit::singleline(&mut f.task)
                     .desired_width(90.0)
                     .hint_text("sort:5"),
             )
-            .on_hover_text("sort, sort:N, addition, addition:N");
+            .on_hover_text(tip);
             ui.radio_value(
                 &mut f.start,
                 StartFrom::Scratch,
                 "from scratch (SFT, then RL)",
-            );
+            )
+            .on_hover_text("a fresh model learns the task by SFT, then improves by RL");
             ui.radio_value(
                 &mut f.start,
                 StartFrom::LoadedModel,
                 "RL from the loaded model",
-            );
+            )
+            .on_hover_text("RL only, starting from the model loaded in the Model panel");
         });
         ui.horizontal_wrapped(|ui| {
             num(
@@ -117,9 +120,9 @@ fn settings(app: &mut App, ui: &mut egui::Ui, editable: bool) {
                 &mut f.max_steps,
                 1_000_000,
             );
-            ui.label("seed")
-                .on_hover_text("seeds data, initialisation and sampling");
-            ui.add(egui::DragValue::new(&mut f.seed));
+            let tip = "seeds data, initialisation and sampling";
+            ui.label("seed").on_hover_text(tip);
+            ui.add(egui::DragValue::new(&mut f.seed)).on_hover_text(tip);
         });
     });
 }
@@ -160,8 +163,11 @@ fn controls(app: &mut App, ui: &mut egui::Ui) {
             app.send(c);
         }
         ui.separator();
-        ui.label("checkpoint folder");
-        ui.add(egui::TextEdit::singleline(&mut app.state.checkpoint_dir).desired_width(220.0));
+        let tip = "where Save, Stop and closing the window save the run, and where Resume from it \
+                   reads one";
+        ui.label("checkpoint folder").on_hover_text(tip);
+        ui.add(egui::TextEdit::singleline(&mut app.state.checkpoint_dir).desired_width(220.0))
+            .on_hover_text(tip);
         if ui
             .add_enabled(app.state.run.is_some(), egui::Button::new("Save"))
             .clicked()
@@ -186,7 +192,10 @@ fn controls(app: &mut App, ui: &mut egui::Ui) {
 fn progress(app: &App, ui: &mut egui::Ui) {
     let s = &app.state;
     let total = s.total_steps();
-    let mut text = format!("step {}/{} — {}", s.global_step, total, s.status.label());
+    let mut text = match s.saved_preview.filter(|_| s.run.is_none()) {
+        Some(n) => format!("a run saved at step {n} is in the checkpoint folder: Resume from it"),
+        None => format!("step {}/{} — {}", s.global_step, total, s.status.label()),
+    };
     if let Some(r) = &s.last_record {
         let phase = r.get("phase").and_then(|p| p.as_str()).unwrap_or("?");
         text.push_str(&format!(" — {phase}"));
