@@ -67,7 +67,9 @@ fn spec(
     waiting: String,
 ) -> PlotSpec {
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p[1]));
-    let bounds = y_bounds(ys, unit).map(|[lo, hi]| [0.0, x_max, lo, hi]);
+    // A margin right of the last step, so its marker is not cut by the frame.
+    let right = x_max + (x_max * 0.03).max(0.15);
+    let bounds = y_bounds(ys, unit).map(|[lo, hi]| [0.0, right, lo, hi]);
     PlotSpec {
         id,
         title,
@@ -219,7 +221,10 @@ mod tests {
         assert!(p[0].waiting.contains("RL starts after SFT step 2"), "{p:?}");
         assert_eq!(p[0].bounds, None);
         let [x0, x1, lo, hi] = p[2].bounds.expect("loss bounds");
-        assert_eq!((x0, x1), (0.0, 5.0));
+        assert!(
+            x0 == 0.0 && (5.0..5.5).contains(&x1),
+            "the run's 5 steps and a margin: {x1}"
+        );
         assert!(lo < 2.0 && hi > 2.0 && hi - lo <= 2.0, "{lo} {hi}");
         assert_eq!(p[2].phase_marker, Some(2.5));
         // Tiny values keep a readable span and stay inside the bounds.
@@ -230,7 +235,11 @@ mod tests {
             ));
         }
         let p = plots(&s);
-        let [_, _, lo, hi] = p[2].bounds.expect("loss");
+        let [_, x1, lo, hi] = p[2].bounds.expect("loss");
+        assert!(
+            x1 > 5.0,
+            "the newest step's marker is inside the frame: {x1}"
+        );
         assert!(
             lo < -3e-5 && hi > 9.0,
             "the newest point is inside: {lo} {hi}"

@@ -812,7 +812,7 @@ mod tests {
         );
         let files = read_dir_files(&dir).expect("files");
         let (_, history) = take_history(files);
-        let records: Vec<Value> = history.iter().filter_map(|l| record(l)).collect();
+        let records: Vec<serde_json::Value> = history.iter().filter_map(|l| record(l)).collect();
         assert_eq!(records.len(), history.len());
         let steps = records.iter().filter(|r| r["kind"] == "step").count();
         assert!(steps >= 1, "{history:?}");

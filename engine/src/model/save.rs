@@ -305,15 +305,32 @@ pub(crate) async fn read_finite(t: Tensor<1>) -> Result<Vec<f32>, ReadError> {
     Ok(values)
 }
 
-/// Host copy of a 1-D tensor.
+/// Elements per read-back of [`read_flat`] (16 MiB of f32): a read maps a staging buffer of
+/// its own, which the backend's pool may round up well past the tensor's size; small pieces
+/// keep it far below any binding limit.
+const READ_PIECE: usize = 1 << 22;
+
+/// Host copy of a 1-D tensor, read back in pieces of at most [`READ_PIECE`] elements.
 pub(crate) async fn read_flat(t: Tensor<1>) -> Result<Vec<f32>, String> {
     let device = t.device();
-    t.into_data_async()
-        .await
-        .map_err(|e| crate::device::describe_error(&e.to_string(), &device))?
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))
+    let [n] = t.dims();
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n.max(1)).step_by(READ_PIECE) {
+        let piece = if n <= READ_PIECE {
+            t.clone()
+        } else {
+            t.clone().narrow(0, start, READ_PIECE.min(n - start))
+        };
+        let values = piece
+            .into_data_async()
+            .await
+            .map_err(|e| crate::device::describe_error(&e.to_string(), &device))?
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
+        out.extend(values);
+    }
+    Ok(out)
 }
 
 /// Parameter-named host tensors being moved into checkpoint order.
