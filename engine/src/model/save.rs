@@ -305,9 +305,9 @@ pub(crate) async fn read_finite(t: Tensor<1>) -> Result<Vec<f32>, ReadError> {
     Ok(values)
 }
 
-/// Elements per read-back of [`read_flat`] (16 MiB of f32): a read maps a staging buffer of
-/// its own, which the backend's pool may round up well past the tensor's size; small pieces
-/// keep it far below any binding limit.
+/// Elements per read-back of [`read_flat`] (16 MiB of f32): each read maps a staging buffer
+/// at least as large as what it reads, so pieces keep those buffers small whatever the
+/// tensor's size.
 const READ_PIECE: usize = 1 << 22;
 
 /// Host copy of a 1-D tensor, read back in pieces of at most [`READ_PIECE`] elements.
