@@ -1,4 +1,5 @@
-//! Training: AdamW with global-norm clipping and gradient accumulation ([`optim`]),
+//! Training: one [`session::Session`] that runs a [`recipe::Recipe`] (SFT then RL, typed
+//! [`record::StepRecord`] per step, the recipe's [`rewards`]) for every front end; AdamW with global-norm clipping and gradient accumulation ([`optim`]),
 //! learning-rate schedules ([`schedule`]), per-step seeds ([`seeds`]), checkpoints that resume exactly ([`checkpoint`]
 //! builds and parses the bytes; `files` writes directories atomically, native only), and
 //! supervised fine-tuning data and loss ([`sft`]), how metrics read to people ([`format`]) and
@@ -10,8 +11,12 @@ pub mod checkpoint;
 pub mod files;
 pub mod format;
 pub mod optim;
+pub mod recipe;
+pub mod record;
+pub mod rewards;
 pub mod schedule;
 pub mod seeds;
+pub mod session;
 pub mod sft;
 
 /// Where a training step is, reported to progress displays while it runs.

@@ -19,8 +19,11 @@
 //! Modules: [`rule`] (answer extraction, numeric equivalence, format and length rules),
 //! [`likelihood`] (reference-answer likelihood, VeriFree), [`nover`] (reasoning perplexity
 //! with a lagged proxy model, NOVER), [`self_score`] (parsed self-assessment scores),
-//! [`self_verify`] (DeepSeekMath-V2 generate → verify → meta-verify).
+//! [`self_verify`] (DeepSeekMath-V2 generate → verify → meta-verify), and native programs'
+//! `command` (a user's verifier process speaking JSON lines).
 
+#[cfg(not(target_family = "wasm"))]
+pub mod command;
 pub mod likelihood;
 pub mod nover;
 pub mod rule;

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
+use super::{Reward, RewardError, RewardFuture, Sample, Scores};
 use serde_json::{Value, json};
-use sluice::rl::rewards::{Reward, RewardError, RewardFuture, Sample, Scores};
 
 /// A running scorer process.
 pub struct CommandReward {

@@ -4,15 +4,16 @@
 
 use std::path::PathBuf;
 
+use crate::check::{Checked, finite, within};
+use crate::model::adapter::LoraConfig;
+use crate::model::load::WeightDtype;
+use crate::rl::presets::RlObjective;
+use crate::rl::rewards::likelihood::LikelihoodMode;
+use crate::rl::step::RlConfig;
+use crate::train::optim::AdamWConfig;
+use crate::train::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
-use sluice::check::{Checked, finite, within};
-use sluice::model::adapter::LoraConfig;
-use sluice::model::load::WeightDtype;
-use sluice::rl::presets::RlObjective;
-use sluice::rl::rewards::likelihood::LikelihoodMode;
-use sluice::rl::step::RlConfig;
-use sluice::train::optim::AdamWConfig;
-use sluice::train::schedule::LrSchedule;
+use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +144,7 @@ pub enum RewardSpec {
         #[serde(default = "default_sync")]
         sync_every: usize,
     },
-    /// A user program scoring completions over JSON lines (see `train::command_reward`).
+    /// A user program scoring completions over JSON lines (see `rl::rewards::command`).
     Command {
         #[serde(default = "unit")]
         weight: f64,
@@ -189,7 +190,7 @@ impl RewardSpec {
         match *self {
             Self::SelfScore { weight, scale, .. } => {
                 finite("weight", weight)?;
-                sluice::check::positive("scale", scale)
+                crate::check::positive("scale", scale)
             }
             Self::Likelihood { weight, .. } => finite("weight", weight),
             Self::Nover { weight, sync_every } => {
@@ -209,7 +210,7 @@ impl RewardSpec {
                 ..
             } => {
                 finite("weight", weight)?;
-                sluice::check::positive("timeout_s", timeout_s)?;
+                crate::check::positive("timeout_s", timeout_s)?;
                 if command.is_empty() {
                     return Err("a command reward needs `command = [\"program\", ...]`".into());
                 }
@@ -247,7 +248,7 @@ impl Recipe {
         match (&r.model.path, r.model.demo_hidden) {
             (Some(_), None) => {}
             (None, Some(h)) => {
-                sluice::demo::vocab::model_config(h)
+                crate::demo::vocab::model_config(h)
                     .map_err(|e| format!("[model] `demo_hidden` = {e}"))?;
             }
             _ => return Err("[model]: give exactly one of `path` or `demo_hidden`".into()),
@@ -341,6 +342,56 @@ impl Recipe {
     pub fn total_steps(&self) -> u64 {
         self.sft.as_ref().map_or(0, |s| s.steps) + self.rl.as_ref().map_or(0, |r| r.steps)
     }
+
+    /// The fields where `stored` (a recipe as saved with a checkpoint) and this recipe
+    /// differ, as `field: stored → now`; `out` is not compared.
+    pub fn differences(&self, stored: &Value) -> Vec<String> {
+        let mut now = serde_json::to_value(self).unwrap_or(Value::Null);
+        let mut stored = stored.clone();
+        for v in [&mut now, &mut stored] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("out");
+            }
+        }
+        value_diff("", &stored, &now)
+    }
+}
+
+/// The recipe format, every field documented: `recipes/reference.toml` (itself a valid
+/// recipe).
+pub const RECIPE_HELP: &str = include_str!("../../../recipes/reference.toml");
+
+/// The fields where `a` and `b` differ, as `path: a → b` (missing values print as `-`).
+fn value_diff(path: &str, a: &Value, b: &Value) -> Vec<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            let none = Value::Null;
+            keys.into_iter()
+                .flat_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    value_diff(&p, x.get(k).unwrap_or(&none), y.get(k).unwrap_or(&none))
+                })
+                .collect()
+        }
+        _ if a == b => vec![],
+        _ => {
+            let show = |v: &Value| {
+                if v.is_null() {
+                    "-".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            vec![format!("{path}: {} → {}", show(a), show(b))]
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,11 +428,11 @@ epsilon_high = 0.3
 
     #[test]
     fn reference_recipe_parses() {
-        let r = Recipe::from_toml(super::super::run::RECIPE_HELP).unwrap();
+        let r = Recipe::from_toml(RECIPE_HELP).unwrap();
         assert_eq!(r.total_steps(), 120);
         assert_eq!(
             r.rl.unwrap().sampling.preset,
-            Some(sluice::rl::presets::Preset::Grpo)
+            Some(crate::rl::presets::Preset::Grpo)
         );
     }
 
@@ -392,7 +443,7 @@ epsilon_high = 0.3
         assert_eq!(r.total_steps(), 14);
         let rl = r.rl.unwrap();
         assert_eq!(rl.sampling.group_size, 4);
-        assert_eq!(rl.sampling.preset, Some(sluice::rl::presets::Preset::Dapo));
+        assert_eq!(rl.sampling.preset, Some(crate::rl::presets::Preset::Dapo));
         assert_eq!(rl.objective.unwrap().loss.epsilon_high, 0.3);
         assert_eq!(rl.rewards.len(), 2);
         assert_eq!(r.optim.weight_decay, 0.0);
@@ -425,8 +476,8 @@ epsilon_high = 0.3
     #[test]
     fn shipped_recipes_parse() {
         for text in [
-            include_str!("../../../../recipes/lora-sft.toml"),
-            include_str!("../../../../recipes/lora-grpo.toml"),
+            include_str!("../../../recipes/lora-sft.toml"),
+            include_str!("../../../recipes/lora-grpo.toml"),
         ] {
             let r = Recipe::from_toml(text).unwrap();
             assert!(r.lora.is_some() && r.model.path.is_some());

@@ -6,20 +6,21 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use sluice::model::HybridModel;
-use sluice::model::tokenizer::Tokenizer;
-use sluice::rl::rewards::likelihood::LikelihoodReward;
-use sluice::rl::rewards::nover::{NoverConfig, NoverReward, ProxyModel};
-use sluice::rl::rewards::rule::{
+
+use crate::model::HybridModel;
+use crate::model::tokenizer::Tokenizer;
+use crate::rl::rewards::likelihood::LikelihoodReward;
+use crate::rl::rewards::nover::{NoverConfig, NoverReward, ProxyModel};
+use crate::rl::rewards::rule::{
     AccuracyReward, ExactMatchReward, Extractor, FormatMode, FormatReward, LengthReward,
     LengthShape, LengthUnit,
 };
-use sluice::rl::rewards::self_score::{SelfScoreMode, SelfScoreReward};
-use sluice::rl::rewards::{Borrowed, Reward, WeightedRewards};
+use crate::rl::rewards::self_score::{SelfScoreMode, SelfScoreReward};
+use crate::rl::rewards::{Borrowed, Reward, WeightedRewards};
 
-use super::command_reward::CommandReward;
 use super::recipe::RewardSpec;
-use crate::Result;
+
+type Result<T> = std::result::Result<T, String>;
 
 /// The rewards of one run.
 pub struct RunRewards {
@@ -141,15 +142,40 @@ fn fixed_reward(spec: &RewardSpec, dir: &Path) -> Result<Option<Box<dyn Reward>>
             name,
             timeout_s,
             ..
-        } => {
-            let mut argv = command.clone();
-            // A relative program path is the recipe folder's; bare names go through PATH.
-            if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
-                argv[0] = dir.join(&argv[0]).display().to_string();
-            }
-            let name = name.as_deref().unwrap_or("command");
-            Box::new(CommandReward::spawn(name, &argv, dir, *timeout_s)?)
-        }
+        } => command_reward(command, name.as_deref(), dir, *timeout_s)?,
         RewardSpec::Likelihood { .. } | RewardSpec::Nover { .. } => return Ok(None),
     }))
+}
+
+/// A user program as a reward, started in `dir` (the recipe's folder).
+#[cfg(not(target_family = "wasm"))]
+fn command_reward(
+    command: &[String],
+    name: Option<&str>,
+    dir: &Path,
+    timeout_s: f64,
+) -> Result<Box<dyn Reward>> {
+    let mut argv = command.to_vec();
+    // A relative program path is the recipe folder's; bare names go through PATH.
+    if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
+        argv[0] = dir.join(&argv[0]).display().to_string();
+    }
+    let name = name.unwrap_or("command");
+    let r = crate::rl::rewards::command::CommandReward::spawn(name, &argv, dir, timeout_s)?;
+    Ok(Box::new(r))
+}
+
+/// Browsers run no processes.
+#[cfg(target_family = "wasm")]
+fn command_reward(
+    command: &[String],
+    _name: Option<&str>,
+    _dir: &Path,
+    _timeout_s: f64,
+) -> Result<Box<dyn Reward>> {
+    Err(format!(
+        "the command reward `{}` needs a native program (the CLI or the desktop app); \
+         a browser cannot start processes",
+        command.join(" ")
+    ))
 }
