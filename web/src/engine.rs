@@ -9,13 +9,14 @@ use std::ops::ControlFlow;
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::{Value, json};
-use sluice::demo::run::{Demo, DemoConfig};
+use sluice::demo::DemoConfig;
 use sluice::demo::vocab;
 use sluice::model::generate::{GenerateOptions, Sampling, generate_streaming_async};
 use sluice::model::tokenizer::Tokenizer;
 use sluice::model::weights::{Buffer, Weights};
 use sluice::model::{Config, HybridModel};
 use sluice::rl::step::RlConfig;
+use sluice::train::session::Session;
 use sluice::train::{Stage, format};
 
 /// A message for the page (every error here ends up as text in the UI).
@@ -123,7 +124,7 @@ pub struct Engine {
     tokenizer_json: Option<Vec<u8>>,
     /// The loaded model (autodiff device) while no training run owns it.
     model: Option<HybridModel>,
-    demo: Option<Demo>,
+    demo: Option<Session>,
 }
 
 fn text(name: &str, bytes: Vec<u8>) -> Result<String, Error> {
@@ -179,14 +180,22 @@ impl Engine {
             "hidden": c.map(|c| c.hidden_size),
             "vocab": c.map(|c| c.vocab_size),
             "tokenizer": self.tokenizer.is_some(),
-            "training": self.demo.as_ref().map(|d| json!({
-                "phase": d.phase, "step": d.step, "task": d.cfg.task,
-            })),
+            "training": self.demo.as_ref().map(|d| {
+                let (phase, step) = d.phase_progress();
+                let phase = match d.next_phase() {
+                    None => json!("done"),
+                    Some(_) => json!(phase),
+                };
+                json!({ "phase": phase, "step": step, "task": d.recipe().task() })
+            }),
         })
     }
 
     fn current_model(&self) -> Option<&HybridModel> {
-        self.demo.as_ref().map(|d| &d.model).or(self.model.as_ref())
+        self.demo
+            .as_ref()
+            .map(Session::model)
+            .or(self.model.as_ref())
     }
 
     fn encode(&self, prompt: &str) -> Result<Vec<u32>, Error> {
@@ -303,20 +312,24 @@ impl Engine {
             base.sft_steps = 100;
         }
         let cfg = demo_config_with(base, overrides)?;
-        let demo = if from_scratch {
-            Demo::new(cfg, &self.device).map_err(|e| e.to_string())?
+        let start = if from_scratch {
+            None
         } else {
             let (Some(model), Some(config)) = (self.model.as_ref(), self.config.as_ref()) else {
                 return Err("load a model first (or train from scratch)".into());
             };
-            Demo::from_model(cfg, config.clone(), model.clone(), &self.device)
-                .map_err(|e| e.to_string())?
+            Some((config.clone(), model.clone()))
         };
+        let mut cfg = cfg;
+        if let Some((config, _)) = &start {
+            cfg.hidden = config.hidden_size;
+        }
+        let demo = Session::demo(cfg.recipe()?, start, &self.device).map_err(|e| e.to_string())?;
         self.set_demo(demo)
     }
 
-    fn set_demo(&mut self, demo: Demo) -> Result<Value, Error> {
-        self.config = Some(demo.config.clone());
+    fn set_demo(&mut self, demo: Session) -> Result<Value, Error> {
+        self.config = Some(demo.config().clone());
         self.tokenizer = Some(vocab::tokenizer().map_err(|e| e.to_string())?);
         self.tokenizer_json = Some(vocab::tokenizer_json().into_bytes());
         self.model = None;
@@ -337,8 +350,9 @@ impl Engine {
             .as_mut()
             .ok_or("no training run (start one first)")?;
         let t0 = clock();
-        let rec = demo.step_with(on_stage).await.map_err(|e| e.to_string())?;
-        Ok(rec.map(|mut r| {
+        let rec = demo.step_async(on_stage).await.map_err(|e| e.to_string())?;
+        Ok(rec.map(|r| {
+            let mut r = r.to_json();
             r["step_ms"] = json!(clock() - t0);
             r["line"] = json!(format::record_line(&r, &format::LOG_KEYS));
             r
@@ -356,13 +370,14 @@ impl Engine {
         let ms = (self.clock)() - t0;
         let problems = demo.heldout().len();
         let sampled = Some(e.sampled).filter(|s| s.is_finite());
+        let step = demo.phase_progress().1 as usize;
         Ok(json!({
             "greedy": e.greedy,
             "sampled": e.sampled,
             "problems": problems,
-            "step": demo.step,
+            "step": step,
             "eval_ms": ms,
-            "line": format::eval_line(demo.step, e.greedy, sampled, problems, ms / 1e3),
+            "line": format::eval_line(step, e.greedy, sampled, problems, ms / 1e3),
         }))
     }
 
@@ -401,7 +416,12 @@ impl Engine {
     /// `trainer_state.json` the training run resumes, otherwise the model is loaded.
     pub fn restore(&mut self, files: Vec<(String, Vec<u8>)>) -> Result<Value, Error> {
         if files.iter().any(|(n, _)| n == "trainer_state.json") {
-            let demo = Demo::restore(files, &self.device).map_err(|e| e.to_string())?;
+            let no_files = |p: &std::path::Path| {
+                Err(format!("{}: the browser reads no data files", p.display()))
+            };
+            let ad = self.device.clone().autodiff();
+            let demo = Session::restore(files, &no_files, std::path::Path::new("."), &ad)
+                .map_err(|e| e.to_string())?;
             return self.set_demo(demo);
         }
         let mut config = None;

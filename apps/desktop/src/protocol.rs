@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use serde_json::Value;
-use sluice::demo::run::DemoConfig;
+use sluice::demo::DemoConfig;
 use sluice::train::Stage;
 
 /// Where a chat model comes from.
@@ -43,6 +43,8 @@ pub enum StartFrom {
     Scratch,
     /// RL straight from the loaded demo-vocabulary model.
     LoadedModel,
+    /// A recipe file (any model folder, SFT and/or RL, LoRA or full fine-tuning, any reward).
+    Recipe,
 }
 
 /// A training request.
@@ -50,6 +52,8 @@ pub enum StartFrom {
 pub struct TrainRequest {
     pub cfg: DemoConfig,
     pub start: StartFrom,
+    /// The recipe file (with [`StartFrom::Recipe`]).
+    pub recipe: Option<PathBuf>,
     /// Stop after this many steps of this session (None: run to the end).
     pub max_steps: Option<usize>,
 }
@@ -131,7 +135,7 @@ pub enum Event {
     TrainingStarted(RunInfo),
     /// The running step reached a part (rollout, update).
     Stage(Stage),
-    /// A step's record (`Demo::step_async`'s, plus `global_step` and `step_seconds`).
+    /// A step's record (`StepRecord::to_json`, plus `step_seconds`).
     Step(Value),
     /// A resumed run's earlier records (steps and evaluations, oldest first, each with
     /// `kind`: `"step"` or `"eval"`), read from the checkpoint's `metrics.jsonl`.

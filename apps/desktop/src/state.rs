@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use sluice::demo::run::DemoConfig;
+use sluice::demo::DemoConfig;
 use sluice::demo::task::Task;
 use sluice::rl::presets::Preset;
 use sluice::train::{Stage, format};
@@ -62,6 +62,8 @@ pub struct TrainForm {
     pub eval_every: usize,
     pub eval_samples: usize,
     pub start: StartFrom,
+    /// The recipe file's path (with [`StartFrom::Recipe`]).
+    pub recipe_path: String,
     /// Stop after this many steps (0: run to the end).
     pub max_steps: usize,
 }
@@ -89,6 +91,7 @@ impl TrainForm {
             eval_every: c.eval_every,
             eval_samples: c.eval_samples,
             start: StartFrom::Scratch,
+            recipe_path: String::new(),
             max_steps: 0,
         }
     }
@@ -479,10 +482,18 @@ impl AppState {
         let res = self.start_checks().and_then(|()| self.form.to_config());
         match res {
             Ok(cfg) => {
+                let recipe = (self.form.start == StartFrom::Recipe)
+                    .then(|| PathBuf::from(self.form.recipe_path.trim()));
+                if let Some(p) = recipe.as_ref().filter(|p| !p.is_file()) {
+                    let e = format!("no recipe file at `{}`", p.display());
+                    self.train_error = Some(e.clone());
+                    return Err(e);
+                }
                 self.begin_run();
                 Ok(Command::StartTraining(TrainRequest {
                     cfg,
                     start: self.form.start,
+                    recipe,
                     max_steps: (self.form.max_steps > 0).then_some(self.form.max_steps),
                 }))
             }

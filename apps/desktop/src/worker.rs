@@ -12,13 +12,14 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::Device;
 use serde_json::json;
-use sluice::demo::run::{Demo, Phase};
+use sluice::demo::DemoConfig;
 use sluice::model::chat::{ChatOptions, Message};
 use sluice::model::generate::{GenerateOptions, Sampling, generate_streaming_async};
 use sluice::model::tokenizer::Tokenizer;
 use sluice::model::weights::{Buffer, Weights};
 use sluice::model::{Config, HybridModel};
 use sluice::train::Stage;
+use sluice::train::session::Session;
 
 use crate::protocol::{
     Command, EndReason, Event, GenRequest, METRICS_FILE, ModelInfo, ModelSource, RunInfo,
@@ -53,7 +54,7 @@ struct ChatModel {
 }
 
 struct Run {
-    demo: Demo,
+    session: Session,
     /// Stop after this global step.
     stop_at: Option<usize>,
     paused: bool,
@@ -98,13 +99,40 @@ fn eval_line(global_step: usize, greedy: f64, sampled: f64) -> String {
         .to_string()
 }
 
-/// Steps done by `demo` over both phases.
-pub fn global_step(demo: &Demo) -> usize {
-    match demo.phase {
-        Phase::Sft => demo.step,
-        Phase::Rl => demo.cfg.sft_steps + demo.step,
-        Phase::Done => demo.cfg.sft_steps + demo.cfg.rl_steps,
-    }
+/// Steps done by `session` over both phases.
+pub fn global_step(session: &Session) -> usize {
+    session.step() as usize
+}
+
+/// A session of the recipe file at `path`: its relative paths are its folder's, its output
+/// folder (`out`) holds what the run writes besides the app's checkpoints.
+pub fn open_recipe(path: Option<&Path>, device: &Device) -> Result<Session, String> {
+    let path = path.ok_or("no recipe file given")?;
+    let text =
+        sluice::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let recipe = sluice::train::recipe::Recipe::from_toml(&text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let opts = sluice::train::session::OpenOptions {
+        out: dir.join(&recipe.out),
+        recipe_dir: dir,
+        resume: false,
+        allow_recipe_change: false,
+    };
+    let (session, _) = Session::open(recipe, &opts, &device.clone().autodiff())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(session)
+}
+
+/// The run's task as its recipe names it (`sort`, `addition:3`, ...).
+fn task_name(session: &Session) -> String {
+    session
+        .task()
+        .map_or_else(|| "custom data".into(), |t| t.to_string())
 }
 
 /// Reads every file of a checkpoint folder (plain names → bytes).
@@ -312,9 +340,9 @@ impl<N: Notify> Worker<N> {
                 let run = self.run.as_ref().ok_or("no training run")?;
                 let tokenizer = sluice::demo::vocab::tokenizer().map_err(|e| e.to_string())?;
                 (
-                    format!("the training run's model ({})", run.demo.task),
-                    run.demo.config.clone(),
-                    run.demo.model.valid(),
+                    format!("the training run's model ({})", task_name(&run.session)),
+                    run.session.config().clone(),
+                    run.session.model().valid(),
                     tokenizer,
                 )
             }
@@ -427,8 +455,12 @@ impl<N: Notify> Worker<N> {
 
     fn start(&mut self, req: TrainRequest) {
         let demo = match req.start {
-            StartFrom::Scratch => Demo::new(req.cfg, &self.device).map_err(|e| e.to_string()),
+            StartFrom::Scratch => req
+                .cfg
+                .recipe()
+                .and_then(|r| Session::demo(r, None, &self.device).map_err(|e| e.to_string())),
             StartFrom::LoadedModel => self.demo_from_loaded(req.cfg),
+            StartFrom::Recipe => open_recipe(req.recipe.as_deref(), &self.device),
         };
         match demo {
             Ok(demo) => self.begin(demo, req.max_steps, None, Vec::new()),
@@ -437,7 +469,7 @@ impl<N: Notify> Worker<N> {
     }
 
     /// RL from the chat model: rebuilt on the autodiff device from its source.
-    fn demo_from_loaded(&self, cfg: sluice::demo::run::DemoConfig) -> Result<Demo, String> {
+    fn demo_from_loaded(&self, mut cfg: DemoConfig) -> Result<Session, String> {
         let chat = self.chat.as_ref().ok_or("load a model first")?;
         let ad = self.device.clone().autodiff();
         let (config, model) = match &chat.source {
@@ -447,16 +479,21 @@ impl<N: Notify> Worker<N> {
             }
             ModelSource::Trained => {
                 let r = self.run.as_ref().ok_or("no training run")?;
-                (r.demo.config.clone(), r.demo.model.clone())
+                (r.session.config().clone(), r.session.model().clone())
             }
         };
-        Demo::from_model(cfg, config, model, &self.device).map_err(|e| e.to_string())
+        cfg.hidden = config.hidden_size;
+        let recipe = cfg.recipe()?;
+        Session::demo(recipe, Some((config, model)), &self.device).map_err(|e| e.to_string())
     }
 
     fn resume_from(&mut self, dir: &Path, max_steps: Option<usize>) {
         let res = read_dir_files(dir).and_then(|files| {
             let (files, history) = take_history(files);
-            let demo = Demo::restore(files, &self.device).map_err(|e| e.to_string())?;
+            let ad = self.device.clone().autodiff();
+            let demo =
+                Session::resume_from_dir(dir, Path::new("."), &ad).map_err(|e| e.to_string())?;
+            drop(files);
             Ok((demo, history))
         });
         match res {
@@ -470,20 +507,20 @@ impl<N: Notify> Worker<N> {
 
     fn begin(
         &mut self,
-        demo: Demo,
+        demo: Session,
         max_steps: Option<usize>,
         resumed_from: Option<PathBuf>,
         mut history: Vec<String>,
     ) {
         let done = global_step(&demo);
         let info = RunInfo {
-            task: demo.task.to_string(),
-            preset: (demo.cfg.rl.preset)
+            task: task_name(&demo),
+            preset: (demo.sampling().and_then(|s| s.preset))
                 .map_or("grpo", sluice::rl::presets::Preset::name)
                 .to_string(),
-            parameters: demo.model.num_params(),
-            sft_steps: demo.cfg.sft_steps,
-            rl_steps: demo.cfg.rl_steps,
+            parameters: demo.model().num_params(),
+            sft_steps: demo.sft_steps() as usize,
+            rl_steps: demo.rl_steps() as usize,
             done,
             resumed_from: resumed_from.clone(),
         };
@@ -493,8 +530,9 @@ impl<N: Notify> Worker<N> {
                 history.iter().filter_map(|l| record(l)).collect(),
             ));
         }
-        // Accuracy before training (fresh runs only: a resumed run has its curve already).
-        if done == 0 {
+        // Accuracy before training (fresh runs with an evaluation set only: a resumed run has
+        // its curve already).
+        if done == 0 && !demo.heldout().is_empty() {
             match pollster::block_on(demo.evaluate_async()) {
                 Ok(e) => {
                     history.push(eval_line(0, e.greedy, e.sampled));
@@ -511,7 +549,7 @@ impl<N: Notify> Worker<N> {
             }
         }
         self.run = Some(Run {
-            demo,
+            session: demo,
             stop_at: max_steps.map(|n| done + n),
             paused: false,
             active: true,
@@ -526,24 +564,25 @@ impl<N: Notify> Worker<N> {
         };
         let t0 = Instant::now();
         let (events, notify) = (&self.events, &self.notify);
-        let res = pollster::block_on(run.demo.step_with(&mut |stage| {
+        let res = pollster::block_on(run.session.step_async(&mut |stage| {
             let _ = events.send(Event::Stage(stage));
             notify.notify();
         }));
         let ev = match res {
-            Ok(Some(mut rec)) => {
-                let g = global_step(&run.demo);
+            Ok(Some(step)) => {
+                let mut rec = step.to_json();
+                let g = global_step(&run.session);
                 rec["global_step"] = json!(g);
                 rec["step_seconds"] = json!(t0.elapsed().as_secs_f64());
                 let mut kept = rec.clone();
                 kept["kind"] = json!("step");
                 run.history.push(kept.to_string());
                 let mut evs = vec![Event::Step(rec)];
-                if run.demo.eval_due() {
-                    let problems = run.demo.heldout().len();
+                if run.session.eval_due() {
+                    let problems = run.session.heldout().len();
                     let _ = events.send(Event::Stage(Stage::Evaluate { problems }));
                     notify.notify();
-                    match pollster::block_on(run.demo.evaluate_async()) {
+                    match pollster::block_on(run.session.evaluate_async()) {
                         Ok(e) => {
                             run.history.push(eval_line(g, e.greedy, e.sampled));
                             evs.push(Event::Eval {
@@ -555,7 +594,7 @@ impl<N: Notify> Worker<N> {
                         Err(e) => evs.push(Event::TrainingEnded(EndReason::Failed(e.to_string()))),
                     }
                 }
-                let total = run.demo.cfg.sft_steps + run.demo.cfg.rl_steps;
+                let total = run.session.total_steps() as usize;
                 if g >= total {
                     evs.push(Event::TrainingEnded(EndReason::Finished));
                 } else if run.stop_at.is_some_and(|s| g >= s) {
@@ -577,11 +616,11 @@ impl<N: Notify> Worker<N> {
     fn save(&mut self, dir: &Path) -> Result<(), String> {
         let run = self.run.as_mut().ok_or("no run to save")?;
         let mut files =
-            pollster::block_on(run.demo.checkpoint_files_async()).map_err(|e| e.to_string())?;
+            pollster::block_on(run.session.checkpoint_files_async()).map_err(|e| e.to_string())?;
         files.push((METRICS_FILE.to_string(), metrics_bytes(&run.history)));
         sluice::train::files::write_dir_atomic(dir, &files)
             .map_err(|e| format!("writing {}: {e}", dir.display()))?;
-        run.saved = Some((dir.to_path_buf(), global_step(&run.demo)));
+        run.saved = Some((dir.to_path_buf(), global_step(&run.session)));
         Ok(())
     }
 
@@ -592,7 +631,7 @@ impl<N: Notify> Worker<N> {
         let Some(r) = self.run.as_ref() else {
             return Ok(None);
         };
-        let g = global_step(&r.demo);
+        let g = global_step(&r.session);
         if g == 0 {
             return Ok(None);
         }
@@ -760,6 +799,7 @@ mod tests {
         tx.send(Command::StartTraining(TrainRequest {
             cfg,
             start: StartFrom::Scratch,
+            recipe: None,
             max_steps: Some(1),
         }))
         .expect("send");
@@ -777,11 +817,8 @@ mod tests {
         .expect("send");
         let exit = handle.join().expect("worker");
         assert_eq!(exit.checkpoint.as_deref(), Some(dir.as_path()), "{exit:?}");
-        let demo = Demo::restore(
-            read_dir_files(&dir).expect("files"),
-            &sluice::device::wgpu(),
-        )
-        .expect("restore");
+        let ad = sluice::device::wgpu().autodiff();
+        let demo = Session::resume_from_dir(&dir, Path::new("."), &ad).expect("restore");
         assert_eq!(global_step(&demo), 1);
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -796,6 +833,7 @@ mod tests {
         tx.send(Command::StartTraining(TrainRequest {
             cfg,
             start: StartFrom::Scratch,
+            recipe: None,
             max_steps: None,
         }))
         .expect("send");
@@ -847,6 +885,104 @@ mod tests {
             "one more step: {after:?}"
         );
         assert_eq!(after[..history.len()], history[..]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A recipe file runs end to end in the worker — SFT then RL with a model-based reward
+    /// (the reference-answer likelihood) next to the rule one — and resumes from the folder
+    /// the app saved it to.
+    #[test]
+    fn a_recipe_file_runs_with_a_model_based_reward_and_resumes() {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-desktop-recipe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let recipe = dir.join("r.toml");
+        std::fs::write(
+            &recipe,
+            r#"
+seed = 2
+out = "run"
+[model]
+demo_hidden = 16
+[sft]
+task = "sort:3"
+steps = 1
+batch_size = 4
+schedule = { kind = "constant", lr = 1e-2 }
+[rl]
+task = "sort:3"
+steps = 2
+schedule = { kind = "constant", lr = 1e-3 }
+rewards = [{ kind = "exact_match" }, { kind = "likelihood", weight = 0.5 }]
+[rl.sampling]
+group_size = 2
+prompts_per_step = 2
+max_new_tokens = 0
+[eval]
+problems = 4
+"#,
+        )
+        .expect("recipe");
+        let (tx, rx, handle) = start();
+        tx.send(Command::StartTraining(TrainRequest {
+            cfg: TrainForm::tiny().to_config().expect("tiny"),
+            start: StartFrom::Recipe,
+            recipe: Some(recipe.clone()),
+            max_steps: Some(2),
+        }))
+        .expect("send");
+        let evs = until(&rx, |e| matches!(e, Event::TrainingEnded(_)));
+        assert_eq!(
+            evs.last(),
+            Some(&Event::TrainingEnded(EndReason::StepLimit)),
+            "{evs:?}"
+        );
+        let steps: Vec<&serde_json::Value> = evs
+            .iter()
+            .filter_map(|e| match e {
+                Event::Step(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps.len(), 2, "{evs:?}");
+        assert_eq!(
+            (&steps[0]["phase"], &steps[1]["phase"]),
+            (&json!("sft"), &json!("rl"))
+        );
+        let lik = steps[1]["reward/reference_likelihood"]
+            .as_f64()
+            .expect("likelihood reward");
+        assert!(lik > 0.0 && lik <= 1.0, "{}", steps[1]);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, Event::Eval { global_step: 0, .. }))
+        );
+        let ckpt = dir.join("ckpt");
+        tx.send(Command::SaveCheckpoint(ckpt.clone()))
+            .expect("send");
+        until(&rx, |e| matches!(e, Event::CheckpointSaved(_)));
+        tx.send(Command::ResumeFrom {
+            dir: ckpt.clone(),
+            max_steps: None,
+        })
+        .expect("send");
+        let evs = until(&rx, |e| matches!(e, Event::TrainingEnded(_)));
+        assert_eq!(
+            evs.last(),
+            Some(&Event::TrainingEnded(EndReason::Finished)),
+            "{evs:?}"
+        );
+        let started = evs.iter().find_map(|e| match e {
+            Event::TrainingStarted(info) => Some(info.done),
+            _ => None,
+        });
+        assert_eq!(started, Some(2), "resumed at step 2: {evs:?}");
+        tx.send(Command::Shutdown {
+            checkpoint_dir: ckpt,
+        })
+        .expect("send");
+        handle.join().expect("worker");
         std::fs::remove_dir_all(&dir).ok();
     }
 }

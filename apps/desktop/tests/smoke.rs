@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice::demo::run::{Demo, Phase};
+use sluice::train::record::StepPhase;
+use sluice::train::session::Session;
 
 const SIZE: [u32; 2] = [1024, 700];
 
@@ -308,8 +309,8 @@ fn scripted_chat_training_screenshots_close_and_resume() {
     );
 
     let device = sluice::device::wgpu();
-    let demo = Demo::restore(read_checkpoint(&ckpt), &device).expect("the checkpoint restores");
-    assert_eq!((demo.phase, demo.step), (Phase::Rl, 1));
+    let demo = restore(read_checkpoint(&ckpt), &device).expect("the checkpoint restores");
+    assert_eq!(demo.phase_progress(), (StepPhase::Rl, 1));
     drop(demo);
 
     // 2. A later start restores the run with its curves, continues one step and saves again.
@@ -330,9 +331,19 @@ fn scripted_chat_training_screenshots_close_and_resume() {
     let after = shown(&s, "restart-training.png");
     assert_eq!(after["plots"]["loss"]["series"]["RL loss"], 2, "{after}");
     assert_eq!(after["plots"]["loss"]["series"]["SFT loss"], 1, "{after}");
-    let demo = Demo::restore(read_checkpoint(&ckpt), &device).expect("restores again");
-    assert_eq!((demo.phase, demo.step), (Phase::Rl, 2));
+    let demo = restore(read_checkpoint(&ckpt), &device).expect("restores again");
+    assert_eq!(demo.phase_progress(), (StepPhase::Rl, 2));
 
     let _ = std::fs::remove_dir_all(&tmp);
     eprintln!("screenshots: {}", shot_dir.display());
+}
+
+/// A saved run, restored as the app does (its recipe reads no data files).
+fn restore(
+    files: Vec<(String, Vec<u8>)>,
+    device: &burn::tensor::Device,
+) -> Result<Session, String> {
+    let no_files = |p: &std::path::Path| Err(format!("{}: no data files", p.display()));
+    Session::restore(files, &no_files, ".".as_ref(), &device.clone().autodiff())
+        .map_err(|e| e.to_string())
 }

@@ -9,6 +9,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use super::vocab::{EOS, encode};
+use crate::rl::rewards::Sample;
 use crate::rl::step::Prompt;
 use crate::train::sft::SftExample;
 
@@ -209,6 +210,16 @@ impl Task {
     }
 }
 
+/// Graded verifier: matching positions of completion and answer (`<eos>` included) over the
+/// longer of the two; 1 exactly when the completion is the answer then `<eos>`.
+pub fn partial_credit(s: &Sample) -> Option<f64> {
+    let got = s.completion_ids.as_ref()?;
+    let mut want = encode(s.reference.as_deref()?);
+    want.push(EOS);
+    let right = got.iter().zip(&want).filter(|(a, b)| a == b).count();
+    Some(right as f64 / got.len().max(want.len()) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +281,24 @@ mod tests {
         );
         assert!("mul".parse::<Task>().unwrap_err().contains("unknown task"));
         assert_eq!(Task::Sort { len: 5 }.to_string(), "sort:5");
+    }
+
+    #[test]
+    fn partial_credit_grades_positions() {
+        let s = |c: &str, eos: bool| {
+            let mut ids = encode(c);
+            if eos {
+                ids.push(EOS);
+            }
+            Sample::new("31415=", c)
+                .with_reference("11345")
+                .with_ids(encode("31415="), ids)
+        };
+        assert_eq!(partial_credit(&s("11345", true)), Some(1.0));
+        assert_eq!(partial_credit(&s("11345", false)), Some(5.0 / 6.0));
+        assert_eq!(partial_credit(&s("11346", true)), Some(5.0 / 6.0));
+        assert_eq!(partial_credit(&s("113455", true)), Some(5.0 / 7.0));
+        assert_eq!(partial_credit(&s("", true)), Some(0.0));
+        assert_eq!(partial_credit(&Sample::new("a", "b")), None);
     }
 }

@@ -35,6 +35,28 @@ pub struct Recipe {
     pub lora: Option<LoraConfig>,
     pub sft: Option<SftPhase>,
     pub rl: Option<RlPhase>,
+    /// Held-out evaluation on the recipe's built-in task.
+    pub eval: Option<EvalSpec>,
+}
+
+/// Held-out accuracy on the recipe's built-in task (problems never drawn for training):
+/// greedy exact match, and optionally pass@1 of sampling at temperature 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Held-out problems.
+    #[serde(default = "default_eval_problems")]
+    pub problems: usize,
+    /// Evaluate every this many steps of a phase (0: only when a phase ends).
+    #[serde(default)]
+    pub every: u64,
+    /// Samples per problem for the sampled pass@1 (0: greedy only).
+    #[serde(default)]
+    pub samples: usize,
+}
+
+fn default_eval_problems() -> usize {
+    200
 }
 
 fn default_save_every() -> u64 {
@@ -67,6 +89,10 @@ pub struct SftPhase {
     pub max_len: usize,
     #[serde(default)]
     pub packing: bool,
+    /// With `task`: draw this many problems once and train on them (scarce
+    /// demonstrations); absent: fresh problems every step (demo vocabulary) or a pool of
+    /// 2,048 (a real tokenizer).
+    pub pool: Option<usize>,
     pub schedule: LrSchedule,
 }
 
@@ -88,6 +114,9 @@ pub struct RlPhase {
     #[serde(default)]
     pub chat: bool,
     pub steps: u64,
+    /// Start RL with fresh AdamW moments instead of SFT's (as a separate TRL run would).
+    #[serde(default)]
+    pub reset_optimizer: bool,
     pub schedule: LrSchedule,
     pub rewards: Vec<RewardSpec>,
     #[serde(default)]
@@ -108,6 +137,12 @@ pub enum RewardSpec {
         weight: f64,
     },
     Format {
+        #[serde(default = "unit")]
+        weight: f64,
+    },
+    /// Graded exact match on the demo vocabulary: the fraction of answer positions
+    /// (`<eos>` included) the completion gets right, over the longer of the two.
+    Partial {
         #[serde(default = "unit")]
         weight: f64,
     },
@@ -136,6 +171,27 @@ pub enum RewardSpec {
         #[serde(default)]
         mode: LikelihoodMode,
     },
+    /// DeepSeekMath-V2 self-verification: the policy, prompted as a verifier, grades each
+    /// completion `verifier_samples` times; each grading is meta-verified by the policy and
+    /// kept when its meta-score is ≥ `meta_threshold`; the reward is
+    /// `0.76·score + 0.24·(honesty of the completion's own self-score)` (no reference needed).
+    SelfVerify {
+        #[serde(default = "unit")]
+        weight: f64,
+        #[serde(default = "default_verifier_samples")]
+        verifier_samples: usize,
+        #[serde(default = "half")]
+        meta_threshold: f64,
+        /// `mean` or `min` of the kept scores.
+        #[serde(default)]
+        aggregate: VerifyAggregate,
+        /// Longest verifier / meta-verifier output.
+        #[serde(default = "default_verify_tokens")]
+        max_new_tokens: usize,
+        /// Their sampling temperature.
+        #[serde(default = "unit")]
+        temperature: f64,
+    },
     /// NOVER: reasoning rewarded by how well it lets a lagged copy of the policy (synced
     /// every `sync_every` RL steps) predict the reference answer (needs reference answers).
     Nover {
@@ -159,6 +215,26 @@ pub enum RewardSpec {
     },
 }
 
+/// How a self-verification reward combines its kept verifier scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyAggregate {
+    #[default]
+    Mean,
+    /// The lowest kept score (the paper's conservative labelling).
+    Min,
+}
+
+fn default_verifier_samples() -> usize {
+    4
+}
+fn half() -> f64 {
+    0.5
+}
+fn default_verify_tokens() -> usize {
+    512
+}
+
 fn default_timeout() -> f64 {
     60.0
 }
@@ -177,9 +253,11 @@ impl RewardSpec {
             Self::ExactMatch { weight }
             | Self::Accuracy { weight }
             | Self::Format { weight }
+            | Self::Partial { weight }
             | Self::Length { weight, .. }
             | Self::SelfScore { weight, .. }
             | Self::Likelihood { weight, .. }
+            | Self::SelfVerify { weight, .. }
             | Self::Nover { weight, .. }
             | Self::Command { weight, .. } => weight,
         }
@@ -193,6 +271,22 @@ impl RewardSpec {
                 crate::check::positive("scale", scale)
             }
             Self::Likelihood { weight, .. } => finite("weight", weight),
+            Self::SelfVerify {
+                weight,
+                verifier_samples,
+                meta_threshold,
+                max_new_tokens,
+                temperature,
+                ..
+            } => {
+                finite("weight", weight)?;
+                crate::check::closed("meta_threshold", meta_threshold, 0.0, 1.0)?;
+                crate::check::positive("temperature", temperature)?;
+                if verifier_samples == 0 || max_new_tokens == 0 {
+                    return Err("`verifier_samples` and `max_new_tokens` must be positive".into());
+                }
+                Ok(())
+            }
             Self::Nover { weight, sync_every } => {
                 finite("weight", weight)?;
                 if sync_every == 0 {
@@ -200,9 +294,10 @@ impl RewardSpec {
                 }
                 Ok(())
             }
-            Self::ExactMatch { weight } | Self::Accuracy { weight } | Self::Format { weight } => {
-                finite("weight", weight)
-            }
+            Self::ExactMatch { weight }
+            | Self::Accuracy { weight }
+            | Self::Format { weight }
+            | Self::Partial { weight } => finite("weight", weight),
             Self::Command {
                 weight,
                 ref command,
@@ -240,6 +335,13 @@ impl Recipe {
         let r: Recipe = toml::from_str(text).map_err(|e| e.to_string())?;
         r.validate()?;
         Ok(r)
+    }
+
+    /// The recipe, checked as [`Recipe::from_toml`] checks it (e.g. one read back from a
+    /// checkpoint).
+    pub fn checked(self) -> Result<Self, String> {
+        self.validate()?;
+        Ok(self)
     }
 
     /// Checks what serde's types cannot (errors name the section and field).
@@ -294,7 +396,10 @@ impl Recipe {
             if p.rewards.is_empty() {
                 return Err("[rl]: at least one reward is needed".into());
             }
-            p.sampling
+            // 0 new tokens means the task's answer length (checked in validate_task_parts).
+            let mut sampling = p.sampling.clone();
+            sampling.max_new_tokens = sampling.max_new_tokens.max(1);
+            sampling
                 .validate()
                 .map_err(|e| format!("[rl.sampling]: {e}"))?;
             within("[rl] schedule:", p.schedule.validate())?;
@@ -305,8 +410,67 @@ impl Recipe {
                 within(&format!("[rl] rewards[{i}]:"), reward.validate())?;
             }
         }
+        r.validate_task_parts()?;
         if r.save_every == 0 {
             return Err("save_every must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The built-in task named by `[sft]` or `[rl]` (RL's when both name one).
+    pub fn task(&self) -> Option<&str> {
+        let rl = self.rl.as_ref().and_then(|r| r.task.as_deref());
+        rl.or_else(|| self.sft.as_ref().and_then(|s| s.task.as_deref()))
+    }
+
+    /// Tasks parse; `[eval]` needs a task; the `partial` reward and a zero
+    /// `max_new_tokens` (the task's answer length) need the demo vocabulary's task.
+    fn validate_task_parts(&self) -> Result<(), String> {
+        for (section, t) in [
+            ("[sft]", self.sft.as_ref().and_then(|s| s.task.as_ref())),
+            ("[rl]", self.rl.as_ref().and_then(|r| r.task.as_ref())),
+        ] {
+            if let Some(t) = t {
+                t.parse::<crate::demo::Task>()
+                    .map_err(|e| format!("{section} `task` = {e}"))?;
+            }
+        }
+        if let Some(s) = &self.sft {
+            if s.pool.is_some() && s.task.is_none() {
+                return Err("[sft] `pool` draws problems of a `task`; this phase has none".into());
+            }
+            if s.pool == Some(0) {
+                return Err("[sft] `pool` = 0: must be positive".into());
+            }
+        }
+        if let Some(e) = &self.eval {
+            if self.task().is_none() {
+                return Err("[eval]: held-out evaluation needs a `task` in [sft] or [rl]".into());
+            }
+            if e.problems == 0 {
+                return Err("[eval] `problems` = 0: must be positive".into());
+            }
+        }
+        let demo_task = self.model.demo_hidden.is_some() && self.task().is_some();
+        if let Some(rl) = &self.rl {
+            let partial = rl
+                .rewards
+                .iter()
+                .any(|r| matches!(r, RewardSpec::Partial { .. }));
+            if partial && !demo_task {
+                return Err(
+                    "[rl] rewards: `partial` grades the demo vocabulary's answer \
+                            positions; it needs [model] `demo_hidden` and a `task`"
+                        .into(),
+                );
+            }
+            if rl.sampling.max_new_tokens == 0 && !(demo_task && rl.task.is_some()) {
+                return Err(
+                    "[rl.sampling] `max_new_tokens` = 0 (the task's answer length) \
+                            needs [model] `demo_hidden` and an [rl] `task`"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -561,5 +725,59 @@ epsilon_high = 0.3
         let e = Recipe::from_toml(&FULL.replacen("preset = \"dapo\"", "preset = \"ppo\"", 1))
             .unwrap_err();
         assert!(e.contains("ppo"), "{e}");
+    }
+
+    #[test]
+    fn the_demo_recipe_is_the_demo_defaults() {
+        let file = Recipe::from_toml(include_str!("../../../recipes/demo.toml")).unwrap();
+        let made = crate::demo::DemoConfig::default().recipe().unwrap();
+        assert_eq!(file, made);
+    }
+
+    #[test]
+    fn task_parts_are_checked() {
+        let with_model_path = FULL.replacen("demo_hidden = 32", "path = \"m\"", 1);
+        for (text, want) in [
+            (
+                FULL.replacen("{ kind = \"exact_match\" }", "{ kind = \"partial\" }", 1),
+                None,
+            ),
+            (
+                with_model_path.replacen("{ kind = \"exact_match\" }", "{ kind = \"partial\" }", 1),
+                Some("partial"),
+            ),
+            (format!("{FULL}\n[eval]\nproblems = 0\n"), Some("problems")),
+            (
+                FULL.replacen(
+                    "task = \"sort\"\nsteps = 10",
+                    "task = \"sort\"\npool = 0\nsteps = 10",
+                    1,
+                ),
+                Some("pool"),
+            ),
+            (
+                FULL.replacen("group_size = 4", "group_size = 4\nmax_new_tokens = 0", 1),
+                None,
+            ),
+            (
+                with_model_path.replacen("group_size = 4", "group_size = 4\nmax_new_tokens = 0", 1),
+                Some("max_new_tokens"),
+            ),
+            (
+                FULL.replacen("task = \"sort\"", "task = \"juggle\"", 1),
+                Some("[sft] `task`"),
+            ),
+        ] {
+            match (Recipe::from_toml(&text), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(w)) => assert!(e.contains(w), "{w}: {e}"),
+                (r, w) => panic!("{w:?}: {r:?}"),
+            }
+        }
+        let no_task = FULL
+            .replacen("task = \"sort\"", "data = \"d.jsonl\"", 1)
+            .replacen("task = \"sort\"", "prompts = \"p.jsonl\"", 1);
+        let e = Recipe::from_toml(&format!("{no_task}\n[eval]\n")).unwrap_err();
+        assert!(e.contains("[eval]"), "{e}");
     }
 }

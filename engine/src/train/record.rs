@@ -47,7 +47,8 @@ impl StepRecord {
 
     /// The flat metrics object written to `metrics.jsonl`: `phase`, `global_step`, `step`,
     /// `lr`, `loss`, `grad_norm`, `tokens`, `skipped`, and for RL every key of
-    /// [`RlStepReport::to_record`] plus `accuracy` when a binary verifier ran.
+    /// [`RlStepReport::to_record`] plus `rollout_accuracy` when a binary verifier ran
+    /// (held-out evaluations are `accuracy` and `sampled_accuracy`, added by front ends).
     pub fn to_json(&self) -> Value {
         let mut rec = match &self.rl {
             Some(rl) => rl.to_record(),
@@ -60,7 +61,7 @@ impl StepRecord {
         rec["tokens"] = json!(self.tokens);
         rec["skipped"] = json!(self.skipped);
         if let Some(acc) = self.accuracy() {
-            rec["accuracy"] = json!(acc);
+            rec["rollout_accuracy"] = json!(acc);
         }
         rec
     }

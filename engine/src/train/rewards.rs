@@ -7,6 +7,7 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
+use crate::demo::task::partial_credit;
 use crate::model::HybridModel;
 use crate::model::tokenizer::Tokenizer;
 use crate::rl::rewards::likelihood::LikelihoodReward;
@@ -16,9 +17,12 @@ use crate::rl::rewards::rule::{
     LengthShape, LengthUnit,
 };
 use crate::rl::rewards::self_score::{SelfScoreMode, SelfScoreReward};
-use crate::rl::rewards::{Borrowed, Reward, WeightedRewards};
+use crate::rl::rewards::{Borrowed, FnReward, Reward, WeightedRewards};
 
-use super::recipe::RewardSpec;
+use super::recipe::{RewardSpec, VerifyAggregate};
+use crate::model::generate::{GenerateOptions, Sampling};
+use crate::rl::rewards::self_verify::{Aggregate, ModelPolicy, SelfVerifyConfig, SelfVerifyReward};
+use crate::rl::rewards::{RewardFuture, Sample};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -45,9 +49,15 @@ impl RunRewards {
         })
     }
 
-    /// Whether a step needs a snapshot of the policy (the likelihood reward).
+    /// Whether a step needs a snapshot of the policy (the likelihood and self-verification
+    /// rewards).
     pub fn needs_snapshot(&self) -> bool {
-        (self.specs.iter()).any(|s| matches!(s, RewardSpec::Likelihood { .. }))
+        (self.specs.iter()).any(|s| {
+            matches!(
+                s,
+                RewardSpec::Likelihood { .. } | RewardSpec::SelfVerify { .. }
+            )
+        })
     }
 
     /// Before each RL step: makes or syncs NOVER's proxy from `policy` (one proxy, stepped
@@ -67,12 +77,15 @@ impl RunRewards {
     }
 
     /// The step's rewards in recipe order; `snapshot` is the policy without gradients (for
-    /// the likelihood reward) and `device` its device.
+    /// the likelihood and self-verification rewards) on `device`, `eos` ends its
+    /// generations and `seed` seeds them.
     pub fn for_step<'a>(
         &'a self,
         snapshot: Option<&'a HybridModel>,
         tokenizer: Option<&'a Tokenizer>,
         device: &Device,
+        eos: &[u32],
+        seed: u64,
     ) -> Result<WeightedRewards<'a>> {
         let mut w = WeightedRewards::new();
         for (spec, fixed) in self.specs.iter().zip(&self.fixed) {
@@ -96,10 +109,65 @@ impl RunRewards {
                     let r = NoverReward::from_proxy(proxy, tok, NoverConfig::default());
                     w.push(Box::new(r), weight);
                 }
-                _ => unreachable!("every other reward lives for the whole run"),
+                RewardSpec::SelfVerify {
+                    verifier_samples,
+                    meta_threshold,
+                    aggregate,
+                    max_new_tokens,
+                    temperature,
+                    ..
+                } => {
+                    let model = snapshot.ok_or("self-verification needs a policy snapshot")?;
+                    let options = GenerateOptions {
+                        max_new_tokens: *max_new_tokens,
+                        sampling: Sampling {
+                            temperature: *temperature as f32,
+                            seed,
+                            ..Sampling::default()
+                        },
+                        eos_token_ids: eos.to_vec(),
+                    };
+                    let config = SelfVerifyConfig {
+                        verifier_samples: *verifier_samples,
+                        meta_threshold: *meta_threshold,
+                        aggregate: match aggregate {
+                            VerifyAggregate::Mean => Aggregate::Mean,
+                            VerifyAggregate::Min => Aggregate::Min,
+                        },
+                        ..SelfVerifyConfig::default()
+                    };
+                    let policy = ModelPolicy::new(model, tok, options, device);
+                    w.push(Box::new(SelfVerifying { policy, config }), weight);
+                }
+                other => {
+                    return Err(format!("the reward {other:?} has no per-step form"));
+                }
             }
         }
         Ok(w)
+    }
+}
+
+/// Self-verification with the policy snapshot as verifier and meta-verifier.
+struct SelfVerifying<'a> {
+    policy: ModelPolicy<'a>,
+    config: SelfVerifyConfig,
+}
+
+impl Reward for SelfVerifying<'_> {
+    fn name(&self) -> &str {
+        "self_verify"
+    }
+
+    fn score<'s>(&'s self, samples: &'s [Sample]) -> RewardFuture<'s> {
+        Box::pin(async move {
+            let r = SelfVerifyReward {
+                verifier: &self.policy,
+                meta_verifier: &self.policy,
+                config: self.config.clone(),
+            };
+            r.score_async(samples).await
+        })
     }
 }
 
@@ -111,6 +179,7 @@ fn fixed_reward(spec: &RewardSpec, dir: &Path) -> Result<Option<Box<dyn Reward>>
             normalize: false,
         }),
         RewardSpec::Accuracy { .. } => Box::new(AccuracyReward::default()),
+        RewardSpec::Partial { .. } => Box::new(FnReward::new("partial", partial_credit)),
         RewardSpec::Format { .. } => Box::new(FormatReward {
             mode: FormatMode::Strict,
             think_open_in_prompt: false,
@@ -143,7 +212,9 @@ fn fixed_reward(spec: &RewardSpec, dir: &Path) -> Result<Option<Box<dyn Reward>>
             timeout_s,
             ..
         } => command_reward(command, name.as_deref(), dir, *timeout_s)?,
-        RewardSpec::Likelihood { .. } | RewardSpec::Nover { .. } => return Ok(None),
+        RewardSpec::Likelihood { .. }
+        | RewardSpec::Nover { .. }
+        | RewardSpec::SelfVerify { .. } => return Ok(None),
     }))
 }
 

@@ -14,24 +14,20 @@ pub fn mix64(mut z: u64) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
 pub enum Stream {
-    /// `sluice train`: the SFT data order, one shuffle per epoch.
+    /// A training session: the SFT data order, one shuffle per epoch.
     SftOrder = 0,
-    /// `sluice train`: built-in task problems of an SFT micro-batch.
+    /// A training session: built-in task problems of an SFT micro-batch.
     SftProblems = 1,
-    /// `sluice train`: the RL prompts of a step.
+    /// A training session: the RL prompts of a step.
     RlPrompts = 2,
-    /// `sluice train`: the rollout sampler of a step.
+    /// A training session: the rollout sampler of a step.
     RlSampling = 3,
-    /// `sluice train`: the pool of built-in task problems for a real tokenizer.
+    /// A training session: the pool of built-in task problems for a real tokenizer.
     TaskPool = 4,
-    /// `sluice train`: device-side draws (LoRA dropout) of a step.
+    /// A training session: device-side draws (LoRA dropout) of a step.
     Device = 5,
-    /// The built-in demo: SFT data.
-    DemoSftData = 10,
-    /// The built-in demo: RL prompts.
-    DemoRlPrompts = 11,
-    /// The built-in demo: the rollout sampler.
-    DemoRlSampling = 12,
+    /// Model-based rewards' own sampling (self-verification) of a step.
+    RewardSampling = 6,
     /// LoRA initialisation, per adapted projection.
     LoraInit = 0x4c6f_5241,
 }

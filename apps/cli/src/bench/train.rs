@@ -30,7 +30,7 @@ use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use sluice::demo::run::{Demo, DemoConfig};
+use sluice::demo::DemoConfig;
 use sluice::demo::vocab::{self, EOS};
 use sluice::rl::rewards::WeightedRewards;
 use sluice::rl::rewards::rule::{ExactMatchReward, Extractor};
@@ -38,6 +38,7 @@ use sluice::rl::step::{
     Policy, Prompt, RlConfig, preset_objective, rl_step_async, rollout_async, update_async,
 };
 use sluice::train::optim::{AdamW, AdamWConfig};
+use sluice::train::session::Session;
 
 use super::{Measured, Table, Timing, fmt_ms, fmt_ratio, ratio, round};
 use crate::Result;
@@ -361,7 +362,7 @@ fn fmt_load(l: Option<[f64; 3]>) -> String {
 fn measure(
     args: &Args,
     device: &Device,
-    mut after_sft: impl FnMut(&Demo) -> Result<()>,
+    mut after_sft: impl FnMut(&Session) -> Result<()>,
 ) -> Result<SluiceTimes> {
     let rl = RlConfig {
         preset: Some(args.preset.parse().map_err(|e| format!("--preset: {e}"))?),
@@ -381,12 +382,12 @@ fn measure(
         rl: rl.clone(),
         ..DemoConfig::default()
     };
-    let mut demo = Demo::new(cfg, device)?;
+    let mut demo = Session::demo(cfg.recipe()?, None, device)?;
     let sft_warm = args.warmup.min(args.sft_steps.saturating_sub(1));
     let mut sft_times = Vec::new();
     for i in 0..args.sft_steps {
         let t0 = Instant::now();
-        pollster::block_on(demo.step_async())?;
+        pollster::block_on(demo.step_async(&mut |_| {}))?;
         if i >= sft_warm {
             sft_times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
@@ -395,9 +396,9 @@ fn measure(
         .map_or_else(|| Measured::Skipped("--sft-steps 0".into()), Measured::Done);
     after_sft(&demo)?;
 
-    let task = demo.task;
+    let task = demo.task().ok_or("the demo recipe names a task")?;
     let objective = preset_objective(&rl)?;
-    let mut model = demo.model.clone();
+    let mut model = demo.model().clone();
     let reference = model.valid();
     let uses_reference = objective.kl_placement != sluice::rl::presets::KlPlacement::None;
     let mut optimizer = AdamW::new(AdamWConfig {
@@ -419,7 +420,7 @@ fn measure(
             .collect()
     };
     let decode = |ids: &[u32]| vocab::decode(ids);
-    // The autodiff device the model lives on (as `Demo::new` makes it) and its inner one.
+    // The autodiff device the model lives on (as `Session::demo` makes it) and its inner one.
     let ad = if device.is_autodiff() {
         device.clone()
     } else {
@@ -513,7 +514,7 @@ fn measure(
         reward_first: rewards_seen.first().copied().unwrap_or(f64::NAN),
         reward_last: rewards_seen.last().copied().unwrap_or(f64::NAN),
         reward_last5: last5.iter().sum::<f64>() / last5.len().max(1) as f64,
-        parameters: demo.config.num_parameters(),
+        parameters: demo.config().num_parameters(),
     })
 }
 

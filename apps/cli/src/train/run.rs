@@ -11,7 +11,7 @@ use serde_json::json;
 use sluice::train::format;
 use sluice::train::recipe::{RECIPE_HELP, Recipe};
 use sluice::train::record::StepPhase;
-use sluice::train::session::{OpenOptions, Session};
+use sluice::train::session::{Eval, OpenOptions, Session};
 
 use super::metrics::MetricsLog;
 use super::plot::plot_metrics;
@@ -77,22 +77,69 @@ pub fn run(args: &Args) -> Result<()> {
         resume: args.resume,
         allow_recipe_change: args.allow_recipe_change,
     };
+    let run = drive(recipe, &opts, args.stop_after, args.quiet)?;
+    eprintln!(
+        "sluice train: {} of {} steps done; checkpoint {}, metrics {}, plot {}",
+        run.session.step(),
+        run.session.total_steps(),
+        opts.out.join("checkpoint").display(),
+        opts.out.join("metrics.jsonl").display(),
+        run.plot.display()
+    );
+    Ok(())
+}
+
+/// Held-out accuracy before training and at the end of each phase (`[eval]` recipes).
+#[derive(Debug, Default)]
+pub struct Evals {
+    pub base: Option<Eval>,
+    pub sft: Option<Eval>,
+    pub rl: Option<Eval>,
+}
+
+/// A finished (or stopped) run.
+pub struct Driven {
+    pub session: Session,
+    pub evals: Evals,
+    pub plot: PathBuf,
+}
+
+/// Opens the session and runs it to the end (or `stop_after` steps in all), logging each
+/// step to `metrics.jsonl`, evaluating when the recipe's `[eval]` says, checkpointing every
+/// `save_every` steps and at the end, and plotting the metrics.
+pub fn drive(
+    recipe: Recipe,
+    opts: &OpenOptions,
+    stop_after: Option<u64>,
+    quiet: bool,
+) -> Result<Driven> {
     let device = sluice::device::wgpu().autodiff();
-    let (mut session, changes) = Session::open(recipe, &opts, &device)?;
-    report_start(&session, &changes, args.resume);
+    let (mut session, changes) = Session::open(recipe, opts, &device)?;
+    report_start(&session, &changes, opts.resume);
     let out = &opts.out;
     let ckpt_dir = out.join("checkpoint");
     let total = session.total_steps();
-    let mut log = if args.resume {
+    let mut log = if opts.resume {
         MetricsLog::resume(&out.join("metrics.jsonl"), session.step())?
     } else {
         MetricsLog::create(&out.join("metrics.jsonl"))?
     };
-    let stop = args.stop_after.unwrap_or(total).min(total);
-    let pb = progress_bar(total, args.quiet);
+    let t0 = Instant::now();
+    let mut evals = Evals::default();
+    if session.step() == 0 && !session.heldout().is_empty() {
+        let e = pollster::block_on(session.evaluate_async())?;
+        report_eval("before training", &e);
+        log.write(
+            &json!({"phase": session.next_phase(), "step": 0, "global_step": 0,
+            "accuracy": e.greedy, "sampled_accuracy": e.sampled,
+            "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
+        evals.base = Some(e);
+    }
+    let stop = stop_after.unwrap_or(total).min(total);
+    let pb = progress_bar(total, quiet);
     pb.set_position(session.step());
     let save_every = session.recipe().save_every;
-    let t0 = Instant::now();
     while session.step() < stop {
         let ts = Instant::now();
         pb.set_prefix(match session.next_phase() {
@@ -105,10 +152,28 @@ pub fn run(args: &Args) -> Result<()> {
         let dt = ts.elapsed().as_secs_f64();
         let mut rec = step.to_json();
         rec["step_seconds"] = json!(dt);
-        rec["seconds"] = json!(t0.elapsed().as_secs_f64());
         rec["tokens_per_s"] = json!(step.tokens as f64 / dt);
-        let msg = format::record_line(&rec, &["reward", "kl", "loss", "tokens_per_s"]);
-        if args.quiet {
+        if session.eval_due() {
+            let e = pollster::block_on(session.evaluate_async())?;
+            rec["accuracy"] = json!(e.greedy);
+            rec["sampled_accuracy"] = json!(e.sampled);
+            let ended = match step.phase {
+                StepPhase::Sft if step.global_step == session.sft_steps() => Some(&mut evals.sft),
+                StepPhase::Rl if step.global_step == total => Some(&mut evals.rl),
+                _ => None,
+            };
+            if let Some(slot) = ended {
+                let when = match step.phase {
+                    StepPhase::Sft => "after SFT",
+                    StepPhase::Rl => "after RL",
+                };
+                pb.suspend(|| report_eval(when, &e));
+                *slot = Some(e);
+            }
+        }
+        rec["seconds"] = json!(t0.elapsed().as_secs_f64());
+        let msg = format::record_line(&rec, &["reward", "kl", "loss", "accuracy", "tokens_per_s"]);
+        if quiet {
             eprintln!("step {}: {msg}", step.global_step);
         }
         pb.set_message(msg);
@@ -120,7 +185,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     pb.finish();
     let plot = out.join("training.png");
-    plot_metrics(
+    let labelled = plot_metrics(
         log.records(),
         "global_step",
         &[
@@ -128,19 +193,28 @@ pub fn run(args: &Args) -> Result<()> {
             ("KL", "kl"),
             ("loss", "loss"),
             ("response length", "response_length"),
-            ("rollout accuracy", "accuracy"),
+            ("held-out accuracy (greedy)", "accuracy"),
+            ("held-out pass@1 (sampled, T=1)", "sampled_accuracy"),
+            ("rollout accuracy", "rollout_accuracy"),
             ("entropy", "entropy"),
         ],
         &plot,
     )?;
+    if !labelled {
+        eprintln!("sluice: no TrueType font found; the plot has no labels");
+    }
+    Ok(Driven {
+        session,
+        evals,
+        plot,
+    })
+}
+
+fn report_eval(when: &str, e: &Eval) {
     eprintln!(
-        "sluice train: {} of {total} steps done; checkpoint {}, metrics {}, plot {}",
-        session.step(),
-        ckpt_dir.display(),
-        out.join("metrics.jsonl").display(),
-        plot.display()
+        "held-out accuracy {when}: {:.3} (sampled pass@1 {:.3})",
+        e.greedy, e.sampled
     );
-    Ok(())
 }
 
 /// Where the run starts: the resumed step, recipe changes allowed on resume, LoRA's size.

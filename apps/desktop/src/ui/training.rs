@@ -53,7 +53,25 @@ fn settings(app: &mut App, ui: &mut egui::Ui, editable: bool) {
                 "RL from the loaded model",
             )
             .on_hover_text("RL only, starting from the model loaded in the Model panel");
+            ui.radio_value(&mut f.start, StartFrom::Recipe, "a recipe file")
+                .on_hover_text(
+                    "any training recipe (TOML, as `sluice train --config`): a model folder, \
+                     SFT and/or RL, LoRA or full fine-tuning, any reward",
+                );
         });
+        if f.start == StartFrom::Recipe {
+            ui.horizontal(|ui| {
+                let tip = "the recipe's path; its relative paths are its folder's";
+                ui.label("recipe").on_hover_text(tip);
+                ui.add(
+                    egui::TextEdit::singleline(&mut f.recipe_path)
+                        .desired_width(320.0)
+                        .hint_text("recipes/lora-grpo.toml"),
+                )
+                .on_hover_text(tip);
+            });
+            return;
+        }
         ui.horizontal_wrapped(|ui| {
             num(
                 ui,

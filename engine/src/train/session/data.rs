@@ -65,8 +65,9 @@ impl SftData {
                 .first()
                 .ok_or("[sft] task = ...: the model names no EOS token")?;
             let mut rng = StdRng::seed_from_u64(step_seed(seed, Stream::TaskPool, 0));
-            let mut examples = Vec::with_capacity(TASK_POOL);
-            for _ in 0..TASK_POOL {
+            let n = s.pool.unwrap_or(TASK_POOL);
+            let mut examples = Vec::with_capacity(n);
+            for _ in 0..n {
                 let p = task.train_problem(&mut rng);
                 let (_, mut ids) = task_prompt(&task, &p, tok, s.chat)?;
                 let np = ids.len();
@@ -228,7 +229,7 @@ fn prompt_line(line: &str, tok: &Tokenizer, chat: bool) -> Result<Prompt, String
 
 /// A built-in task problem for a real tokenizer: its instruction, through the chat template
 /// when `chat`; returns the rendered text and its ids.
-fn task_prompt(
+pub(super) fn task_prompt(
     task: &Task,
     p: &Problem,
     tok: &Tokenizer,

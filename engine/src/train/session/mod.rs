@@ -13,6 +13,8 @@
 //! exactly as an uninterrupted one. Each step returns a typed [`StepRecord`].
 
 mod data;
+mod eval;
+mod files;
 #[cfg(not(target_family = "wasm"))]
 mod native;
 
@@ -22,6 +24,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 pub use data::{ReadText, RlData, SftData, Text};
+pub use eval::Eval;
+pub use files::REFERENCE_FILE;
 #[cfg(not(target_family = "wasm"))]
 pub use native::OpenOptions;
 
@@ -32,7 +36,7 @@ use crate::model::{Config, HybridModel};
 use crate::nn::AdapterMode;
 use crate::rl::kl::KlController;
 use crate::rl::presets::{KlPlacement, RlObjective};
-use crate::rl::step::{Policy, Reference, preset_objective, rl_step_async};
+use crate::rl::step::{Policy, Reference, RlConfig, preset_objective, rl_step_async};
 use crate::train::Stage;
 use crate::train::checkpoint::TrainerState;
 use crate::train::optim::{AdamW, Grads};
@@ -105,12 +109,20 @@ pub struct Session {
     rl: Option<RlData>,
     rewards: Option<RunRewards>,
     objective: Option<RlObjective>,
+    /// `[rl.sampling]` with `max_new_tokens` = 0 resolved to the task's answer length.
+    sampling: Option<RlConfig>,
+    eval: Option<eval::EvalSet>,
     kl: KlController,
     /// Full fine-tuning's frozen RL reference: the policy as RL started.
     reference: Option<HybridModel>,
+    /// The folder the recipe's relative paths and user programs are resolved in (saved
+    /// with checkpoints so a resumed run finds them).
+    recipe_dir: Option<String>,
     /// Where the reference is kept for resumes (native); `None` keeps it in memory only.
+    #[cfg(not(target_family = "wasm"))]
     reference_dir: Option<std::path::PathBuf>,
     /// Files saved next to full models (tokenizer, chat template).
+    #[cfg(not(target_family = "wasm"))]
     extra_files: Vec<(String, Vec<u8>)>,
     device: Device,
 }
@@ -129,6 +141,9 @@ impl Session {
         } = parts;
         let demo = recipe.model.demo_hidden.is_some();
         let eos = eos_ids(&trainee.config, tokenizer.as_ref(), demo);
+        let sampling = recipe.rl.as_ref().map(resolved_sampling);
+        let eval =
+            eval::EvalSet::new(&recipe, tokenizer.as_ref(), demo).map_err(SessionError::Data)?;
         let objective = match &recipe.rl {
             Some(r) => Some(match &r.objective {
                 Some(o) => o.clone(),
@@ -146,6 +161,9 @@ impl Session {
                 SessionError::Load(format!("trainer state `metadata.kl_controller`: {e}"))
             })?;
         }
+        let recipe_dir = (trainee.state.metadata.get("recipe_dir"))
+            .and_then(|d| d.as_str())
+            .map(str::to_owned);
         let mut model = trainee.model;
         model.recompute_layers = recipe.gradient_checkpointing;
         Ok(Self {
@@ -162,12 +180,127 @@ impl Session {
             rl,
             rewards,
             objective,
+            sampling,
+            eval,
             kl,
             reference: None,
+            recipe_dir,
+            #[cfg(not(target_family = "wasm"))]
             reference_dir: None,
+            #[cfg(not(target_family = "wasm"))]
             extra_files: vec![],
             device: device.clone(),
         })
+    }
+
+    /// A session over `trainee`: loads the recipe's data (`read` reads its files) and starts
+    /// its rewards (user programs run in `dir`). `tokenizer` is the model's (the demo
+    /// vocabulary's is supplied for demo models).
+    pub fn build(
+        recipe: Recipe,
+        trainee: Trainee,
+        tokenizer: Option<Tokenizer>,
+        read: ReadText,
+        dir: &std::path::Path,
+        device: &Device,
+    ) -> Result<Self, SessionError> {
+        let demo = recipe.model.demo_hidden.is_some();
+        let tokenizer = match tokenizer {
+            None if demo => {
+                Some(vocab::tokenizer().map_err(|e| SessionError::Load(e.to_string()))?)
+            }
+            t => t,
+        };
+        let text = Text {
+            tokenizer: tokenizer.as_ref(),
+            demo,
+        };
+        let eos = eos_ids(&trainee.config, tokenizer.as_ref(), demo);
+        let sft = (recipe.sft.as_ref())
+            .map(|s| SftData::load(s, &text, &eos, recipe.seed, read))
+            .transpose()
+            .map_err(SessionError::Data)?;
+        let rl = (recipe.rl.as_ref())
+            .map(|r| RlData::load(r, &text, recipe.seed, read))
+            .transpose()
+            .map_err(SessionError::Data)?;
+        let rewards = (recipe.rl.as_ref())
+            .map(|r| RunRewards::new(&r.rewards, dir))
+            .transpose()
+            .map_err(SessionError::Reward)?;
+        let parts = Parts {
+            recipe,
+            trainee,
+            tokenizer,
+            sft,
+            rl,
+            rewards,
+        };
+        Self::new(parts, device)
+    }
+
+    /// A demo-vocabulary recipe (`[model] demo_hidden`) on a fresh model seeded by the
+    /// recipe, or on `start` = (config, weights on `device.autodiff()`) when given (e.g. a
+    /// trained model going straight into RL). Needs no files.
+    pub fn demo(
+        recipe: Recipe,
+        start: Option<(Config, HybridModel)>,
+        device: &Device,
+    ) -> Result<Self, SessionError> {
+        let hidden = recipe.model.demo_hidden.ok_or_else(|| {
+            SessionError::Recipe("[model]: a demo session needs `demo_hidden`".into())
+        })?;
+        let device = &if device.is_autodiff() {
+            device.clone()
+        } else {
+            device.clone().autodiff()
+        };
+        let (config, model) = match start {
+            Some((config, model)) => {
+                let on_autodiff = crate::model::save::named_params(&model)
+                    .first()
+                    .is_some_and(|(_, p)| p.flat().is_autodiff());
+                if !on_autodiff {
+                    return Err(SessionError::Load(
+                        "the model must be built on an autodiff device (`device.autodiff()`)"
+                            .into(),
+                    ));
+                }
+                if config.vocab_size != vocab::VOCAB.len() {
+                    return Err(SessionError::Load(format!(
+                        "the demo needs a model with the demo's {}-token vocabulary; this one \
+                         has {}",
+                        vocab::VOCAB.len(),
+                        config.vocab_size
+                    )));
+                }
+                (config, model)
+            }
+            None => {
+                let config = vocab::model_config(hidden)
+                    .map_err(|e| SessionError::Recipe(format!("[model] `demo_hidden` = {e}")))?;
+                let model = crate::model::init::init_model(&config, recipe.seed, device);
+                (config, model)
+            }
+        };
+        let trainee = Trainee {
+            config,
+            model,
+            optimizer: AdamW::new(recipe.optim.clone()),
+            state: TrainerState::default(),
+            lora_base: None,
+        };
+        let no_files = |p: &std::path::Path| -> Result<String, String> {
+            Err(format!("{}: a demo session reads no files", p.display()))
+        };
+        Self::build(
+            recipe,
+            trainee,
+            None,
+            &no_files,
+            std::path::Path::new("."),
+            device,
+        )
     }
 
     /// The recipe being run.
@@ -187,12 +320,42 @@ impl Session {
 
     /// The phase the next step belongs to (`None` once every step is done).
     pub fn next_phase(&self) -> Option<StepPhase> {
-        let sft = self.recipe.sft.as_ref().map_or(0, |s| s.steps);
         match self.state.step {
             s if s >= self.total_steps() => None,
-            s if s < sft => Some(StepPhase::Sft),
+            s if s < self.sft_steps() => Some(StepPhase::Sft),
             _ => Some(StepPhase::Rl),
         }
+    }
+
+    /// SFT steps of the run (0 without `[sft]`).
+    pub fn sft_steps(&self) -> u64 {
+        self.recipe.sft.as_ref().map_or(0, |s| s.steps)
+    }
+
+    /// RL steps of the run (0 without `[rl]`).
+    pub fn rl_steps(&self) -> u64 {
+        self.recipe.rl.as_ref().map_or(0, |r| r.steps)
+    }
+
+    /// The phase of the last step taken (the next one's before any) and the steps done
+    /// within it.
+    pub fn phase_progress(&self) -> (StepPhase, u64) {
+        let (step, sft) = (self.state.step, self.sft_steps());
+        if sft > 0 && step <= sft {
+            (StepPhase::Sft, step)
+        } else {
+            (StepPhase::Rl, step - sft)
+        }
+    }
+
+    /// The built-in task the recipe trains on, if any.
+    pub fn task(&self) -> Option<crate::demo::Task> {
+        self.recipe.task().and_then(|t| t.parse().ok())
+    }
+
+    /// The RL rollout settings in force (`max_new_tokens` resolved).
+    pub fn sampling(&self) -> Option<&RlConfig> {
+        self.sampling.as_ref()
     }
 
     /// The model being trained (autodiff device).
@@ -276,12 +439,15 @@ impl Session {
 
     /// One RL step of the recipe's objective.
     async fn rl_step(&mut self, on_stage: &mut dyn FnMut(Stage)) -> Result<StepRecord, String> {
-        let sft_steps = self.recipe.sft.as_ref().map_or(0, |s| s.steps);
         let step = self.state.step;
-        let rl_step = step - sft_steps;
+        let rl_step = step - self.sft_steps();
         self.ensure_reference(rl_step)?;
         let seed = self.recipe.seed;
         let rl = self.recipe.rl.as_ref().ok_or("no [rl] phase")?;
+        if rl_step == 0 && rl.reset_optimizer {
+            self.optimizer = AdamW::new(self.recipe.optim.clone());
+        }
+        let sampling = self.sampling.as_ref().ok_or("no [rl.sampling]")?;
         let objective = self.objective.as_ref().ok_or("no RL objective")?;
         let data = self.rl.as_ref().ok_or("the RL prompts are not loaded")?;
         let rewards = self.rewards.as_mut().ok_or("the rewards are not started")?;
@@ -291,7 +457,14 @@ impl Session {
         rewards.step(&self.model);
         let snapshot = rewards.needs_snapshot().then(|| self.model.valid());
         let base = self.device.clone().inner();
-        let rewards = rewards.for_step(snapshot.as_ref(), self.tokenizer.as_ref(), &base)?;
+        let verify_seed = step_seed(seed, Stream::RewardSampling, step);
+        let rewards = rewards.for_step(
+            snapshot.as_ref(),
+            self.tokenizer.as_ref(),
+            &base,
+            &self.eos,
+            verify_seed,
+        )?;
         let (tokenizer, demo) = (self.tokenizer.as_ref(), self.demo);
         let decode = |ids: &[u32]| -> String {
             match tokenizer {
@@ -311,7 +484,7 @@ impl Session {
                 kl_controller: &mut self.kl,
             },
             lr,
-            &rl.sampling,
+            sampling,
             objective,
             &rewards,
             &mut next,
@@ -339,11 +512,7 @@ impl Session {
     /// Full fine-tuning with a KL term: the frozen reference, the policy as RL starts (kept
     /// in `reference_dir` for resumes). LoRA's reference is the base with adapters off.
     fn ensure_reference(&mut self, rl_step: u64) -> Result<(), String> {
-        let needs = self
-            .objective
-            .as_ref()
-            .is_some_and(|o| o.kl_placement != KlPlacement::None);
-        if !needs || self.reference.is_some() || self.lora_base.is_some() {
+        if !self.needs_reference() || self.reference.is_some() {
             return Ok(());
         }
         if rl_step == 0 {
@@ -356,12 +525,36 @@ impl Session {
         Ok(())
     }
 
-    /// The state written with a checkpoint: the step, the KL controller and the recipe.
-    fn checkpoint_state(&mut self) -> &TrainerState {
-        self.state.metadata =
-            serde_json::json!({ "kl_controller": self.kl, "recipe": self.recipe });
-        &self.state
+    /// Full fine-tuning with a KL term keeps a frozen copy of the policy as RL started.
+    fn needs_reference(&self) -> bool {
+        let kl = (self.objective.as_ref()).is_some_and(|o| o.kl_placement != KlPlacement::None);
+        kl && self.lora_base.is_none()
     }
+
+    /// The state written with a checkpoint: the step, the KL controller and the recipe.
+    fn checkpoint_state(&self) -> TrainerState {
+        let mut metadata = serde_json::json!({ "kl_controller": self.kl, "recipe": self.recipe });
+        if let Some(dir) = &self.recipe_dir {
+            metadata["recipe_dir"] = serde_json::json!(dir);
+        }
+        TrainerState {
+            metadata,
+            ..self.state.clone()
+        }
+    }
+}
+
+/// `[rl.sampling]`, its `max_new_tokens` = 0 made the task's answer length + 2.
+fn resolved_sampling(r: &crate::train::recipe::RlPhase) -> RlConfig {
+    let mut s = r.sampling.clone();
+    if s.max_new_tokens == 0 {
+        let task = r
+            .task
+            .as_deref()
+            .and_then(|t| t.parse::<crate::demo::Task>().ok());
+        s.max_new_tokens = task.map_or(64, |t| t.max_answer_tokens() + 2);
+    }
+    s
 }
 
 /// The ids that end a completion: the demo's `<eos>`, the config's, or the tokenizer's.

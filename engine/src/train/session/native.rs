@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Parts, RlData, Session, SessionError, SftData, Text, Trainee};
+use super::{Session, SessionError, Trainee};
 use crate::demo::vocab;
 use crate::model::adapter;
 use crate::model::load::{LoadOptions, WeightDtype};
@@ -14,7 +14,6 @@ use crate::train::checkpoint::TrainerState;
 use crate::train::files;
 use crate::train::optim::AdamW;
 use crate::train::recipe::Recipe;
-use crate::train::rewards::RunRewards;
 
 /// Where a native session's files are.
 #[derive(Debug, Clone)]
@@ -77,7 +76,7 @@ impl Session {
         let demo = recipe.model.demo_hidden.is_some();
         let model_dir = recipe.model.path.as_ref().map(|p| opts.resolve(p));
         let tokenizer = if demo {
-            Some(vocab::tokenizer().map_err(|e| SessionError::Load(e.to_string()))?)
+            None
         } else {
             model_dir.as_ref().and_then(|d| Tokenizer::from_dir(d).ok())
         };
@@ -92,51 +91,28 @@ impl Session {
             let p = opts.resolve(p);
             crate::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
         };
-        let text = Text {
-            tokenizer: tokenizer.as_ref(),
-            demo,
-        };
-        let eos = super::eos_ids(&trainee.config, tokenizer.as_ref(), demo);
-        let sft = (recipe.sft.as_ref())
-            .map(|s| SftData::load(s, &text, &eos, recipe.seed, &read))
-            .transpose()
-            .map_err(SessionError::Data)?;
-        let rl = (recipe.rl.as_ref())
-            .map(|r| RlData::load(r, &text, recipe.seed, &read))
-            .transpose()
-            .map_err(SessionError::Data)?;
-        let rewards = (recipe.rl.as_ref())
-            .map(|r| RunRewards::new(&r.rewards, &opts.recipe_dir))
-            .transpose()
-            .map_err(SessionError::Reward)?;
-        let parts = Parts {
-            recipe,
-            trainee,
-            tokenizer,
-            sft,
-            rl,
-            rewards,
-        };
-        let mut session = Session::new(parts, device)?;
+        let mut session =
+            Session::build(recipe, trainee, tokenizer, &read, &opts.recipe_dir, device)?;
         session.reference_dir = Some(opts.out.join("reference"));
+        session.recipe_dir = Some(opts.recipe_dir.display().to_string());
         session.extra_files = extra;
         Ok((session, changes))
     }
 
     /// Writes the checkpoint to `dir` atomically: the adapters (LoRA) or the whole model,
     /// the AdamW moments and the trainer state (step, KL controller, recipe).
-    pub fn save(&mut self, dir: &Path) -> Result<(), SessionError> {
-        self.checkpoint_state();
+    pub fn save(&self, dir: &Path) -> Result<(), SessionError> {
+        let state = self.checkpoint_state();
         match &self.lora_base {
             Some(base) => {
-                files::save_adapter_checkpoint(dir, &self.model, &self.optimizer, &self.state, base)
+                files::save_adapter_checkpoint(dir, &self.model, &self.optimizer, &state, base)
             }
             None => files::save_checkpoint(
                 dir,
                 &self.config,
                 &self.model,
                 &self.optimizer,
-                &self.state,
+                &state,
                 &self.extra_files,
             ),
         }
@@ -161,6 +137,96 @@ impl Session {
             .map(|(_, m)| m)
             .map_err(|e| format!("loading the RL reference {}: {e}", dir.display()))
     }
+}
+
+impl Session {
+    /// Resumes the run saved in `dir` (files written by [`Session::checkpoint_files_async`],
+    /// e.g. by the desktop app), whatever the recipe: full fine-tuning (with its RL
+    /// reference) or LoRA over the base folder the recipe names. The recipe is the one
+    /// stored with the checkpoint; its relative paths are the folder stored with it, else
+    /// `recipe_dir`'s.
+    pub fn resume_from_dir(
+        dir: &Path,
+        recipe_dir: &Path,
+        device: &burn::tensor::Device,
+    ) -> Result<Self, SessionError> {
+        let bad = |m: String| SessionError::Load(format!("{}: {m}", dir.display()));
+        let state_json = crate::fs::read_to_string(&dir.join(crate::train::checkpoint::STATE_FILE))
+            .map_err(|e| bad(format!("{}: {e}", crate::train::checkpoint::STATE_FILE)))?;
+        let state = TrainerState::from_json(&state_json).map_err(|e| bad(e.to_string()))?;
+        let recipe = super::files::stored_recipe(&state)?;
+        let stored_dir = (state.metadata.get("recipe_dir")).and_then(|d| d.as_str());
+        let opts = OpenOptions {
+            recipe_dir: stored_dir.map_or_else(|| recipe_dir.to_path_buf(), PathBuf::from),
+            out: recipe_dir.join(&recipe.out),
+            resume: true,
+            allow_recipe_change: false,
+        };
+        let model_dir = recipe.model.path.as_ref().map(|p| opts.resolve(p));
+        let trainee = match &recipe.lora {
+            None => {
+                let r = files::load_checkpoint(dir, device).map_err(|e| bad(e.to_string()))?;
+                Trainee {
+                    config: r.config,
+                    model: r.model,
+                    optimizer: r.optimizer,
+                    state: r.state,
+                    lora_base: None,
+                }
+            }
+            Some(_) => {
+                let base_dir = model_dir
+                    .clone()
+                    .ok_or_else(|| bad("a LoRA run's recipe names no base model `path`".into()))?;
+                let (config, base) = load_base(&recipe, &base_dir, device)?;
+                let (model, optimizer, state) =
+                    files::load_adapter_checkpoint(dir, &config, base, device)
+                        .map_err(|e| bad(e.to_string()))?;
+                Trainee {
+                    config,
+                    model,
+                    optimizer,
+                    state,
+                    lora_base: Some(base_dir.display().to_string()),
+                }
+            }
+        };
+        let tokenizer = model_dir.as_ref().and_then(|d| Tokenizer::from_dir(d).ok());
+        let read = |p: &Path| {
+            let p = opts.resolve(p);
+            crate::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
+        };
+        let mut session =
+            Session::build(recipe, trainee, tokenizer, &read, &opts.recipe_dir, device)?;
+        session.extra_files = tokenizer_files(model_dir.as_deref(), session.demo);
+        let reference = dir.join(super::REFERENCE_FILE);
+        if reference.exists() {
+            let bytes = crate::fs::read(&reference)
+                .map_err(|e| bad(format!("{}: {e}", super::REFERENCE_FILE)))?;
+            let r = super::files::reference_model(&session.config, bytes, device).map_err(bad)?;
+            session.reference = Some(r);
+        } else if session.needs_reference() && session.step() > session.sft_steps() {
+            return Err(bad(format!(
+                "`{}` is missing (the RL phase's KL reference)",
+                super::REFERENCE_FILE
+            )));
+        }
+        Ok(session)
+    }
+}
+
+/// The frozen LoRA base, held as `[model] dtype` says (16-bit files stay 16-bit by default).
+fn load_base(
+    recipe: &Recipe,
+    base_dir: &Path,
+    ad: &burn::tensor::Device,
+) -> Result<(Config, HybridModel), SessionError> {
+    let load_opts = LoadOptions {
+        dtype: recipe.model.dtype.unwrap_or(WeightDtype::Auto),
+        ..LoadOptions::default()
+    };
+    crate::model::files::load_model_with(base_dir, ad, load_opts, &mut |_, _| {})
+        .map_err(|e| SessionError::Load(format!("loading the base {}: {e}", base_dir.display())))
 }
 
 /// On resume: the recipe must equal the checkpoint's (its `out` aside) unless `allow`;
@@ -234,13 +300,7 @@ fn start(
             d
         }
     };
-    let load_opts = LoadOptions {
-        dtype: recipe.model.dtype.unwrap_or(WeightDtype::Auto),
-        ..LoadOptions::default()
-    };
-    let (config, base) =
-        crate::model::files::load_model_with(&base_dir, ad, load_opts, &mut |_, _| {})
-            .map_err(|e| load("loading the base", &base_dir, &e))?;
+    let (config, base) = load_base(recipe, &base_dir, ad)?;
     let (model, optimizer, state) = if opts.resume {
         files::load_adapter_checkpoint(&ckpt_dir, &config, base, ad)
             .map_err(|e| load("--resume: loading", &ckpt_dir, &e))?
