@@ -15,8 +15,10 @@ use sluice::model::generate::{GenerateOptions, Sampling, generate_streaming_asyn
 use sluice::model::tokenizer::Tokenizer;
 use sluice::model::weights::{Buffer, Weights};
 use sluice::model::{Config, HybridModel};
+use sluice::rl::rewards::Reward;
 use sluice::rl::step::RlConfig;
-use sluice::train::session::Session;
+use sluice::train::recipe::Recipe;
+use sluice::train::session::{Session, Trainee};
 use sluice::train::{Stage, format};
 
 /// A message for the page (every error here ends up as text in the UI).
@@ -125,6 +127,8 @@ pub struct Engine {
     /// The loaded model (autodiff device) while no training run owns it.
     model: Option<HybridModel>,
     demo: Option<Session>,
+    /// Rewards the page registered (`setReward`) for the next recipe's `kind = "user"`.
+    user_rewards: Vec<(String, Box<dyn Reward>)>,
 }
 
 fn text(name: &str, bytes: Vec<u8>) -> Result<String, Error> {
@@ -142,6 +146,7 @@ impl Engine {
             tokenizer_json: None,
             model: None,
             demo: None,
+            user_rewards: Vec::new(),
         }
     }
 
@@ -328,10 +333,76 @@ impl Engine {
         self.set_demo(demo)
     }
 
+    /// Registers a reward for the recipes' `kind = "user"` entries named `name` (the page's
+    /// JavaScript function); it serves the next recipe started.
+    pub fn set_reward(&mut self, name: &str, reward: Box<dyn Reward>) {
+        self.user_rewards.retain(|(n, _)| n != name);
+        self.user_rewards.push((name.to_string(), reward));
+    }
+
+    /// Starts a training run from a recipe's TOML text (`sluice train`'s format): a demo
+    /// recipe (`[model] demo_hidden`) trains a fresh demo model; any other trains the loaded
+    /// model (the recipe's `[model] path` names a folder the browser does not have), fully or
+    /// with `[lora]` adapters. Data must come from built-in tasks (the page reads no files);
+    /// rewards registered with [`Engine::set_reward`] serve `kind = "user"`.
+    pub fn train_recipe(&mut self, text: &str) -> Result<Value, Error> {
+        let recipe = Recipe::from_toml(text).map_err(|e| format!("recipe: {e}"))?;
+        let ad = self.device.clone().autodiff();
+        let mut session = if recipe.model.demo_hidden.is_some() {
+            Session::demo(recipe, None, &ad)
+        } else {
+            let (Some(model), Some(config)) = (self.model.as_ref(), self.config.as_ref()) else {
+                return Err(
+                    "load a model first: in the browser a recipe trains the loaded model".into(),
+                );
+            };
+            let (model, lora_base) = match &recipe.lora {
+                Some(lora) => {
+                    let base = model.clone();
+                    let (m, _) =
+                        sluice::model::adapter::attach(base, config.family, lora, recipe.seed, &ad)
+                            .map_err(|e| format!("[lora]: {e}"))?;
+                    (m, Some("the loaded model".to_string()))
+                }
+                None => (model.clone(), None),
+            };
+            let trainee = Trainee {
+                config: config.clone(),
+                model,
+                optimizer: sluice::train::optim::AdamW::new(recipe.optim.clone()),
+                state: Default::default(),
+                lora_base,
+            };
+            let no_files = |p: &std::path::Path| {
+                Err(format!(
+                    "{}: the browser reads no data files; use a built-in `task`",
+                    p.display()
+                ))
+            };
+            let tokenizer = self.tokenizer.clone();
+            Session::build(
+                recipe,
+                trainee,
+                tokenizer,
+                &no_files,
+                std::path::Path::new("."),
+                &ad,
+            )
+        }
+        .map_err(|e| e.to_string())?;
+        for (name, reward) in self.user_rewards.drain(..) {
+            // A recipe without RL has no use for them.
+            let _ = session.register_reward(&name, reward);
+        }
+        self.set_demo(session)
+    }
+
     fn set_demo(&mut self, demo: Session) -> Result<Value, Error> {
         self.config = Some(demo.config().clone());
-        self.tokenizer = Some(vocab::tokenizer().map_err(|e| e.to_string())?);
-        self.tokenizer_json = Some(vocab::tokenizer_json().into_bytes());
+        if demo.recipe().model.demo_hidden.is_some() {
+            self.tokenizer = Some(vocab::tokenizer().map_err(|e| e.to_string())?);
+            self.tokenizer_json = Some(vocab::tokenizer_json().into_bytes());
+        }
         self.model = None;
         self.demo = Some(demo);
         Ok(self.info())
@@ -404,7 +475,9 @@ impl Engine {
                 ("model.safetensors".into(), bytes),
             ]
         };
-        if self.demo.is_some() {
+        let demo_vocab =
+            (self.demo.as_ref()).is_some_and(|d| d.recipe().model.demo_hidden.is_some());
+        if demo_vocab {
             files.extend(vocab::tokenizer_files());
         } else if let Some(t) = &self.tokenizer_json {
             files.push(("tokenizer.json".into(), t.clone()));
@@ -522,5 +595,66 @@ mod tests {
             e.train_start(r#"{"rl": {"group_size": 0}}"#, false)
                 .is_err()
         );
+    }
+
+    /// A recipe's text runs in the engine as the page runs it: a demo recipe with a
+    /// model-based reward (reference likelihood) and a user reward registered by the page.
+    #[test]
+    fn a_recipe_runs_with_a_registered_user_reward() {
+        let recipe = r#"
+seed = 1
+out = "run"
+[model]
+demo_hidden = 16
+[sft]
+task = "sort:3"
+steps = 1
+batch_size = 4
+schedule = { kind = "constant", lr = 1e-2 }
+[rl]
+task = "sort:3"
+steps = 1
+schedule = { kind = "constant", lr = 1e-3 }
+rewards = [{ kind = "likelihood" }, { kind = "user", name = "short", weight = 0.5 }]
+[rl.sampling]
+group_size = 2
+prompts_per_step = 2
+max_new_tokens = 0
+"#;
+        let mut e = Engine::new(sluice::device::wgpu(), clock);
+        // Unregistered: the step names the missing reward.
+        e.train_recipe(recipe).unwrap();
+        pollster::block_on(e.train_step(&mut |_| {})).unwrap();
+        let err = pollster::block_on(e.train_step(&mut |_| {})).unwrap_err();
+        assert!(err.contains("`short` is not registered"), "{err}");
+        let short =
+            sluice::rl::rewards::FnReward::new("short", |s: &sluice::rl::rewards::Sample| {
+                Some(1.0 / (1.0 + s.completion.len() as f64))
+            });
+        e.set_reward("short", Box::new(short));
+        let info = e.train_recipe(recipe).unwrap();
+        assert_eq!(info["training"]["task"], "sort:3", "{info}");
+        let sft = pollster::block_on(e.train_step(&mut |_| {}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(sft["phase"], "sft");
+        let rl = pollster::block_on(e.train_step(&mut |_| {}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(rl["phase"], "rl");
+        let lik = rl["reward/reference_likelihood"].as_f64().unwrap();
+        let short = rl["reward/short"].as_f64().unwrap();
+        assert!(
+            lik > 0.0 && lik <= 1.0 && short > 0.0 && short <= 1.0,
+            "{rl}"
+        );
+        assert!(
+            pollster::block_on(e.train_step(&mut |_| {}))
+                .unwrap()
+                .is_none()
+        );
+        // Not TOML, or not a recipe: the error says so.
+        assert!(e.train_recipe("seed = ").unwrap_err().contains("recipe"));
+        assert!(e.train_recipe("seed = 1").unwrap_err().contains("recipe"));
     }
 }

@@ -4,4 +4,6 @@
 pub mod engine;
 
 #[cfg(target_arch = "wasm32")]
+mod js_reward;
+#[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -246,6 +246,33 @@ impl Session {
         })
     }
 
+    /// Starts a training run from a recipe's TOML text (the CLI's `sluice train` format; a
+    /// demo recipe, or the loaded model as the recipe's model) → JSON info.
+    #[wasm_bindgen(js_name = trainRecipe)]
+    pub fn train_recipe(&self, recipe: String) -> Promise {
+        with_engine(&self.engine, move |mut e| async move {
+            let r = e.train_recipe(&recipe);
+            (e, r.map(|v| json_str(&v)))
+        })
+    }
+
+    /// Registers `f(samples) → scores` (or a Promise of them) as the reward the next
+    /// recipe's `{ kind = "user", name }` entries use; see `js_reward.rs`.
+    #[wasm_bindgen(js_name = setReward)]
+    pub fn set_reward(&self, name: String, f: Function) -> Result<(), JsValue> {
+        let mut cell = (self.engine.try_borrow_mut())
+            .map_err(|_| JsValue::from_str("busy: another call is running"))?;
+        let engine = cell
+            .as_mut()
+            .ok_or_else(|| JsValue::from_str("busy: another call is running"))?;
+        let reward = crate::js_reward::JsReward {
+            name: name.clone(),
+            f,
+        };
+        engine.set_reward(&name, Box::new(reward));
+        Ok(())
+    }
+
     /// Resumes a run (files with `trainer_state.json`) or loads a model folder's files.
     pub fn restore(&self, files: Array) -> Promise {
         let files = files_from_js(&files);

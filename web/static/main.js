@@ -78,7 +78,7 @@ function fail(text) {
   document.title = "Sluice: error";
 }
 
-const ENGINE_BUTTONS = ["generate", "step", "evaluate", "download", "folder", "reset"];
+const ENGINE_BUTTONS = ["generate", "step", "evaluate", "download", "folder", "reset", "recipe-file", "recipe-start"];
 
 function setBusy(delta) {
   state.busy += delta;
@@ -347,6 +347,27 @@ $("folder").onchange = async (ev) => {
   }
 };
 
+// A recipe file and an optional reward function: a new run (then Start training / One step).
+async function startRecipe(recipe, rewardName, rewardBody) {
+  running = false;
+  const rewards = rewardBody.trim() ? { [rewardName.trim() || "js"]: rewardBody } : {};
+  const info = await call("trainRecipe", { recipe, rewards });
+  showHistory([]);
+  $("train-status").textContent =
+    `Started the recipe (${info.training.task ?? "custom data"}, ${info.training.phase}); press Start training or One step.`;
+  return info;
+}
+
+$("recipe-start").onclick = async () => {
+  const file = $("recipe-file").files[0];
+  try {
+    if (!file) throw new Error("choose a recipe file first");
+    await startRecipe(await file.text(), $("reward-name").value, $("reward-js").value);
+  } catch (e) {
+    $("train-status").textContent = `Error: ${e.message}`;
+  }
+};
+
 $("reset").onclick = async () => {
   running = false;
   try {
@@ -433,5 +454,5 @@ async function start() {
 }
 
 // Hooks for the browser test (the same calls the buttons make).
-window.sluiceApi = { call, generate, trainStep, stepAndEvaluate, evaluate };
+window.sluiceApi = { call, generate, trainStep, stepAndEvaluate, evaluate, startRecipe };
 start();

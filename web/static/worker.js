@@ -284,6 +284,19 @@ const ops = {
     return info;
   },
 
+  // A recipe's TOML text and the page's reward functions ({name: "body of f(samples)"}),
+  // registered for the recipe's `{ kind = "user", name }` rewards.
+  async trainRecipe({ recipe, rewards }) {
+    for (const [name, body] of Object.entries(rewards || {})) {
+      session.setReward(name, new Function("samples", body));
+    }
+    const info = JSON.parse(await session.trainRecipe(recipe));
+    history = [];
+    if (autosave) info.saved = await persist("step0");
+    else storedName = null;
+    return info;
+  },
+
   async trainStep({ id }) {
     const out = await session.trainStep((stage, completions) =>
       postMessage({ id, event: "stage", stage, completions }),

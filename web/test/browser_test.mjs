@@ -340,6 +340,27 @@ try {
   p = await page();
   check(p.status.includes(`at step ${n + 1}`), `the banner follows: ${JSON.stringify(p.status)}`);
 
+  // 6. A recipe file with a model-based reward (reference likelihood) and the page's own
+  // JavaScript reward: SFT then RL, each reward in the RL step's record.
+  const recipe = [
+    'seed = 1', 'out = "run"', '[model]', 'demo_hidden = 16',
+    '[sft]', 'task = "sort:3"', 'steps = 1', 'batch_size = 4', 'schedule = { kind = "constant", lr = 1e-2 }',
+    '[rl]', 'task = "sort:3"', 'steps = 2', 'schedule = { kind = "constant", lr = 1e-3 }',
+    'rewards = [{ kind = "exact_match" }, { kind = "likelihood", weight = 0.5 }, { kind = "user", name = "short", weight = 0.5 }]',
+    '[rl.sampling]', 'group_size = 2', 'prompts_per_step = 2', 'max_new_tokens = 0',
+  ].join("\n");
+  const short = "return samples.map((s) => 1 / (1 + s.completion.length));";
+  const started = JSON.parse(await evaluate(
+    `sluiceApi.startRecipe(${JSON.stringify(recipe)}, "short", ${JSON.stringify(short)}).then(JSON.stringify)`, 300));
+  check(started.training?.task === "sort:3" && started.training?.step === 0,
+    `the recipe starts a run: ${JSON.stringify(started.training)}`);
+  const rs = JSON.parse(await evaluate(
+    "sluiceApi.trainStep().then((a) => sluiceApi.trainStep().then((b) => JSON.stringify([a, b])))", 600));
+  const rl = rs[1];
+  check(rs[0].phase === "sft" && rl.phase === "rl" && rl["reward/short"] > 0 && rl["reward/short"] <= 1 &&
+    rl["reward/reference_likelihood"] > 0 && rl["reward/reference_likelihood"] <= 1,
+    `the recipe trains with its rewards: SFT loss ${rs[0].loss}, RL short ${rl["reward/short"]}, likelihood ${rl["reward/reference_likelihood"]}`);
+
   // Measurements.
   const f = (x, d = 1) => (typeof x === "number" ? x.toFixed(d) : "-");
   log("measurements (browser: Chromium headless, WebGPU on SwiftShader; native: sluice generate on this Vulkan driver):");

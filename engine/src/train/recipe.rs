@@ -200,6 +200,13 @@ pub enum RewardSpec {
         #[serde(default = "default_sync")]
         sync_every: usize,
     },
+    /// A reward the host program registers under `name` before the RL phase: in the browser,
+    /// a JavaScript function (`session.setReward(name, fn)`); native programs use `command`.
+    User {
+        #[serde(default = "unit")]
+        weight: f64,
+        name: String,
+    },
     /// A user program scoring completions over JSON lines (see `rl::rewards::command`).
     Command {
         #[serde(default = "unit")]
@@ -259,6 +266,7 @@ impl RewardSpec {
             | Self::Likelihood { weight, .. }
             | Self::SelfVerify { weight, .. }
             | Self::Nover { weight, .. }
+            | Self::User { weight, .. }
             | Self::Command { weight, .. } => weight,
         }
     }
@@ -271,6 +279,13 @@ impl RewardSpec {
                 crate::check::positive("scale", scale)
             }
             Self::Likelihood { weight, .. } => finite("weight", weight),
+            Self::User { weight, ref name } => {
+                finite("weight", weight)?;
+                if name.trim().is_empty() {
+                    return Err("a user reward needs a `name`".into());
+                }
+                Ok(())
+            }
             Self::SelfVerify {
                 weight,
                 verifier_samples,

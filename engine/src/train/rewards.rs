@@ -3,6 +3,7 @@
 //! (VeriFree) over a snapshot of the policy, NOVER over a lagged proxy copy of the policy
 //! synced every `sync_every` steps.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -33,6 +34,8 @@ pub struct RunRewards {
     fixed: Vec<Option<Box<dyn Reward>>>,
     /// NOVER's proxy policy, made at the first RL step.
     proxy: Option<ProxyModel>,
+    /// Rewards the host program registered by name (`kind = "user"`).
+    user: BTreeMap<String, Box<dyn Reward>>,
 }
 
 impl RunRewards {
@@ -46,7 +49,13 @@ impl RunRewards {
             specs: specs.to_vec(),
             fixed,
             proxy: None,
+            user: BTreeMap::new(),
         })
+    }
+
+    /// Registers the host program's reward `name` (replacing one of that name).
+    pub fn register(&mut self, name: &str, reward: Box<dyn Reward>) {
+        self.user.insert(name.to_string(), reward);
     }
 
     /// Whether a step needs a snapshot of the policy (the likelihood and self-verification
@@ -91,6 +100,16 @@ impl RunRewards {
         for (spec, fixed) in self.specs.iter().zip(&self.fixed) {
             let weight = spec.weight();
             if let Some(r) = fixed {
+                w.push(Box::new(Borrowed(r.as_ref())), weight);
+                continue;
+            }
+            if let RewardSpec::User { name, .. } = spec {
+                let r = self.user.get(name).ok_or_else(|| {
+                    format!(
+                        "the recipe's user reward `{name}` is not registered (in the browser: \
+                         setReward(\"{name}\", fn); native programs use kind = \"command\")"
+                    )
+                })?;
                 w.push(Box::new(Borrowed(r.as_ref())), weight);
                 continue;
             }
@@ -214,7 +233,8 @@ fn fixed_reward(spec: &RewardSpec, dir: &Path) -> Result<Option<Box<dyn Reward>>
         } => command_reward(command, name.as_deref(), dir, *timeout_s)?,
         RewardSpec::Likelihood { .. }
         | RewardSpec::Nover { .. }
-        | RewardSpec::SelfVerify { .. } => return Ok(None),
+        | RewardSpec::SelfVerify { .. }
+        | RewardSpec::User { .. } => return Ok(None),
     }))
 }
 

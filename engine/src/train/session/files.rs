@@ -89,15 +89,8 @@ impl Session {
             )));
         }
         if let Some(bytes) = reference {
-            let weights = Weights::new(vec![(
-                REFERENCE_FILE.to_string(),
-                Box::new(bytes) as Buffer,
-            )])
-            .map_err(|e| bad(e.to_string()))?;
-            let inner = device.clone().inner();
-            let reference = crate::model::load::build(&session.config, &weights, &inner)
-                .map_err(|e| bad(format!("{REFERENCE_FILE}: {e}")))?;
-            session.reference = Some(reference);
+            let r = reference_model(&session.config, bytes, device).map_err(bad)?;
+            session.reference = Some(r);
         }
         Ok(session)
     }

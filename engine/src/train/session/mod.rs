@@ -303,6 +303,19 @@ impl Session {
         )
     }
 
+    /// Registers the host program's reward for the recipe's `kind = "user"` entries named
+    /// `name` (e.g. a JavaScript function in the browser). An error without an RL phase.
+    pub fn register_reward(
+        &mut self,
+        name: &str,
+        reward: Box<dyn crate::rl::rewards::Reward>,
+    ) -> Result<(), SessionError> {
+        let rewards = (self.rewards.as_mut())
+            .ok_or_else(|| SessionError::Reward("the recipe has no [rl] phase".into()))?;
+        rewards.register(name, reward);
+        Ok(())
+    }
+
     /// The recipe being run.
     pub fn recipe(&self) -> &Recipe {
         &self.recipe
