@@ -378,8 +378,9 @@ fn command_reward_scores_from_a_recipe() {
 }
 
 /// Model-based rewards from a recipe on a model with a real tokenizer: the reference-answer
-/// likelihood (over a snapshot of the policy), NOVER (over a lagged proxy) and self-scoring,
-/// next to a rule reward; each shows up in the metrics.
+/// likelihood (over a snapshot of the policy), NOVER (over a lagged proxy), self-scoring and
+/// self-verification (the policy as verifier and meta-verifier), next to a rule reward; each
+/// shows up in the metrics.
 #[test]
 fn model_based_rewards_run_from_a_recipe() {
     let dir = temp_dir("train-model-rewards");
@@ -403,6 +404,7 @@ rewards = [
   {{ kind = "likelihood", weight = 0.5 }},
   {{ kind = "nover", weight = 0.5, sync_every = 1 }},
   {{ kind = "self_score", weight = 0.1 }},
+  {{ kind = "self_verify", weight = 0.1, verifier_samples = 1, max_new_tokens = 4 }},
 ]
 [rl.sampling]
 group_size = 2
@@ -423,6 +425,7 @@ max_new_tokens = 4
             "reward/reference_likelihood",
             "reward/nover",
             "reward/self_score",
+            "reward/self_verify",
         ] {
             assert!(v.get(k).is_some(), "{k} missing: {line}");
         }

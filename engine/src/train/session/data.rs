@@ -45,7 +45,8 @@ pub struct Text<'a> {
 
 impl SftData {
     /// The `[sft]` phase's data: a JSONL file of examples (packed when the recipe asks) or a
-    /// built-in task (a pool of problems for a real tokenizer, ending in `eos`).
+    /// built-in task: fresh problems every step on the demo vocabulary, or a pool of `pool`
+    /// problems drawn once (a real tokenizer: 2,048 by default, each ending in `eos`).
     pub fn load(
         s: &SftPhase,
         text: &Text,
@@ -56,7 +57,12 @@ impl SftData {
         if let Some(t) = &s.task {
             let task = t.parse::<Task>()?;
             if text.demo {
-                return Ok(SftData::Task(task));
+                let Some(n) = s.pool else {
+                    return Ok(SftData::Task(task));
+                };
+                let mut rng = StdRng::seed_from_u64(step_seed(seed, Stream::TaskPool, 0));
+                let pool = (0..n).map(|_| task.train_problem(&mut rng).sft_example());
+                return Ok(SftData::Examples(pool.collect()));
             }
             let tok = text
                 .tokenizer
@@ -244,4 +250,53 @@ pub(super) fn task_prompt(
     };
     let ids = tok.encode(&text, false).map_err(|e| e.to_string())?;
     Ok((text, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(pool: Option<usize>) -> SftPhase {
+        SftPhase {
+            data: None,
+            task: Some("sort:3".into()),
+            chat: false,
+            steps: 4,
+            batch_size: 3,
+            grad_accum: 1,
+            max_len: 64,
+            packing: false,
+            pool,
+            schedule: crate::train::schedule::LrSchedule::Constant { lr: 1e-3 },
+        }
+    }
+
+    /// The demo's SFT data: fresh problems every step, or batches drawn from a fixed pool.
+    #[test]
+    fn demo_tasks_draw_fresh_problems_or_from_a_pool() {
+        let text = Text {
+            tokenizer: None,
+            demo: true,
+        };
+        let no_files = |_: &Path| -> Result<String, String> { Err("no files".into()) };
+        let fresh = SftData::load(&phase(None), &text, &[], 7, &no_files).unwrap();
+        assert!(matches!(fresh, SftData::Task(_)));
+        let s = phase(Some(5));
+        let pooled = SftData::load(&s, &text, &[], 7, &no_files).unwrap();
+        let SftData::Examples(pool) = &pooled else {
+            panic!("a pool of examples")
+        };
+        assert_eq!(pool.len(), 5);
+        for step in 0..4 {
+            let batch = pooled.batch(&s, 7, step, 0);
+            assert_eq!(batch.len(), 3);
+            assert!(batch.iter().all(|e| pool.contains(e)));
+        }
+        // The same seed draws the same pool.
+        let again = SftData::load(&s, &text, &[], 7, &no_files).unwrap();
+        let SftData::Examples(again) = again else {
+            panic!("a pool")
+        };
+        assert_eq!(&again, pool);
+    }
 }
