@@ -5,6 +5,7 @@
 
 use sluice::model::detok::StreamDecoder;
 use std::ops::ControlFlow;
+use std::rc::Rc;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -20,6 +21,22 @@ use sluice::rl::step::RlConfig;
 use sluice::train::recipe::Recipe;
 use sluice::train::session::{Session, Trainee};
 use sluice::train::{Stage, format};
+
+/// One registered reward serving several runs.
+struct SharedReward(Rc<dyn Reward>);
+
+impl Reward for SharedReward {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn score<'a>(
+        &'a self,
+        samples: &'a [sluice::rl::rewards::Sample],
+    ) -> sluice::rl::rewards::RewardFuture<'a> {
+        self.0.score(samples)
+    }
+}
 
 /// A message for the page (every error here ends up as text in the UI).
 pub type Error = String;
@@ -128,7 +145,7 @@ pub struct Engine {
     model: Option<HybridModel>,
     demo: Option<Session>,
     /// Rewards the page registered (`setReward`) for the next recipe's `kind = "user"`.
-    user_rewards: Vec<(String, Box<dyn Reward>)>,
+    user_rewards: Vec<(String, Rc<dyn Reward>)>,
 }
 
 fn text(name: &str, bytes: Vec<u8>) -> Result<String, Error> {
@@ -334,8 +351,13 @@ impl Engine {
     }
 
     /// Registers a reward for the recipes' `kind = "user"` entries named `name` (the page's
-    /// JavaScript function); it serves the next recipe started.
+    /// JavaScript function): for the running recipe (e.g. one restored after a reload) and
+    /// every recipe started later.
     pub fn set_reward(&mut self, name: &str, reward: Box<dyn Reward>) {
+        let reward: Rc<dyn Reward> = Rc::from(reward);
+        if let Some(run) = self.demo.as_mut().filter(|r| r.recipe().rl.is_some()) {
+            let _ = run.register_reward(name, Box::new(SharedReward(reward.clone())));
+        }
         self.user_rewards.retain(|(n, _)| n != name);
         self.user_rewards.push((name.to_string(), reward));
     }
@@ -390,9 +412,9 @@ impl Engine {
             )
         }
         .map_err(|e| e.to_string())?;
-        for (name, reward) in self.user_rewards.drain(..) {
+        for (name, reward) in &self.user_rewards {
             // A recipe without RL has no use for them.
-            let _ = session.register_reward(&name, reward);
+            let _ = session.register_reward(name, Box::new(SharedReward(reward.clone())));
         }
         self.set_demo(session)
     }

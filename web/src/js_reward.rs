@@ -18,6 +18,9 @@ pub struct JsReward {
 
 /// A thrown JavaScript value as text.
 fn js_text(e: &JsValue) -> String {
+    if let Some(err) = e.dyn_ref::<js_sys::Error>() {
+        return String::from(err.message());
+    }
     e.as_string()
         .or_else(|| js_sys::JSON::stringify(e).ok().and_then(|s| s.as_string()))
         .unwrap_or_else(|| "a JavaScript error".into())

@@ -320,7 +320,7 @@ impl RewardSpec {
                 ..
             } => {
                 finite("weight", weight)?;
-                crate::check::positive("timeout_s", timeout_s)?;
+                crate::check::open_closed("timeout_s", timeout_s, 0.0, 86_400.0)?;
                 if command.is_empty() {
                     return Err("a command reward needs `command = [\"program\", ...]`".into());
                 }
@@ -394,6 +394,12 @@ impl Recipe {
             if s.data.is_some() == s.task.is_some() {
                 return Err("[sft]: give exactly one of `data` or `task`".into());
             }
+            if s.grad_accum > 1024 {
+                return Err(format!(
+                    "[sft] `grad_accum` = {}: at most 1024",
+                    s.grad_accum
+                ));
+            }
             if s.steps == 0 || s.batch_size == 0 || s.grad_accum == 0 || s.max_len < 2 {
                 return Err(
                     "[sft]: steps, batch_size and grad_accum must be positive, max_len ≥ 2".into(),
@@ -454,8 +460,8 @@ impl Recipe {
             if s.pool.is_some() && s.task.is_none() {
                 return Err("[sft] `pool` draws problems of a `task`; this phase has none".into());
             }
-            if s.pool == Some(0) {
-                return Err("[sft] `pool` = 0: must be positive".into());
+            if let Some(n) = s.pool.filter(|n| !(1..=1_000_000).contains(n)) {
+                return Err(format!("[sft] `pool` = {n}: must be 1 to 1,000,000"));
             }
         }
         if let Some(e) = &self.eval {
@@ -726,6 +732,8 @@ epsilon_high = 0.3
             ("group_size = 4", "group_size = 4\ntop_p = 1.5"),
             ("weight = 0.5, max_len = 8", "weight = nan, max_len = 8"),
             ("max_len = 8, cache = 2", "max_len = 0, cache = 0"),
+            ("steps = 10", "steps = 10\ngrad_accum = 2000"),
+            ("steps = 10", "steps = 10\npool = 2000000"),
         ] {
             let text = FULL.replacen(patch, want, 1);
             let e = Recipe::from_toml(&text).expect_err(want);

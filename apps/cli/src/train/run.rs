@@ -70,7 +70,8 @@ pub fn run(args: &Args) -> Result<()> {
             )
         })
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let recipe_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    // Absolute, so that the folder saved with checkpoints holds wherever they are resumed.
+    let recipe_dir = std::path::absolute(path.parent().unwrap_or(Path::new(".")))?;
     let opts = OpenOptions {
         out: recipe_dir.join(&recipe.out),
         recipe_dir,

@@ -44,6 +44,8 @@ impl CommandReward {
             .split_first()
             .ok_or("a command reward needs a program: `command = [\"prog\", \"arg\"...]`")?;
         let shown = argv.join(" ");
+        let timeout = Duration::try_from_secs_f64(timeout_s)
+            .map_err(|e| format!("the reward command `{shown}`: `timeout_s` = {timeout_s}: {e}"))?;
         let mut child = Command::new(program)
             .args(args)
             .current_dir(dir)
@@ -71,7 +73,7 @@ impl CommandReward {
         Ok(Self {
             name: name.to_string(),
             shown,
-            timeout: Duration::from_secs_f64(timeout_s),
+            timeout,
             io: Mutex::new(Io {
                 child,
                 stdin,

@@ -101,6 +101,9 @@ impl SftData {
         if s.packing {
             examples = pack(&examples, s.max_len);
         }
+        if examples.is_empty() {
+            return Err(format!("{}: no SFT examples", path.display()));
+        }
         Ok(SftData::Examples(examples))
     }
 

@@ -43,7 +43,9 @@ impl EvalSet {
         };
         let task: Task = task.parse()?;
         let problems = task.heldout(spec.problems, recipe.seed ^ 0x5EED);
-        let chat = match (&recipe.rl, &recipe.sft) {
+        // The phase that names the task renders its prompts (RL's when both do).
+        let rl_task = recipe.rl.as_ref().filter(|r| r.task.is_some());
+        let chat = match (rl_task, &recipe.sft) {
             (Some(r), _) => r.chat,
             (None, Some(s)) => s.chat,
             _ => false,

@@ -80,7 +80,15 @@ impl Session {
             state: r.state,
             lora_base: None,
         };
-        let mut session = Session::build(recipe, trainee, None, read, dir, device)?;
+        // A model's own tokenizer travels with its checkpoint (the demo's is built in).
+        let tokenizer = match files.remove("tokenizer.json") {
+            Some(bytes) if recipe.model.demo_hidden.is_none() => Some(
+                crate::model::tokenizer::Tokenizer::from_bytes(&bytes)
+                    .map_err(|e| bad(format!("tokenizer.json: {e}")))?,
+            ),
+            _ => None,
+        };
+        let mut session = Session::build(recipe, trainee, tokenizer, read, dir, device)?;
         let reference = files.remove(REFERENCE_FILE);
         if reference.is_none() && session.needs_reference() && session.step() > session.sft_steps()
         {

@@ -4,7 +4,8 @@
 //! ```text
 //! Session::open (native: model folder, checkpoint, data files)  or  Session::new (parts)
 //!   → step_async × recipe.total_steps()   (SFT steps first, then RL steps)
-//!   → save (native) every `save_every` steps and at the end
+//!   → checkpoints (`save` natively, `checkpoint_files_async` anywhere), which front ends
+//!     write every `save_every` steps and at the end
 //! ```
 //!
 //! Every random choice is a function of `(seed, stream, global step)` — the SFT data order
@@ -85,7 +86,8 @@ pub struct Trainee {
 pub struct Parts {
     pub recipe: Recipe,
     pub trainee: Trainee,
-    /// The model's tokenizer (`None` for the demo vocabulary, or a model without one).
+    /// The model's tokenizer (`None` for a model without one; [`Session::build`] supplies the
+    /// demo vocabulary's).
     pub tokenizer: Option<Tokenizer>,
     pub sft: Option<SftData>,
     pub rl: Option<RlData>,
@@ -250,6 +252,13 @@ impl Session {
         let hidden = recipe.model.demo_hidden.ok_or_else(|| {
             SessionError::Recipe("[model]: a demo session needs `demo_hidden`".into())
         })?;
+        if recipe.lora.is_some() {
+            return Err(SessionError::Recipe(
+                "[lora] over a fresh demo model: a demo session trains every weight; run the \
+                 recipe with `sluice train` (which writes the base first)"
+                    .into(),
+            ));
+        }
         let device = &if device.is_autodiff() {
             device.clone()
         } else {

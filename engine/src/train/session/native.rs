@@ -156,9 +156,10 @@ impl Session {
         let state = TrainerState::from_json(&state_json).map_err(|e| bad(e.to_string()))?;
         let recipe = super::files::stored_recipe(&state)?;
         let stored_dir = (state.metadata.get("recipe_dir")).and_then(|d| d.as_str());
+        let recipe_dir = stored_dir.map_or_else(|| recipe_dir.to_path_buf(), PathBuf::from);
         let opts = OpenOptions {
-            recipe_dir: stored_dir.map_or_else(|| recipe_dir.to_path_buf(), PathBuf::from),
             out: recipe_dir.join(&recipe.out),
+            recipe_dir,
             resume: true,
             allow_recipe_change: false,
         };
@@ -175,9 +176,8 @@ impl Session {
                 }
             }
             Some(_) => {
-                let base_dir = model_dir
-                    .clone()
-                    .ok_or_else(|| bad("a LoRA run's recipe names no base model `path`".into()))?;
+                // A demo base was written to `<out>/base` when the run started.
+                let base_dir = model_dir.clone().unwrap_or_else(|| opts.out.join("base"));
                 let (config, base) = load_base(&recipe, &base_dir, device)?;
                 let (model, optimizer, state) =
                     files::load_adapter_checkpoint(dir, &config, base, device)
@@ -206,10 +206,16 @@ impl Session {
             let r = super::files::reference_model(&session.config, bytes, device).map_err(bad)?;
             session.reference = Some(r);
         } else if session.needs_reference() && session.step() > session.sft_steps() {
-            return Err(bad(format!(
-                "`{}` is missing (the RL phase's KL reference)",
-                super::REFERENCE_FILE
-            )));
+            // `sluice train` keeps the reference in `<out>/reference`: loaded at the next step.
+            let kept = opts.out.join("reference");
+            if !kept.join("config.json").is_file() {
+                return Err(bad(format!(
+                    "`{}` is missing (the RL phase's KL reference), and so is {}",
+                    super::REFERENCE_FILE,
+                    kept.display()
+                )));
+            }
+            session.reference_dir = Some(kept);
         }
         Ok(session)
     }
