@@ -90,8 +90,7 @@ impl Session {
         };
         let mut session = Session::build(recipe, trainee, tokenizer, read, dir, device)?;
         let reference = files.remove(REFERENCE_FILE);
-        if reference.is_none() && session.needs_reference() && session.step() > session.sft_steps()
-        {
+        if reference.is_none() && session.reference_due() {
             return Err(bad(format!(
                 "`{REFERENCE_FILE}` is missing (the RL phase's KL reference)"
             )));

@@ -553,6 +553,11 @@ impl Session {
         kl && self.lora_base.is_none()
     }
 
+    /// The RL phase has started and keeps a frozen reference: a restored run needs it.
+    fn reference_due(&self) -> bool {
+        self.needs_reference() && self.step() > self.sft_steps()
+    }
+
     /// The state written with a checkpoint: the step, the KL controller and the recipe.
     fn checkpoint_state(&self) -> TrainerState {
         let mut metadata = serde_json::json!({ "kl_controller": self.kl, "recipe": self.recipe });

@@ -38,6 +38,12 @@ impl OpenOptions {
             self.recipe_dir.join(p)
         }
     }
+
+    /// A data file the recipe names, read from the recipe's folder.
+    fn read_text(&self, p: &Path) -> Result<String, String> {
+        let p = self.resolve(p);
+        crate::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
+    }
 }
 
 /// The files saved next to a full model: the model folder's tokenizer and templates.
@@ -87,10 +93,7 @@ impl Session {
         } else {
             vec![]
         };
-        let read = |p: &Path| {
-            let p = opts.resolve(p);
-            crate::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-        };
+        let read = |p: &Path| opts.read_text(p);
         let mut session =
             Session::build(recipe, trainee, tokenizer, &read, &opts.recipe_dir, device)?;
         session.reference_dir = Some(opts.out.join("reference"));
@@ -192,10 +195,7 @@ impl Session {
             }
         };
         let tokenizer = model_dir.as_ref().and_then(|d| Tokenizer::from_dir(d).ok());
-        let read = |p: &Path| {
-            let p = opts.resolve(p);
-            crate::fs::read_to_string(&p).map_err(|e| format!("reading {}: {e}", p.display()))
-        };
+        let read = |p: &Path| opts.read_text(p);
         let mut session =
             Session::build(recipe, trainee, tokenizer, &read, &opts.recipe_dir, device)?;
         session.extra_files = tokenizer_files(model_dir.as_deref(), session.demo);
@@ -205,7 +205,7 @@ impl Session {
                 .map_err(|e| bad(format!("{}: {e}", super::REFERENCE_FILE)))?;
             let r = super::files::reference_model(&session.config, bytes, device).map_err(bad)?;
             session.reference = Some(r);
-        } else if session.needs_reference() && session.step() > session.sft_steps() {
+        } else if session.reference_due() {
             // `sluice train` keeps the reference in `<out>/reference`: loaded at the next step.
             let kept = opts.out.join("reference");
             if !kept.join("config.json").is_file() {
